@@ -1,0 +1,246 @@
+"""History events: the append-only record of everything that happened to an instance.
+
+Kinds and fields follow the Durable Task Framework, so a history reads the same as in
+Durable Functions and maps one-to-one onto the durabletask gRPC protocol. Payloads
+(``input``, ``result``) are kept as the converter's JSON text, never as Python objects,
+so the core does not depend on user types.
+
+``event_id`` is the sequence number an orchestrator gave the action that caused the
+event (a TaskScheduled, TimerCreated, ...), or -1 for events no action caused. A
+completion names its action with ``task_scheduled_id`` (or ``timer_id``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from taskloom.models import FailureDetails, Status
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """Base of all events. ``timestamp`` is when the event was recorded (UTC)."""
+
+    kind: ClassVar[str] = "HistoryEvent"
+    timestamp: datetime
+    event_id: int = -1
+
+
+@dataclass(frozen=True)
+class ParentInstance:
+    """Who started a sub-orchestration, and which of its actions waits for it."""
+
+    name: str
+    instance_id: str
+    task_scheduled_id: int
+    execution_id: str = ""
+
+
+@dataclass(frozen=True)
+class ExecutionStarted(HistoryEvent):
+    kind: ClassVar[str] = "ExecutionStarted"
+    name: str = ""
+    instance_id: str = ""
+    execution_id: str = ""
+    input: str | None = None
+    version: str | None = None
+    parent: ParentInstance | None = None
+    scheduled_start: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionCompleted(HistoryEvent):
+    kind: ClassVar[str] = "ExecutionCompleted"
+    status: Status = Status.COMPLETED
+    result: str | None = None
+    failure: FailureDetails | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionTerminated(HistoryEvent):
+    kind: ClassVar[str] = "ExecutionTerminated"
+    reason: str | None = None
+    recurse: bool = True
+
+
+@dataclass(frozen=True)
+class ExecutionSuspended(HistoryEvent):
+    kind: ClassVar[str] = "ExecutionSuspended"
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionResumed(HistoryEvent):
+    kind: ClassVar[str] = "ExecutionResumed"
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionRewound(HistoryEvent):
+    kind: ClassVar[str] = "ExecutionRewound"
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ContinueAsNew(HistoryEvent):
+    kind: ClassVar[str] = "ContinueAsNew"
+    input: str | None = None
+
+
+@dataclass(frozen=True)
+class OrchestratorStarted(HistoryEvent):
+    kind: ClassVar[str] = "OrchestratorStarted"
+
+
+@dataclass(frozen=True)
+class TaskScheduled(HistoryEvent):
+    kind: ClassVar[str] = "TaskScheduled"
+    name: str = ""
+    input: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskCompleted(HistoryEvent):
+    kind: ClassVar[str] = "TaskCompleted"
+    task_scheduled_id: int = -1
+    result: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskFailed(HistoryEvent):
+    kind: ClassVar[str] = "TaskFailed"
+    task_scheduled_id: int = -1
+    failure: FailureDetails | None = None
+
+
+@dataclass(frozen=True)
+class TimerCreated(HistoryEvent):
+    kind: ClassVar[str] = "TimerCreated"
+    fire_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TimerFired(HistoryEvent):
+    kind: ClassVar[str] = "TimerFired"
+    timer_id: int = -1
+    fire_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EventRaised(HistoryEvent):
+    kind: ClassVar[str] = "EventRaised"
+    name: str = ""
+    input: str | None = None
+
+
+@dataclass(frozen=True)
+class EventSent(HistoryEvent):
+    kind: ClassVar[str] = "EventSent"
+    instance_id: str = ""
+    name: str = ""
+    input: str | None = None
+
+
+@dataclass(frozen=True)
+class SubOrchestrationInstanceCreated(HistoryEvent):
+    kind: ClassVar[str] = "SubOrchestrationInstanceCreated"
+    name: str = ""
+    instance_id: str = ""
+    input: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class SubOrchestrationInstanceCompleted(HistoryEvent):
+    kind: ClassVar[str] = "SubOrchestrationInstanceCompleted"
+    task_scheduled_id: int = -1
+    result: str | None = None
+
+
+@dataclass(frozen=True)
+class SubOrchestrationInstanceFailed(HistoryEvent):
+    kind: ClassVar[str] = "SubOrchestrationInstanceFailed"
+    task_scheduled_id: int = -1
+    failure: FailureDetails | None = None
+
+
+EVENT_TYPES: dict[str, type[HistoryEvent]] = {
+    cls.kind: cls
+    for cls in (
+        ExecutionStarted,
+        ExecutionCompleted,
+        ExecutionTerminated,
+        ExecutionSuspended,
+        ExecutionResumed,
+        ExecutionRewound,
+        ContinueAsNew,
+        OrchestratorStarted,
+        TaskScheduled,
+        TaskCompleted,
+        TaskFailed,
+        TimerCreated,
+        TimerFired,
+        EventRaised,
+        EventSent,
+        SubOrchestrationInstanceCreated,
+        SubOrchestrationInstanceCompleted,
+        SubOrchestrationInstanceFailed,
+    )
+}
+
+
+def event_to_dict(event: HistoryEvent) -> dict[str, Any]:
+    """The JSON-ready form: ``{"kind": ..., field: value, ...}``; defaults are left out."""
+    data: dict[str, Any] = {"kind": event.kind}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if value is None or (f.name == "event_id" and value == -1):
+            continue
+        data[f.name] = _encode_field(value)
+    return data
+
+
+def _encode_field(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Status):
+        return value.value
+    if isinstance(value, FailureDetails):
+        return value.to_dict()
+    if isinstance(value, ParentInstance):
+        return dataclasses.asdict(value)
+    return value
+
+
+def event_from_dict(data: dict[str, Any]) -> HistoryEvent:
+    """Inverse of :func:`event_to_dict`."""
+    cls = EVENT_TYPES.get(data.get("kind", ""))
+    if cls is None:
+        raise ValueError(f"unknown history event kind {data.get('kind')!r}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name == "kind":
+            continue
+        if name in ("timestamp", "fire_at", "scheduled_start"):
+            value = datetime.fromisoformat(value)
+        elif name == "status":
+            value = Status(value)
+        elif name == "failure":
+            value = FailureDetails.from_dict(value)
+        elif name == "parent":
+            value = ParentInstance(**value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def dumps_event(event: HistoryEvent) -> str:
+    return json.dumps(event_to_dict(event), separators=(",", ":"))
+
+
+def loads_event(text: str) -> HistoryEvent:
+    return event_from_dict(json.loads(text))
