@@ -1,0 +1,309 @@
+"""The storage protocol: the domain operations every backend implements, documented once.
+
+A store holds one task hub. Every operation is a coroutine and takes the current time
+``now`` from its caller (the worker's or the client's clock), so tests and
+:class:`taskloom.testing.TestEnv` control time; a store never reads the wall clock.
+
+Records (all frozen dataclasses, payloads as the converter's JSON text):
+
+- :class:`InstanceRecord`: one row per instance: identity, status, input/output, lease.
+- :class:`Message`: an event in an instance's inbox, visible from ``visible_at`` on.
+  Timers are ``TimerFired`` messages whose ``visible_at`` is the fire time. A message
+  carrying ``execution_id`` is meant for that execution only (results of a run that
+  continued as new are dropped by the worker).
+- :class:`WorkItem`: an activity invocation on the work queue.
+
+The two transactions of the design (see ``docs/architecture.md``):
+
+1. :meth:`Store.complete_episodes`: for each :class:`EpisodeCommit`, in one transaction
+   and only while the instance's ``lease_token`` still equals the commit's: append (or
+   replace) history, delete consumed messages, insert work items, messages and child
+   instances, update the instance row, release the lease.
+2. :meth:`Store.complete_activities`: for each :class:`ActivityResult`, delete the work
+   item if its lease token still matches and insert the result message, atomically.
+
+Leases carry a fencing token that grows on every lease, so a worker whose lease expired
+and was taken over can never commit.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from taskloom.history import HistoryEvent
+from taskloom.models import FailureDetails, Status
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """The stored row of one instance."""
+
+    instance_id: str
+    execution_id: str
+    name: str
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+    version: str | None = None
+    input: str | None = None
+    output: str | None = None
+    custom_status: str | None = None
+    failure: FailureDetails | None = None
+    completed_at: datetime | None = None
+    parent_instance_id: str | None = None
+    scheduled_start_at: datetime | None = None
+    history_len: int = 0
+
+
+@dataclass(frozen=True)
+class Message:
+    """An event waiting in ``instance_id``'s inbox. ``id`` is assigned by the store."""
+
+    instance_id: str
+    event: HistoryEvent
+    visible_at: datetime
+    execution_id: str | None = None
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class NewWorkItem:
+    """An activity to run, as scheduled by an episode."""
+
+    instance_id: str
+    execution_id: str
+    task_id: int
+    name: str
+    input: str | None
+    visible_at: datetime
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A leased activity invocation."""
+
+    id: int
+    instance_id: str
+    execution_id: str
+    task_id: int
+    name: str
+    input: str | None
+    lease_token: int
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class ActivityResult:
+    """The outcome of one work item: ``message`` goes to the instance's inbox."""
+
+    work_item_id: int
+    lease_token: int
+    message: Message
+
+
+@dataclass(frozen=True)
+class LeasedEpisode:
+    """An instance leased for one episode, with its visible messages (oldest first)."""
+
+    instance: InstanceRecord
+    messages: list[Message]
+    lease_token: int
+
+
+@dataclass(frozen=True)
+class NewInstance:
+    """An instance to create, with the ``ExecutionStarted`` message that starts it."""
+
+    record: InstanceRecord
+    start: Message
+
+
+@dataclass(frozen=True)
+class EpisodeCommit:
+    """Everything one episode changes, applied atomically if the lease is still ours.
+
+    ``instance`` is the updated row (status, output, custom status, execution id after
+    continue-as-new, ``history_len`` after this commit). ``replace_history`` swaps the
+    whole stored history for ``history`` (continue-as-new, rewind); otherwise ``history``
+    is appended.
+    """
+
+    instance: InstanceRecord
+    lease_token: int
+    consumed: Sequence[int]
+    history: Sequence[HistoryEvent] = ()
+    replace_history: bool = False
+    work_items: Sequence[NewWorkItem] = ()
+    messages: Sequence[Message] = ()
+    new_instances: Sequence[NewInstance] = ()
+
+
+@dataclass(frozen=True)
+class InstanceQuery:
+    """Filters for :meth:`Store.query_instances`; ``None`` means any."""
+
+    statuses: frozenset[Status] | None = None
+    name: str | None = None
+    instance_id_prefix: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    parent_instance_id: str | None = None
+
+
+@dataclass
+class QueryResult:
+    records: list[InstanceRecord] = field(default_factory=list)
+    continuation_token: str | None = None
+
+
+Listener = Callable[[], None]
+
+
+class Store(abc.ABC):
+    """One task hub in one database. Backends: :mod:`taskloom.storage.sqlite`, ``postgres``."""
+
+    hub: str
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    # -- wake-ups -------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` (on the store's loop) whenever work may have become runnable."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations. Idempotent."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    # -- clients --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_instance(self, new: NewInstance) -> None:
+        """Create ``new.record`` and enqueue ``new.start``.
+
+        An existing instance in a terminal state is replaced (its history and messages
+        deleted); one that is not terminal raises :class:`InstanceExistsError`.
+        """
+
+    @abc.abstractmethod
+    async def enqueue_messages(self, messages: Sequence[Message]) -> None:
+        """Put messages in inboxes (external events, terminate, suspend, resume, rewind)."""
+
+    @abc.abstractmethod
+    async def get_instance(self, instance_id: str) -> InstanceRecord | None: ...
+
+    @abc.abstractmethod
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The stored history, oldest first (empty for an unknown instance)."""
+
+    @abc.abstractmethod
+    async def query_instances(
+        self, query: InstanceQuery, page_size: int, continuation_token: str | None
+    ) -> QueryResult:
+        """Instances matching ``query`` ordered by (created_at, instance_id), paged."""
+
+    @abc.abstractmethod
+    async def purge_instances(
+        self, query: InstanceQuery, instance_ids: Sequence[str] | None = None
+    ) -> int:
+        """Delete terminal instances (row, history, messages, work items); return the count.
+
+        With ``instance_ids``, only those ids (still filtered by ``query``).
+        """
+
+    # -- orchestration episodes -----------------------------------------------------
+
+    @abc.abstractmethod
+    async def lease_episodes(
+        self, now: datetime, limit: int, lease_for: float, owner: str
+    ) -> list[LeasedEpisode]:
+        """Lease up to ``limit`` instances that have visible messages and no live lease."""
+
+    @abc.abstractmethod
+    async def load_histories(self, instance_ids: Sequence[str]) -> dict[str, list[HistoryEvent]]:
+        """Histories of several instances in one round trip."""
+
+    @abc.abstractmethod
+    async def complete_episodes(self, commits: Sequence[EpisodeCommit], now: datetime) -> list[bool]:
+        """Apply each commit whose lease is still held; return which were applied.
+
+        A child in ``new_instances`` whose id is held by a non-terminal instance is not
+        created; instead the parent receives ``SubOrchestrationInstanceFailed``.
+        """
+
+    @abc.abstractmethod
+    async def abandon_episode(self, instance_id: str, lease_token: int) -> None:
+        """Release a lease without changes, so the episode can be retried at once."""
+
+    # -- activities -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def lease_activities(
+        self, now: datetime, limit: int, lease_for: float, owner: str
+    ) -> list[WorkItem]:
+        """Lease up to ``limit`` visible work items without a live lease, oldest first."""
+
+    @abc.abstractmethod
+    async def complete_activities(
+        self, results: Sequence[ActivityResult], now: datetime
+    ) -> list[bool]:
+        """Delete each work item still leased with its token and enqueue its result."""
+
+    @abc.abstractmethod
+    async def renew_activities(
+        self, leases: Sequence[tuple[int, int]], now: datetime, lease_for: float
+    ) -> list[bool]:
+        """Extend leases given as (work_item_id, lease_token); False where lost."""
+
+    # -- time -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def next_wakeup(self, now: datetime) -> datetime | None:
+        """The earliest future moment at which new work becomes visible (a timer, a
+        delayed start, an expiring lease), or None when nothing is pending."""
+
+    @abc.abstractmethod
+    async def has_runnable(self, now: datetime) -> bool:
+        """Whether some message or work item is visible and unleased at ``now``."""
+
+
+def child_conflict_message(new: NewInstance, now: datetime) -> Message | None:
+    """The failure a parent receives when its sub-orchestration's id is already running.
+
+    Backends call this from :meth:`Store.complete_episodes` instead of creating the child.
+    """
+    from taskloom.history import ExecutionStarted, SubOrchestrationInstanceFailed
+
+    started = new.start.event
+    if not isinstance(started, ExecutionStarted) or started.parent is None:
+        return None
+    parent = started.parent
+    failure = FailureDetails(
+        "taskloom.errors.InstanceExistsError",
+        f"cannot start sub-orchestration {started.name!r} as instance "
+        f"{new.record.instance_id!r}: an instance with that id is still running; "
+        "choose another instance_id or wait for it to finish",
+    )
+    event = SubOrchestrationInstanceFailed(
+        timestamp=now, task_scheduled_id=parent.task_scheduled_id, failure=failure
+    )
+    return Message(parent.instance_id, event, now, parent.execution_id or None)
