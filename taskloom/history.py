@@ -122,6 +122,8 @@ class TaskFailed(HistoryEvent):
 class TimerCreated(HistoryEvent):
     kind: ClassVar[str] = "TimerCreated"
     fire_at: datetime | None = None
+    # "retry" for the timers a RetryPolicy waits on (rewind removes them), None otherwise.
+    purpose: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,55 @@
+"""Actions: what an orchestrator asks for in an episode. The worker turns each into
+history events and store writes; on replay each is matched against history by ``id``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Action:
+    id: int
+
+    def describe(self) -> str:
+        return f"{type(self).__name__} #{self.id}"
+
+
+@dataclass(frozen=True)
+class ScheduleTask(Action):
+    name: str
+    input: str | None = None
+    version: str | None = None
+
+    def describe(self) -> str:
+        return f"call_activity({self.name!r}) #{self.id}"
+
+
+@dataclass(frozen=True)
+class CreateTimer(Action):
+    fire_at: datetime
+    purpose: str | None = None
+
+    def describe(self) -> str:
+        return f"create_timer({self.fire_at.isoformat()}) #{self.id}"
+
+
+@dataclass(frozen=True)
+class CreateSubOrchestration(Action):
+    name: str
+    instance_id: str
+    input: str | None = None
+    version: str | None = None
+
+    def describe(self) -> str:
+        return f"call_sub_orchestrator({self.name!r}, instance_id={self.instance_id!r}) #{self.id}"
+
+
+@dataclass(frozen=True)
+class SendEvent(Action):
+    instance_id: str
+    name: str
+    input: str | None = None
+
+    def describe(self) -> str:
+        return f"send_event({self.instance_id!r}, {self.name!r}) #{self.id}"
