@@ -1,0 +1,52 @@
+# Developer entry points. `make test` is what CI runs (via .ci/run).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS := dev,postgres,server,grpc
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run lint format test bench clean distclean
+
+help:
+	@echo "make venv       create $(VENV) and install taskloom[$(EXTRAS)] (again when pyproject.toml changes)"
+	@echo "make run        run examples/quickstart.py on embedded SQLite"
+	@echo "make lint       ruff check, ruff format --check, mypy --strict"
+	@echo "make format     ruff format and ruff check --fix"
+	@echo "make test       lint, then the test suite in parallel"
+	@echo "make bench      run the benchmarks"
+	@echo "make clean      remove caches and build output (distclean also removes $(VENV))"
+
+venv: $(VENV)/.installed
+
+# The stamp makes the install rerun whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[$(EXTRAS)]'
+	touch $@
+
+run: venv
+	$(BIN)/python -m examples.quickstart
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict taskloom
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: venv
+	$(MAKE) lint
+	$(BIN)/pytest -n auto -q
+
+bench: venv
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
