@@ -1,0 +1,86 @@
+-- Named queries of the SQLite backend, loaded by taskloom/storage/sqlite.py.
+-- Each starts with a "-- name: NAME" line. Times are INTEGER microseconds since the epoch.
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS taskloom_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    applied_at TEXT    NOT NULL
+)
+
+-- name: record_migration
+INSERT INTO taskloom_migrations (version, name, applied_at)
+VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+
+-- name: insert_message
+INSERT INTO messages (hub, instance_id, execution_id, visible_at, event)
+VALUES (?, ?, ?, ?, ?)
+
+-- name: insert_work_item
+INSERT INTO work_items (hub, instance_id, execution_id, task_id, name, input, visible_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+
+-- name: next_lease_tokens
+UPDATE taskloom_counters SET value = value + ? WHERE name = 'lease_token' RETURNING value
+
+-- name: episode_candidates
+-- Messages whose instance has no row are never leased: they only arise when an event
+-- races with a purge (or is sent to an id never created), and delivering them to a
+-- later instance of the same id would be wrong; create_instance deletes them.
+-- Fairness: the instance whose oldest visible message waited longest goes first.
+SELECT m.instance_id FROM messages AS m
+JOIN instances AS i ON i.hub = m.hub AND i.instance_id = m.instance_id
+WHERE m.hub = ? AND m.visible_at <= ? AND (i.lease_expires IS NULL OR i.lease_expires <= ?)
+GROUP BY m.instance_id
+ORDER BY MIN(m.visible_at), MIN(m.id)
+LIMIT ?
+
+-- name: lease_instance
+UPDATE instances SET lease_owner = ?, lease_token = ?, lease_expires = ?
+WHERE hub = ? AND instance_id = ?
+
+-- name: fence
+SELECT lease_token FROM instances WHERE hub = ? AND instance_id = ?
+
+-- name: next_seq
+SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE hub = ? AND instance_id = ?
+
+-- name: insert_history
+INSERT INTO history (hub, instance_id, seq, event) VALUES (?, ?, ?, ?)
+
+-- name: abandon
+UPDATE instances SET lease_owner = NULL, lease_expires = NULL
+WHERE hub = ? AND instance_id = ? AND lease_token = ?
+
+-- name: activity_candidates
+-- A leased work item's visible_at is its lease expiry, so this finds every free item.
+SELECT id FROM work_items WHERE hub = ? AND visible_at <= ? ORDER BY visible_at, id LIMIT ?
+
+-- name: complete_activity
+DELETE FROM work_items WHERE hub = ? AND id = ? AND lease_token = ?
+
+-- name: renew_activity
+UPDATE work_items SET lease_expires = ?, visible_at = ?
+WHERE hub = ? AND id = ? AND lease_token = ?
+
+-- name: next_wakeup
+-- Only messages of existing instances count (see episode_candidates).
+SELECT MIN(t) FROM (
+    SELECT MIN(m.visible_at) AS t FROM messages AS m
+    JOIN instances AS i ON i.hub = m.hub AND i.instance_id = m.instance_id
+    WHERE m.hub = :hub AND m.visible_at > :now
+    UNION ALL
+    SELECT MIN(visible_at) FROM work_items WHERE hub = :hub AND visible_at > :now
+    UNION ALL
+    SELECT MIN(lease_expires) FROM instances WHERE hub = :hub AND lease_expires > :now
+)
+
+-- name: has_runnable
+SELECT EXISTS (
+    SELECT 1 FROM messages AS m
+    JOIN instances AS i ON i.hub = m.hub AND i.instance_id = m.instance_id
+    WHERE m.hub = :hub AND m.visible_at <= :now
+      AND (i.lease_expires IS NULL OR i.lease_expires <= :now)
+) OR EXISTS (
+    SELECT 1 FROM work_items WHERE hub = :hub AND visible_at <= :now
+)

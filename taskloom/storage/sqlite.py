@@ -1,0 +1,627 @@
+"""The SQLite backend: stdlib :mod:`sqlite3` in WAL mode, the embedded default.
+
+Calls run synchronously on the event loop's thread: a statement takes microseconds and
+no method awaits in the middle of a transaction, so transactions never interleave within
+one store. Several processes may share one file: every write transaction starts with
+``BEGIN IMMEDIATE``, which takes SQLite's single writer lock up front, so a lease or a
+fenced commit reads and writes under that lock and two processes can never both win.
+Pure polls first look for candidates without a transaction, so idle workers do not
+queue on the writer lock.
+
+Times are stored as INTEGER microseconds since the epoch (exact and ordered); they come
+back as timezone-aware UTC datetimes. Errors of :mod:`sqlite3` leave this module as
+:class:`~taskloom.errors.StoreError` naming the file, with the driver error chained.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+from taskloom.errors import InstanceExistsError, StoreError
+from taskloom.history import HistoryEvent, dumps_event, loads_event
+from taskloom.models import FailureDetails, Status
+from taskloom.storage.base import (
+    ActivityResult,
+    EpisodeCommit,
+    InstanceQuery,
+    InstanceRecord,
+    LeasedEpisode,
+    Message,
+    NewInstance,
+    QueryResult,
+    Store,
+    WorkItem,
+    child_conflict_message,
+)
+from taskloom.storage.migrations import load_migrations, split_statements
+
+__all__ = ["SqliteStore"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+# Stay well below SQLITE_MAX_VARIABLE_NUMBER (32766 today, 999 in old builds).
+_CHUNK = 500
+_TERMINAL = tuple(s.value for s in Status if s.is_terminal)
+_INSTANCE_DATA = ("history", "messages", "work_items")
+
+_RECORD_COLUMNS = (
+    "instance_id",
+    "execution_id",
+    "name",
+    "version",
+    "status",
+    "input",
+    "output",
+    "custom_status",
+    "failure",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "parent_instance_id",
+    "scheduled_start_at",
+    "history_len",
+)
+_SELECT_RECORD = f"SELECT {', '.join(_RECORD_COLUMNS)} FROM instances"
+# Inserting or replacing a row also resets its lease: token 0 matches no held lease, so
+# a worker still holding a lease on a replaced terminal instance can never commit.
+_UPSERT_RECORD = (
+    f"INSERT INTO instances (hub, {', '.join(_RECORD_COLUMNS)}) "
+    f"VALUES (:hub, {', '.join(':' + c for c in _RECORD_COLUMNS)}) "
+    "ON CONFLICT (hub, instance_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _RECORD_COLUMNS[1:])
+    + ", lease_owner = NULL, lease_expires = NULL, lease_token = 0"
+)
+# A commit rewrites the whole row from the episode's view; the lease is released but its
+# token kept, so stale tokens stay invalid until the next lease issues a higher one.
+_UPDATE_RECORD = (
+    "UPDATE instances SET "
+    + ", ".join(f"{c} = :{c}" for c in _RECORD_COLUMNS[1:])
+    + ", lease_owner = NULL, lease_expires = NULL"
+    " WHERE hub = :hub AND instance_id = :instance_id"
+)
+
+
+def _load_queries() -> dict[str, str]:
+    """The ``-- name: NAME`` blocks of ``sql/sqlite/queries.sql``."""
+    text = resources.files("taskloom.storage").joinpath("sql", "sqlite", "queries.sql")
+    queries: dict[str, str] = {}
+    for block in re.split(r"^-- name: ", text.read_text("utf-8"), flags=re.MULTILINE)[1:]:
+        name, _, sql = block.partition("\n")
+        queries[name.strip()] = sql.strip()
+    return queries
+
+
+_Q = _load_queries()
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Connection]:
+    conn.execute(begin)
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _us(moment: datetime) -> int:
+    """Microseconds since the epoch; a naive datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _us_or_none(moment: datetime | None) -> int | None:
+    return None if moment is None else _us(moment)
+
+
+def _dt(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _dt_or_none(value: int | None) -> datetime | None:
+    return None if value is None else _dt(value)
+
+
+def _seconds_to_us(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _record_params(hub: str, record: InstanceRecord) -> dict[str, Any]:
+    failure = None if record.failure is None else json.dumps(record.failure.to_dict())
+    return {
+        "hub": hub,
+        "instance_id": record.instance_id,
+        "execution_id": record.execution_id,
+        "name": record.name,
+        "version": record.version,
+        "status": record.status.value,
+        "input": record.input,
+        "output": record.output,
+        "custom_status": record.custom_status,
+        "failure": failure,
+        "created_at": _us(record.created_at),
+        "updated_at": _us(record.updated_at),
+        "completed_at": _us_or_none(record.completed_at),
+        "parent_instance_id": record.parent_instance_id,
+        "scheduled_start_at": _us_or_none(record.scheduled_start_at),
+        "history_len": record.history_len,
+    }
+
+
+def _record(row: sqlite3.Row) -> InstanceRecord:
+    failure = row["failure"]
+    return InstanceRecord(
+        instance_id=row["instance_id"],
+        execution_id=row["execution_id"],
+        name=row["name"],
+        status=Status(row["status"]),
+        created_at=_dt(row["created_at"]),
+        updated_at=_dt(row["updated_at"]),
+        version=row["version"],
+        input=row["input"],
+        output=row["output"],
+        custom_status=row["custom_status"],
+        failure=None if failure is None else FailureDetails.from_dict(json.loads(failure)),
+        completed_at=_dt_or_none(row["completed_at"]),
+        parent_instance_id=row["parent_instance_id"],
+        scheduled_start_at=_dt_or_none(row["scheduled_start_at"]),
+        history_len=row["history_len"],
+    )
+
+
+def _message(row: sqlite3.Row) -> Message:
+    return Message(
+        instance_id=row["instance_id"],
+        event=loads_event(row["event"]),
+        visible_at=_dt(row["visible_at"]),
+        execution_id=row["execution_id"],
+        id=row["id"],
+    )
+
+
+def _encode_token(created_at: int, instance_id: str) -> str:
+    raw = json.dumps([created_at, instance_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _decode_token(token: str) -> tuple[int, str]:
+    try:
+        created_at, instance_id = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+        if not isinstance(created_at, int) or not isinstance(instance_id, str):
+            raise TypeError("wrong field types")
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValueError(
+            f"malformed continuation token {token!r}: pass back the token of the "
+            "previous page unchanged, or None for the first page"
+        ) from exc
+    return created_at, instance_id
+
+
+def _where(hub: str, query: InstanceQuery) -> tuple[list[str], list[Any]]:
+    """SQL conditions (ANDed) and their parameters for an :class:`InstanceQuery`."""
+    clauses: list[str] = ["hub = ?"]
+    params: list[Any] = [hub]
+    if query.statuses is not None:
+        statuses = sorted(s.value for s in query.statuses)
+        clauses.append(f"status IN ({_marks(len(statuses))})" if statuses else "0")
+        params.extend(statuses)
+    if query.name is not None:
+        clauses.append("name = ?")
+        params.append(query.name)
+    if query.instance_id_prefix:
+        # substr rather than LIKE: LIKE is case-insensitive and needs wildcard escaping.
+        clauses.append("substr(instance_id, 1, ?) = ?")
+        params.extend([len(query.instance_id_prefix), query.instance_id_prefix])
+    if query.created_from is not None:
+        clauses.append("created_at >= ?")
+        params.append(_us(query.created_from))
+    if query.created_to is not None:
+        clauses.append("created_at <= ?")
+        params.append(_us(query.created_to))
+    if query.parent_instance_id is not None:
+        clauses.append("parent_instance_id = ?")
+        params.append(query.parent_instance_id)
+    return clauses, params
+
+
+class SqliteStore(Store):
+    """A task hub in an SQLite file (or ``":memory:"``, private to this object)."""
+
+    def __init__(self, path: str, hub: str = "default", *, busy_timeout_ms: int = 5000) -> None:
+        super().__init__()
+        self.path = path
+        self.hub = hub
+        self.busy_timeout_ms = busy_timeout_ms
+        self._conn: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r}, hub={self.hub!r})"
+
+    # -- plumbing -------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"SQLite store {self.path!r} (hub {self.hub!r}) failed to {action}: {exc}"
+            ) from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(
+                f"SQLite store {self.path!r} (hub {self.hub!r}) is not open: "
+                "call `await store.open()` first"
+            )
+        return self._conn
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
+        """A deferred transaction: one consistent snapshot for multi-statement reads."""
+        with self._errors(action), _transaction(self._connection(), "BEGIN") as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding SQLite's writer lock from its first statement."""
+        with self._errors(action), _transaction(self._connection(), "BEGIN IMMEDIATE") as conn:
+            yield conn
+
+    def _scalar(self, action: str, sql: str, params: Sequence[Any] | dict[str, Any]) -> Any:
+        """The first column of the first row of a one-statement read (None if no row)."""
+        with self._errors(action):
+            row = self._connection().execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        with self._errors("open the database"):
+            # check_same_thread=False: the sync client may drive its loop from another
+            # thread than the one that built the store; access is still one at a time.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                conn.row_factory = sqlite3.Row
+                # busy_timeout first, so the WAL switch waits for other openers.
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                # NORMAL in WAL mode survives a crash of the process; only an OS crash or
+                # power loss may lose the last commits, and it never corrupts the file.
+                conn.execute("PRAGMA synchronous = NORMAL")
+                self._migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        migrations = load_migrations("sqlite")
+        for migration in migrations:
+            # One BEGIN IMMEDIATE transaction per migration, re-reading the applied version
+            # under the writer lock, so concurrent openers apply each exactly once.
+            # (executescript would COMMIT first, so statements run one by one.)
+            with _transaction(conn, "BEGIN IMMEDIATE"):
+                conn.execute(_Q["create_migrations_table"])
+                applied = conn.execute(
+                    "SELECT COALESCE(MAX(version), 0) FROM taskloom_migrations"
+                ).fetchone()[0]
+                if applied > len(migrations):
+                    raise StoreError(
+                        f"SQLite store {self.path!r} has schema version {applied}, newer than "
+                        f"this taskloom knows ({len(migrations)}): upgrade taskloom"
+                    )
+                if migration.version > applied:
+                    for statement in split_statements(migration.sql):
+                        conn.execute(statement)
+                    conn.execute(_Q["record_migration"], (migration.version, migration.name))
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with self._errors("close the database"):
+                conn.close()
+
+    # -- shared writes ----------------------------------------------------------------
+
+    def _delete_in(
+        self, conn: sqlite3.Connection, tables: Sequence[str], instance_ids: Sequence[str]
+    ) -> None:
+        for chunk in _chunks(instance_ids):
+            for table in tables:
+                conn.execute(
+                    f"DELETE FROM {table} WHERE hub = ? AND instance_id IN ({_marks(len(chunk))})",
+                    (self.hub, *chunk),
+                )
+
+    def _create(self, conn: sqlite3.Connection, new: NewInstance) -> Status | None:
+        """Create (or replace a terminal) instance; return the blocking status if any."""
+        row = conn.execute(
+            "SELECT status FROM instances WHERE hub = ? AND instance_id = ?",
+            (self.hub, new.record.instance_id),
+        ).fetchone()
+        if row is not None and not Status(row[0]).is_terminal:
+            return Status(row[0])
+        # Leftovers of a previous instance with this id (or events sent to it before it
+        # existed) must not leak into the new one.
+        self._delete_in(conn, _INSTANCE_DATA, [new.record.instance_id])
+        conn.execute(_UPSERT_RECORD, _record_params(self.hub, new.record))
+        self._insert_messages(conn, [new.start])
+        return None
+
+    def _insert_messages(self, conn: sqlite3.Connection, messages: Iterable[Message]) -> None:
+        conn.executemany(
+            _Q["insert_message"],
+            [
+                (self.hub, m.instance_id, m.execution_id, _us(m.visible_at), dumps_event(m.event))
+                for m in messages
+            ],
+        )
+
+    # -- clients --------------------------------------------------------------------
+
+    async def create_instance(self, new: NewInstance) -> None:
+        with self._write(f"create instance {new.record.instance_id!r}") as conn:
+            blocking = self._create(conn, new)
+        if blocking is not None:
+            raise InstanceExistsError(
+                f"instance {new.record.instance_id!r} already exists in task hub {self.hub!r} "
+                f"with status {blocking.value}; wait for it to finish, terminate it, or "
+                "choose another instance_id"
+            )
+        self._notify()
+
+    async def enqueue_messages(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        with self._write("enqueue messages") as conn:
+            self._insert_messages(conn, messages)
+        self._notify()
+
+    async def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        sql = f"{_SELECT_RECORD} WHERE hub = ? AND instance_id = ?"
+        with self._errors(f"read instance {instance_id!r}"):
+            row = self._connection().execute(sql, (self.hub, instance_id)).fetchone()
+        return None if row is None else _record(row)
+
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        return (await self.load_histories([instance_id]))[instance_id]
+
+    async def load_histories(self, instance_ids: Sequence[str]) -> dict[str, list[HistoryEvent]]:
+        ids = list(dict.fromkeys(instance_ids))
+        histories: dict[str, list[HistoryEvent]] = {i: [] for i in ids}
+        with self._read("read histories") as conn:
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    "SELECT instance_id, event FROM history WHERE hub = ? AND instance_id IN "
+                    f"({_marks(len(chunk))}) ORDER BY instance_id, seq",
+                    (self.hub, *chunk),
+                )
+                for row in rows:
+                    histories[row[0]].append(loads_event(row[1]))
+        return histories
+
+    async def query_instances(
+        self, query: InstanceQuery, page_size: int, continuation_token: str | None
+    ) -> QueryResult:
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, got {page_size}")
+        clauses, params = _where(self.hub, query)
+        if continuation_token:
+            created_at, instance_id = _decode_token(continuation_token)
+            clauses.append("(created_at > ? OR (created_at = ? AND instance_id > ?))")
+            params.extend([created_at, created_at, instance_id])
+        sql = f"{_SELECT_RECORD} WHERE {' AND '.join(clauses)} ORDER BY created_at, instance_id"
+        with self._errors("query instances"):
+            # One row past the page tells whether another page exists.
+            rows = self._connection().execute(f"{sql} LIMIT ?", (*params, page_size + 1)).fetchall()
+        result = QueryResult([_record(r) for r in rows[:page_size]])
+        if len(rows) > page_size:
+            last = rows[page_size - 1]
+            result.continuation_token = _encode_token(last["created_at"], last["instance_id"])
+        return result
+
+    async def purge_instances(
+        self, query: InstanceQuery, instance_ids: Sequence[str] | None = None
+    ) -> int:
+        clauses, params = _where(self.hub, query)
+        clauses.append(f"status IN ({_marks(len(_TERMINAL))})")
+        params.extend(_TERMINAL)
+        sql = f"SELECT instance_id FROM instances WHERE {' AND '.join(clauses)}"
+        with self._write("purge instances") as conn:
+            if instance_ids is None:
+                doomed = [r[0] for r in conn.execute(sql, params)]
+            else:
+                doomed = []
+                for chunk in _chunks(list(dict.fromkeys(instance_ids))):
+                    in_chunk = f"{sql} AND instance_id IN ({_marks(len(chunk))})"
+                    doomed += [r[0] for r in conn.execute(in_chunk, (*params, *chunk))]
+            self._delete_in(conn, (*_INSTANCE_DATA, "instances"), doomed)
+        return len(doomed)
+
+    # -- orchestration episodes -----------------------------------------------------
+
+    async def lease_episodes(
+        self, now: datetime, limit: int, lease_for: float, owner: str
+    ) -> list[LeasedEpisode]:
+        at = _us(now)
+        params = (self.hub, at, at, limit)
+        # Look without the writer lock first, so idle pollers never queue on it.
+        if limit < 1 or not self._scalar("look for work", _Q["episode_candidates"], params):
+            return []
+        with self._write("lease instances") as conn:
+            # Again under the lock: another process may have leased some meanwhile.
+            ids = [r[0] for r in conn.execute(_Q["episode_candidates"], params)]
+            if not ids:
+                return []
+            last = conn.execute(_Q["next_lease_tokens"], (len(ids),)).fetchone()[0]
+            tokens = dict(zip(ids, range(last - len(ids) + 1, last + 1), strict=True))
+            expires = at + _seconds_to_us(lease_for)
+            conn.executemany(
+                _Q["lease_instance"], [(owner, tokens[i], expires, self.hub, i) for i in ids]
+            )
+            marks = _marks(len(ids))
+            records = {
+                r["instance_id"]: _record(r)
+                for r in conn.execute(
+                    f"{_SELECT_RECORD} WHERE hub = ? AND instance_id IN ({marks})",
+                    (self.hub, *ids),
+                )
+            }
+            inboxes: dict[str, list[Message]] = {i: [] for i in ids}
+            for row in conn.execute(
+                "SELECT * FROM messages WHERE hub = ? AND visible_at <= ? "
+                f"AND instance_id IN ({marks}) ORDER BY id",
+                (self.hub, at, *ids),
+            ):
+                inboxes[row["instance_id"]].append(_message(row))
+        return [LeasedEpisode(records[i], inboxes[i], tokens[i]) for i in ids]
+
+    async def complete_episodes(
+        self, commits: Sequence[EpisodeCommit], now: datetime
+    ) -> list[bool]:
+        if not commits:
+            return []
+        # One transaction for the batch (one lock round and one WAL commit); each commit
+        # checks its fence before writing anything, so a lost lease skips only itself.
+        with self._write("complete episodes") as conn:
+            applied = [self._apply_commit(conn, commit, now) for commit in commits]
+        if any(applied):
+            # Besides new work, releasing a lease makes messages that arrived meanwhile
+            # runnable.
+            self._notify()
+        return applied
+
+    def _apply_commit(self, conn: sqlite3.Connection, commit: EpisodeCommit, now: datetime) -> bool:
+        key = (self.hub, commit.instance.instance_id)
+        row = conn.execute(_Q["fence"], key).fetchone()
+        if row is None or row[0] != commit.lease_token:
+            return False
+        if commit.replace_history:
+            conn.execute("DELETE FROM history WHERE hub = ? AND instance_id = ?", key)
+            start = 0
+        else:
+            start = conn.execute(_Q["next_seq"], key).fetchone()[0]
+        conn.executemany(
+            _Q["insert_history"],
+            [(*key, seq, dumps_event(e)) for seq, e in enumerate(commit.history, start)],
+        )
+        for chunk in _chunks(list(commit.consumed)):
+            conn.execute(
+                "DELETE FROM messages WHERE hub = ? AND instance_id = ? "
+                f"AND id IN ({_marks(len(chunk))})",
+                (*key, *chunk),
+            )
+        conn.executemany(
+            _Q["insert_work_item"],
+            [
+                (
+                    self.hub,
+                    w.instance_id,
+                    w.execution_id,
+                    w.task_id,
+                    w.name,
+                    w.input,
+                    _us(w.visible_at),
+                )
+                for w in commit.work_items
+            ],
+        )
+        self._insert_messages(conn, commit.messages)
+        for new in commit.new_instances:
+            if self._create(conn, new) is not None:
+                conflict = child_conflict_message(new, now)
+                if conflict is not None:
+                    self._insert_messages(conn, [conflict])
+        conn.execute(_UPDATE_RECORD, _record_params(self.hub, commit.instance))
+        return True
+
+    async def abandon_episode(self, instance_id: str, lease_token: int) -> None:
+        with self._write(f"abandon the episode of {instance_id!r}") as conn:
+            released = conn.execute(_Q["abandon"], (self.hub, instance_id, lease_token)).rowcount
+        if released:
+            self._notify()
+
+    # -- activities -----------------------------------------------------------------
+
+    async def lease_activities(
+        self, now: datetime, limit: int, lease_for: float, owner: str
+    ) -> list[WorkItem]:
+        at = _us(now)
+        params = (self.hub, at, limit)
+        if limit < 1 or not self._scalar("look for work", _Q["activity_candidates"], params):
+            return []
+        expires = at + _seconds_to_us(lease_for)
+        with self._write("lease activities") as conn:
+            ids = [r[0] for r in conn.execute(_Q["activity_candidates"], params)]
+            rows: list[sqlite3.Row] = []
+            for chunk in _chunks(ids):
+                # Moving visible_at to the expiry hides the item until its lease lapses.
+                rows += conn.execute(
+                    "UPDATE work_items SET lease_owner = ?, lease_token = lease_token + 1, "
+                    "lease_expires = ?, visible_at = ?, attempt = attempt + 1 "
+                    f"WHERE hub = ? AND id IN ({_marks(len(chunk))}) RETURNING *",
+                    (owner, expires, expires, self.hub, *chunk),
+                ).fetchall()
+        position = {work_item_id: n for n, work_item_id in enumerate(ids)}
+        rows.sort(key=lambda r: position[r["id"]])
+        return [WorkItem(**{f.name: r[f.name] for f in fields(WorkItem)}) for r in rows]
+
+    async def complete_activities(
+        self, results: Sequence[ActivityResult], now: datetime
+    ) -> list[bool]:
+        done: list[bool] = []
+        with self._write("complete activities") as conn:
+            for result in results:
+                params = (self.hub, result.work_item_id, result.lease_token)
+                deleted = conn.execute(_Q["complete_activity"], params).rowcount == 1
+                if deleted:
+                    self._insert_messages(conn, [result.message])
+                done.append(deleted)
+        if any(done):
+            self._notify()
+        return done
+
+    async def renew_activities(
+        self, leases: Sequence[tuple[int, int]], now: datetime, lease_for: float
+    ) -> list[bool]:
+        expires = _us(now) + _seconds_to_us(lease_for)
+        with self._write("renew activity leases") as conn:
+            return [
+                conn.execute(_Q["renew_activity"], (expires, expires, self.hub, i, t)).rowcount == 1
+                for i, t in leases
+            ]
+
+    # -- time -----------------------------------------------------------------------
+
+    async def next_wakeup(self, now: datetime) -> datetime | None:
+        params = {"hub": self.hub, "now": _us(now)}
+        return _dt_or_none(self._scalar("find the next wake-up", _Q["next_wakeup"], params))
+
+    async def has_runnable(self, now: datetime) -> bool:
+        params = {"hub": self.hub, "now": _us(now)}
+        return bool(self._scalar("look for work", _Q["has_runnable"], params))
