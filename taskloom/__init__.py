@@ -1,0 +1,59 @@
+"""taskloom: durable orchestrations for Python, self-hosted on SQLite or PostgreSQL.
+
+The names here are the public API (see ``docs/`` and the README).
+"""
+
+from __future__ import annotations
+
+from taskloom import testing
+from taskloom.app import ActivityInfo, App, activity_info
+from taskloom.client import AsyncClient, Client
+from taskloom.context import OrchestrationContext
+from taskloom.converter import DataConverter
+from taskloom.errors import (
+    ConfigurationError,
+    InstanceExistsError,
+    InstanceNotFoundError,
+    InvalidStateError,
+    NonDeterminismError,
+    OrchestrationError,
+    SerializationError,
+    StoreError,
+    TaskFailedError,
+    TaskloomError,
+    TaskTimeoutError,
+)
+from taskloom.models import FailureDetails, OrchestrationState, Page, Status
+from taskloom.retry import RetryPolicy
+from taskloom.tasks import Task, TimerTask
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivityInfo",
+    "App",
+    "AsyncClient",
+    "Client",
+    "ConfigurationError",
+    "DataConverter",
+    "FailureDetails",
+    "InstanceExistsError",
+    "InstanceNotFoundError",
+    "InvalidStateError",
+    "NonDeterminismError",
+    "OrchestrationContext",
+    "OrchestrationError",
+    "OrchestrationState",
+    "Page",
+    "RetryPolicy",
+    "SerializationError",
+    "Status",
+    "StoreError",
+    "Task",
+    "TaskFailedError",
+    "TaskTimeoutError",
+    "TaskloomError",
+    "TimerTask",
+    "activity_info",
+    "testing",
+]

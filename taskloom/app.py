@@ -1,0 +1,140 @@
+"""The App: a task hub's registry of orchestrators and activities, and its entry points."""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from taskloom.context import OrchestrationContext
+from taskloom.converter import DataConverter, default_converter
+from taskloom.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from taskloom.client import Client
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class ActivityInfo:
+    """What an activity knows about its invocation (see :func:`activity_info`)."""
+
+    instance_id: str
+    task_id: int
+    name: str
+    attempt: int
+
+
+_activity_info: contextvars.ContextVar[ActivityInfo] = contextvars.ContextVar("activity_info")
+
+
+def activity_info() -> ActivityInfo:
+    """The running activity's instance id, task id, name and attempt number."""
+    try:
+        return _activity_info.get()
+    except LookupError:
+        raise RuntimeError("activity_info() is only available inside a running activity") from None
+
+
+@dataclass(frozen=True)
+class Activity:
+    name: str
+    fn: Callable[..., Any]
+    takes_input: bool
+    is_async: bool
+
+
+class App:
+    """A task hub's code: ``App("claims")`` names the hub; decorators register functions."""
+
+    def __init__(self, name: str = "default", *, converter: DataConverter | None = None) -> None:
+        if not name or not all(c.isalnum() or c in "-_" for c in name):
+            raise ConfigurationError(
+                f"invalid app name {name!r}: use letters, digits, '-' and '_' (it names the hub)"
+            )
+        self.name = name
+        self.converter = converter or default_converter
+        self.activities: dict[str, Activity] = {}
+        self.orchestrators: dict[str, Callable[[OrchestrationContext], Any]] = {}
+
+    # -- registration ---------------------------------------------------------------
+
+    @overload
+    def activity(self, fn: F) -> F: ...
+    @overload
+    def activity(self, *, name: str | None = None) -> Callable[[F], F]: ...
+
+    def activity(self, fn: F | None = None, *, name: str | None = None) -> Any:
+        """Register an activity under its function name (or ``name``)."""
+
+        def register(f: F) -> F:
+            key = name or f.__name__
+            self._check_new(key, self.activities, "activity")
+            params = _positional_params(f)
+            if params > 1:
+                raise ConfigurationError(
+                    f"activity {key!r} takes {params} arguments; an activity takes at most "
+                    "one, its input (pass a dict or a dataclass for several values)"
+                )
+            self.activities[key] = Activity(key, f, params == 1, inspect.iscoroutinefunction(f))
+            f.__taskloom_name__ = key  # type: ignore[attr-defined]
+            return f
+
+        return register(fn) if fn is not None else register
+
+    @overload
+    def orchestrator(self, fn: F) -> F: ...
+    @overload
+    def orchestrator(self, *, name: str | None = None) -> Callable[[F], F]: ...
+
+    def orchestrator(self, fn: F | None = None, *, name: str | None = None) -> Any:
+        """Register an orchestrator (a generator function taking ``ctx`` [, input])."""
+
+        def register(f: F) -> F:
+            key = name or f.__name__
+            self._check_new(key, self.orchestrators, "orchestrator")
+            params = _positional_params(f)
+            if params not in (1, 2):
+                raise ConfigurationError(
+                    f"orchestrator {key!r} must take ctx and optionally the input, "
+                    f"not {params} arguments"
+                )
+            if params == 2:
+
+                def call(ctx: OrchestrationContext) -> Any:
+                    return f(ctx, ctx.get_input())
+
+                self.orchestrators[key] = call
+            else:
+                self.orchestrators[key] = f
+            f.__taskloom_name__ = key  # type: ignore[attr-defined]
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def _check_new(self, key: str, table: dict[str, Any], what: str) -> None:
+        if key in table:
+            raise ConfigurationError(f"{what} {key!r} is registered twice in app {self.name!r}")
+
+    # -- entry points ---------------------------------------------------------------
+
+    def client(self, store_url: str = "sqlite:///taskloom.db") -> Client:
+        """A synchronous client for this app's hub."""
+        from taskloom.client import Client
+
+        return Client(store_url, hub=self.name, converter=self.converter)
+
+    def run(self, store_url: str = "sqlite:///taskloom.db", **options: Any) -> None:
+        """Run a worker in this process until SIGINT or SIGTERM, then stop gracefully."""
+        from taskloom.runtime.runner import run_app
+
+        run_app(self, store_url, **options)
+
+
+def _positional_params(fn: Callable[..., Any]) -> int:
+    sig = inspect.signature(fn)
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in sig.parameters.values() if p.kind in kinds)

@@ -1,0 +1,409 @@
+"""Clients: start and manage orchestration instances. ``AsyncClient`` is the one
+implementation; ``Client`` runs it on a private event loop thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
+from typing import Any, TypeVar
+
+from taskloom import history as h
+from taskloom.clock import Clock, SystemClock
+from taskloom.converter import DataConverter, default_converter
+from taskloom.errors import InstanceNotFoundError, InvalidStateError, SerializationError
+from taskloom.models import OrchestrationState, Page, Status
+from taskloom.storage import Store, open_store
+from taskloom.storage.base import InstanceQuery, InstanceRecord, Message, NewInstance
+
+T = TypeVar("T")
+IdleHook = Callable[[], Awaitable[bool]]
+
+_TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.TERMINATED})
+
+
+class AsyncClient:
+    """Starts, queries and controls instances of one task hub."""
+
+    def __init__(
+        self,
+        store: str | Store = "sqlite:///taskloom.db",
+        hub: str = "default",
+        *,
+        converter: DataConverter | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.store = open_store(store, hub=hub) if isinstance(store, str) else store
+        self.converter = converter or default_converter
+        self.clock: Clock = clock or SystemClock()
+        self.idle_hook: IdleHook | None = None
+        self._opened = False
+
+    async def _ready(self) -> Store:
+        if not self._opened:
+            await self.store.open()
+            self._opened = True
+        return self.store
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.store.close()
+            self._opened = False
+
+    async def __aenter__(self) -> AsyncClient:
+        await self._ready()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- starting -------------------------------------------------------------------
+
+    async def start_new(
+        self,
+        name: str,
+        input: Any = None,
+        instance_id: str | None = None,
+        *,
+        start_at: datetime | None = None,
+        version: str | None = None,
+    ) -> str:
+        """Start orchestration ``name``; return its instance id (random when not given)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"orchestration name must be a non-empty string, got {name!r}")
+        if start_at is not None and start_at.tzinfo is None:
+            raise ValueError("start_at must be an aware datetime (e.g. datetime.now(UTC))")
+        iid = instance_id or uuid.uuid4().hex
+        text = None if input is None else self.converter.dumps(
+            input, what=f"input of orchestration {name!r}"
+        )
+        store = await self._ready()
+        now = self.clock.now()
+        eid = uuid.uuid4().hex
+        record = InstanceRecord(
+            instance_id=iid,
+            execution_id=eid,
+            name=name,
+            status=Status.PENDING,
+            created_at=now,
+            updated_at=now,
+            version=version,
+            input=text,
+            scheduled_start_at=start_at,
+        )
+        event = h.ExecutionStarted(now, -1, name, iid, eid, text, version, None, start_at)
+        visible = start_at if start_at is not None and start_at > now else now
+        await store.create_instance(NewInstance(record, Message(iid, event, visible)))
+        return iid
+
+    # -- reading --------------------------------------------------------------------
+
+    async def get_status(
+        self, instance_id: str, *, show_history: bool = False, show_input: bool = True
+    ) -> OrchestrationState | None:
+        """The instance's state, or None when the hub holds no such instance."""
+        store = await self._ready()
+        record = await store.get_instance(instance_id)
+        if record is None:
+            return None
+        state = self._state(record, show_input)
+        if show_history:
+            state.history = await store.get_history(instance_id)
+        return state
+
+    def _state(self, rec: InstanceRecord, show_input: bool = True) -> OrchestrationState:
+        return OrchestrationState(
+            instance_id=rec.instance_id,
+            name=rec.name,
+            runtime_status=rec.status,
+            input=self._decode(rec.input) if show_input else None,
+            output=self._decode(rec.output),
+            custom_status=self._decode(rec.custom_status),
+            created_at=rec.created_at,
+            last_updated_at=rec.updated_at,
+            failure_details=rec.failure,
+            parent_instance_id=rec.parent_instance_id,
+            version=rec.version,
+            scheduled_start_at=rec.scheduled_start_at,
+        )
+
+    def _decode(self, text: str | None) -> Any:
+        try:
+            return self.converter.loads(text)
+        except SerializationError:
+            # A class the client cannot import: show the stored JSON rather than fail.
+            return json.loads(text) if text else None
+
+    async def get_history(self, instance_id: str) -> list[h.HistoryEvent]:
+        store = await self._ready()
+        await self._require(instance_id)
+        return await store.get_history(instance_id)
+
+    async def query(
+        self,
+        *,
+        statuses: Any = None,
+        name: str | None = None,
+        instance_id_prefix: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        page_size: int = 100,
+        continuation_token: str | None = None,
+    ) -> Page:
+        """One page of instances, oldest first; pass the returned token for the next."""
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, got {page_size}")
+        store = await self._ready()
+        query = InstanceQuery(
+            statuses=_statuses(statuses),
+            name=name,
+            instance_id_prefix=instance_id_prefix,
+            created_from=created_from,
+            created_to=created_to,
+        )
+        found = await store.query_instances(query, page_size, continuation_token)
+        return Page([self._state(r) for r in found.records], found.continuation_token)
+
+    # -- waiting --------------------------------------------------------------------
+
+    async def wait_for_start(self, instance_id: str, timeout: float = 60.0) -> OrchestrationState:
+        """Wait until the instance left Pending; ``TimeoutError`` after ``timeout`` seconds."""
+        return await self._wait(instance_id, timeout, lambda s: s is not Status.PENDING, "start")
+
+    async def wait_for_completion(
+        self, instance_id: str, timeout: float = 60.0
+    ) -> OrchestrationState:
+        """Wait until the instance completed, failed or was terminated."""
+        return await self._wait(instance_id, timeout, lambda s: s in _TERMINAL, "complete")
+
+    async def _wait(
+        self, iid: str, timeout: float, done: Callable[[Status], bool], what: str
+    ) -> OrchestrationState:
+        store = await self._ready()
+        changed = asyncio.Event()
+        store.add_listener(changed.set)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.005
+        try:
+            while True:
+                changed.clear()
+                record = await store.get_instance(iid)
+                if record is None:
+                    raise InstanceNotFoundError(f"no instance {iid!r} in hub {store.hub!r}")
+                if done(record.status):
+                    return self._state(record)
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"instance {iid!r} did not {what} within {timeout} s "
+                        f"(status {record.status.value})"
+                    )
+                if self.idle_hook is not None and await self.idle_hook():
+                    continue
+                try:
+                    await asyncio.wait_for(changed.wait(), min(delay, left))
+                except TimeoutError:
+                    delay = min(delay * 2, 0.25)
+        finally:
+            store.remove_listener(changed.set)
+
+    # -- controlling ----------------------------------------------------------------
+
+    async def raise_event(self, instance_id: str, event_name: str, data: Any = None) -> None:
+        """Deliver external event ``event_name`` with ``data`` to a running instance."""
+        if not event_name:
+            raise ValueError("event_name must be a non-empty string")
+        text = None if data is None else self.converter.dumps(
+            data, what=f"data of event {event_name!r}"
+        )
+        await self._send(instance_id, h.EventRaised(self.clock.now(), name=event_name, input=text))
+
+    async def terminate(
+        self, instance_id: str, reason: Any = None, *, recursive: bool = True
+    ) -> None:
+        """Stop an instance (and, with ``recursive``, its running sub-orchestrations)."""
+        event = h.ExecutionTerminated(self.clock.now(), reason=reason, recurse=recursive)
+        await self._send(instance_id, event)
+
+    async def suspend(self, instance_id: str, reason: str | None = None) -> None:
+        await self._send(instance_id, h.ExecutionSuspended(self.clock.now(), reason=reason))
+
+    async def resume(self, instance_id: str, reason: str | None = None) -> None:
+        await self._send(instance_id, h.ExecutionResumed(self.clock.now(), reason=reason))
+
+    async def rewind(self, instance_id: str, reason: str | None = None) -> None:
+        """Re-run a Failed instance from its failed tasks, keeping what succeeded."""
+        record = await self._require(instance_id)
+        if record.status is not Status.FAILED:
+            raise InvalidStateError(
+                f"instance {instance_id!r} is {record.status.value}; only Failed instances "
+                "can be rewound"
+            )
+        message = Message(instance_id, h.ExecutionRewound(self.clock.now(), reason=reason), self.clock.now())
+        await self.store.enqueue_messages([message])
+
+    async def _send(self, instance_id: str, event: h.HistoryEvent) -> None:
+        record = await self._require(instance_id)
+        if record.status in _TERMINAL:
+            raise InvalidStateError(
+                f"instance {instance_id!r} already finished ({record.status.value}); "
+                f"{event.kind} has no effect on it"
+            )
+        await self.store.enqueue_messages([Message(instance_id, event, self.clock.now())])
+
+    async def _require(self, instance_id: str) -> InstanceRecord:
+        store = await self._ready()
+        record = await store.get_instance(instance_id)
+        if record is None:
+            raise InstanceNotFoundError(
+                f"no instance {instance_id!r} in hub {store.hub!r}; check the id "
+                "(ids are case-sensitive) and the hub"
+            )
+        return record
+
+    # -- purging --------------------------------------------------------------------
+
+    async def purge(self, instance_id: str) -> int:
+        """Delete a finished instance and its history; returns 1, or 0 if it is unknown."""
+        store = await self._ready()
+        record = await store.get_instance(instance_id)
+        if record is None:
+            return 0
+        if record.status not in _TERMINAL:
+            raise InvalidStateError(
+                f"instance {instance_id!r} is {record.status.value}; terminate it (or wait "
+                "for it to finish) before purging"
+            )
+        return await store.purge_instances(InstanceQuery(), [instance_id])
+
+    async def purge_many(
+        self,
+        *,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        statuses: Any = None,
+    ) -> int:
+        """Delete finished instances created in the range; returns how many."""
+        store = await self._ready()
+        wanted = _statuses(statuses)
+        terminal = frozenset(_TERMINAL if wanted is None else wanted & _TERMINAL)
+        query = InstanceQuery(statuses=terminal, created_from=created_from, created_to=created_to)
+        return await store.purge_instances(query)
+
+
+def _statuses(statuses: Any) -> frozenset[Status] | None:
+    if statuses is None:
+        return None
+    if isinstance(statuses, Status | str):
+        statuses = [statuses]
+    return frozenset(s if isinstance(s, Status) else Status.parse(s) for s in statuses)
+
+
+class Client:
+    """The synchronous client: the same methods as :class:`AsyncClient`, blocking."""
+
+    def __init__(
+        self,
+        store: str | Store = "sqlite:///taskloom.db",
+        hub: str = "default",
+        *,
+        converter: DataConverter | None = None,
+        clock: Clock | None = None,
+        _async: AsyncClient | None = None,
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if _async is not None and _loop is not None:
+            self._async, self._loop, self._thread = _async, _loop, None
+            return
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="taskloom-client", daemon=True
+        )
+        self._thread.start()
+        self._async = AsyncClient(store, hub, converter=converter, clock=clock)
+
+    @property
+    def async_client(self) -> AsyncClient:
+        return self._async
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def close(self) -> None:
+        self._run(self._async.close())
+        if self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start_new(
+        self,
+        name: str,
+        input: Any = None,
+        instance_id: str | None = None,
+        *,
+        start_at: datetime | None = None,
+        version: str | None = None,
+    ) -> str:
+        return self._run(
+            self._async.start_new(name, input, instance_id, start_at=start_at, version=version)
+        )
+
+    def get_status(
+        self, instance_id: str, *, show_history: bool = False, show_input: bool = True
+    ) -> OrchestrationState | None:
+        coro = self._async.get_status(instance_id, show_history=show_history, show_input=show_input)
+        return self._run(coro)
+
+    def wait_for_start(self, instance_id: str, timeout: float = 60.0) -> OrchestrationState:
+        return self._run(self._async.wait_for_start(instance_id, timeout))
+
+    def wait_for_completion(self, instance_id: str, timeout: float = 60.0) -> OrchestrationState:
+        return self._run(self._async.wait_for_completion(instance_id, timeout))
+
+    def raise_event(self, instance_id: str, event_name: str, data: Any = None) -> None:
+        self._run(self._async.raise_event(instance_id, event_name, data))
+
+    def terminate(self, instance_id: str, reason: Any = None, *, recursive: bool = True) -> None:
+        self._run(self._async.terminate(instance_id, reason, recursive=recursive))
+
+    def suspend(self, instance_id: str, reason: str | None = None) -> None:
+        self._run(self._async.suspend(instance_id, reason))
+
+    def resume(self, instance_id: str, reason: str | None = None) -> None:
+        self._run(self._async.resume(instance_id, reason))
+
+    def rewind(self, instance_id: str, reason: str | None = None) -> None:
+        self._run(self._async.rewind(instance_id, reason))
+
+    def purge(self, instance_id: str) -> int:
+        return self._run(self._async.purge(instance_id))
+
+    def purge_many(
+        self,
+        *,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        statuses: Any = None,
+    ) -> int:
+        coro = self._async.purge_many(
+            created_from=created_from, created_to=created_to, statuses=statuses
+        )
+        return self._run(coro)
+
+    def query(self, **filters: Any) -> Page:
+        """See :meth:`AsyncClient.query` for the keyword filters."""
+        return self._run(self._async.query(**filters))
+
+    def get_history(self, instance_id: str) -> list[h.HistoryEvent]:
+        return self._run(self._async.get_history(instance_id))

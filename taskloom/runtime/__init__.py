@@ -1,0 +1,1 @@
+"""The runtime: turning executor results into store writes, dispatch loops, leases."""

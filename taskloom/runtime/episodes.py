@@ -1,0 +1,297 @@
+"""One orchestration episode: incoming messages + history -> executor -> EpisodeCommit.
+
+Everything here is synchronous and does no I/O: the worker leases, calls
+:func:`plan_episode`, and commits what it returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from taskloom import history as h
+from taskloom.core.actions import (
+    Action,
+    CreateSubOrchestration,
+    CreateTimer,
+    ScheduleTask,
+    SendEvent,
+)
+from taskloom.core.executor import ExecutionResult, OrchestrationRun, Resolver
+from taskloom.core.rewind import rewind_history
+from taskloom.converter import DataConverter
+from taskloom.models import FailureDetails, Status
+from taskloom.storage.base import (
+    EpisodeCommit,
+    InstanceRecord,
+    LeasedEpisode,
+    Message,
+    NewInstance,
+    NewWorkItem,
+)
+
+
+@dataclass
+class Planned:
+    """A commit to apply and, if the run may continue, the run and history to cache."""
+
+    commit: EpisodeCommit
+    run: OrchestrationRun | None = None
+    history: list[h.HistoryEvent] = field(default_factory=list)
+
+
+@dataclass
+class _Outbox:
+    history: list[h.HistoryEvent] = field(default_factory=list)
+    work_items: list[NewWorkItem] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    new_instances: list[NewInstance] = field(default_factory=list)
+
+
+def plan_episode(
+    episode: LeasedEpisode,
+    history: list[h.HistoryEvent],
+    cached: OrchestrationRun | None,
+    resolve: Resolver,
+    converter: DataConverter,
+    now: datetime,
+) -> Planned:
+    """Decide what one episode writes. ``cached`` is a run that has seen ``history``."""
+    rec = episode.instance
+    consumed = [m.id for m in episode.messages]
+    current = [
+        m
+        for m in episode.messages
+        if m.execution_id is None or m.execution_id == rec.execution_id
+    ]
+    if rec.status.is_terminal:
+        if rec.status is Status.FAILED and any(
+            isinstance(m.event, h.ExecutionRewound) for m in current
+        ):
+            return _rewind(episode, history, resolve, converter, now, consumed)
+        return Planned(EpisodeCommit(rec, episode.lease_token, consumed))
+    started = not history and any(isinstance(m.event, h.ExecutionStarted) for m in current)
+    if not history and not started:
+        return _defer_until_start(episode, now, consumed)
+    events = [m.event for m in current]
+    run = cached if cached is not None and history else None
+    if run is None:
+        run = OrchestrationRun(rec.instance_id, resolve, converter)
+        past: Sequence[h.HistoryEvent] = history
+    else:
+        past = history[run.processed :]
+    result = run.execute(past, [h.OrchestratorStarted(timestamp=now), *events])
+    return _commit(episode, history, run, result, now, consumed, replace=False)
+
+
+def _rewind(
+    episode: LeasedEpisode,
+    history: list[h.HistoryEvent],
+    resolve: Resolver,
+    converter: DataConverter,
+    now: datetime,
+    consumed: list[int],
+) -> Planned:
+    rewound = rewind_history(history)
+    reason = next(
+        (m.event.reason for m in episode.messages if isinstance(m.event, h.ExecutionRewound)),
+        None,
+    )
+    run = OrchestrationRun(episode.instance.instance_id, resolve, converter)
+    new = [h.OrchestratorStarted(timestamp=now), h.ExecutionRewound(timestamp=now, reason=reason)]
+    result = run.execute(rewound.history, new)
+    planned = _commit(episode, rewound.history, run, result, now, consumed, replace=True)
+    # Each failed child is rewound too; it reports to this parent again when it completes.
+    rewinds = [
+        Message(child, h.ExecutionRewound(timestamp=now, reason=reason), now)
+        for child in rewound.failed_children
+    ]
+    commit = dataclasses.replace(
+        planned.commit,
+        messages=[*planned.commit.messages, *rewinds],
+        instance=dataclasses.replace(
+            planned.commit.instance, failure=None, output=None, completed_at=None
+        ),
+    )
+    return Planned(commit, planned.run, planned.history)
+
+
+def _defer_until_start(episode: LeasedEpisode, now: datetime, consumed: list[int]) -> Planned:
+    # Events raised before a scheduled start wait for it instead of being lost.
+    rec = episode.instance
+    later = rec.scheduled_start_at or now
+    moved = [dataclasses.replace(m, id=0, visible_at=max(later, now)) for m in episode.messages]
+    return Planned(EpisodeCommit(rec, episode.lease_token, consumed, messages=moved))
+
+
+def _commit(
+    episode: LeasedEpisode,
+    history: list[h.HistoryEvent],
+    run: OrchestrationRun,
+    result: ExecutionResult,
+    now: datetime,
+    consumed: list[int],
+    *,
+    replace: bool,
+) -> Planned:
+    rec = episode.instance
+    out = _Outbox(history=list(result.applied))
+    for action in result.actions:
+        _apply_action(action, rec, out, now)
+    status = result.status
+    updates: dict[str, object] = {
+        "status": status,
+        "custom_status": result.custom_status,
+        "updated_at": now,
+    }
+    full = [*history, *out.history]
+    if status.is_terminal:
+        _finish(rec, full, result, out, now)
+        updates.update(output=result.output, failure=result.failure, completed_at=now)
+    elif status is Status.CONTINUED_AS_NEW:
+        return _continue_as_new(episode, full, result, now, consumed)
+    full = [*history, *out.history]
+    updates["history_len"] = len(full)
+    instance = dataclasses.replace(rec, **updates)  # type: ignore[arg-type]
+    commit = EpisodeCommit(
+        instance=instance,
+        lease_token=episode.lease_token,
+        consumed=consumed,
+        history=full if replace else out.history,
+        replace_history=replace,
+        work_items=out.work_items,
+        messages=out.messages,
+        new_instances=out.new_instances,
+    )
+    keep = not status.is_terminal
+    return Planned(commit, run if keep else None, full if keep else [])
+
+
+def _apply_action(action: Action, rec: InstanceRecord, out: _Outbox, now: datetime) -> None:
+    iid, eid = rec.instance_id, rec.execution_id
+    if isinstance(action, ScheduleTask):
+        out.history.append(
+            h.TaskScheduled(now, action.id, name=action.name, input=action.input)
+        )
+        out.work_items.append(NewWorkItem(iid, eid, action.id, action.name, action.input, now))
+    elif isinstance(action, CreateTimer):
+        out.history.append(h.TimerCreated(now, action.id, action.fire_at, action.purpose))
+        fired = h.TimerFired(action.fire_at, timer_id=action.id, fire_at=action.fire_at)
+        out.messages.append(Message(iid, fired, action.fire_at, eid))
+    elif isinstance(action, CreateSubOrchestration):
+        out.history.append(
+            h.SubOrchestrationInstanceCreated(
+                now, action.id, action.name, action.instance_id, action.input, action.version
+            )
+        )
+        child_eid = uuid.uuid4().hex
+        parent = h.ParentInstance(rec.name, iid, action.id, eid)
+        start = h.ExecutionStarted(
+            now, -1, action.name, action.instance_id, child_eid, action.input, action.version, parent
+        )
+        record = InstanceRecord(
+            instance_id=action.instance_id,
+            execution_id=child_eid,
+            name=action.name,
+            status=Status.PENDING,
+            created_at=now,
+            updated_at=now,
+            version=action.version,
+            input=action.input,
+            parent_instance_id=iid,
+        )
+        out.new_instances.append(NewInstance(record, Message(action.instance_id, start, now)))
+    elif isinstance(action, SendEvent):
+        out.history.append(h.EventSent(now, action.id, action.instance_id, action.name, action.input))
+        raised = h.EventRaised(now, name=action.name, input=action.input)
+        out.messages.append(Message(action.instance_id, raised, now))
+    else:  # pragma: no cover - the executor only produces the kinds above
+        raise TypeError(f"unknown action {action!r}")
+
+
+def _started_event(events: Sequence[h.HistoryEvent]) -> h.ExecutionStarted | None:
+    for event in events:
+        if isinstance(event, h.ExecutionStarted):
+            return event
+    return None
+
+
+def _finish(
+    rec: InstanceRecord,
+    full: list[h.HistoryEvent],
+    result: ExecutionResult,
+    out: _Outbox,
+    now: datetime,
+) -> None:
+    status = result.status
+    out.history.append(
+        h.ExecutionCompleted(now, status=status, result=result.output, failure=result.failure)
+    )
+    started = _started_event(full)
+    if started is not None and started.parent is not None:
+        parent = started.parent
+        done: h.HistoryEvent
+        if status is Status.COMPLETED:
+            done = h.SubOrchestrationInstanceCompleted(
+                now, task_scheduled_id=parent.task_scheduled_id, result=result.output
+            )
+        else:
+            failure = result.failure or FailureDetails(
+                "taskloom.errors.TerminatedError",
+                f"sub-orchestration {rec.instance_id!r} was terminated: {result.output}",
+            )
+            done = h.SubOrchestrationInstanceFailed(
+                now, task_scheduled_id=parent.task_scheduled_id, failure=failure
+            )
+        out.messages.append(Message(parent.instance_id, done, now, parent.execution_id or None))
+    if status is Status.TERMINATED:
+        terminate = next(
+            (e for e in reversed(result.applied) if isinstance(e, h.ExecutionTerminated)), None
+        )
+        if terminate is not None and terminate.recurse:
+            for child in result.open_children:
+                event = h.ExecutionTerminated(now, reason=terminate.reason, recurse=True)
+                out.messages.append(Message(child, event, now))
+
+
+def _continue_as_new(
+    episode: LeasedEpisode,
+    full: list[h.HistoryEvent],
+    result: ExecutionResult,
+    now: datetime,
+    consumed: list[int],
+) -> Planned:
+    rec = episode.instance
+    started = _started_event(full)
+    eid = uuid.uuid4().hex
+    start = h.ExecutionStarted(
+        now,
+        -1,
+        rec.name,
+        rec.instance_id,
+        eid,
+        result.new_input,
+        rec.version,
+        started.parent if started else None,
+    )
+    messages = [Message(rec.instance_id, start, now)]
+    for name, data in result.carryover:
+        messages.append(Message(rec.instance_id, h.EventRaised(now, name=name, input=data), now))
+    instance = dataclasses.replace(
+        rec,
+        execution_id=eid,
+        status=Status.CONTINUED_AS_NEW,
+        input=result.new_input,
+        output=None,
+        failure=None,
+        custom_status=result.custom_status,
+        updated_at=now,
+        history_len=0,
+    )
+    commit = EpisodeCommit(
+        instance, episode.lease_token, consumed, (), replace_history=True, messages=messages
+    )
+    return Planned(commit)

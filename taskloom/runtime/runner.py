@@ -1,0 +1,44 @@
+"""``app.run(store_url)``: a worker in this process until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import TYPE_CHECKING, Any
+
+from taskloom.runtime.worker import Worker, WorkerOptions
+from taskloom.storage import open_store
+
+if TYPE_CHECKING:
+    from taskloom.app import App
+
+log = logging.getLogger("taskloom.worker")
+
+
+def run_app(app: App, store_url: str, **options: Any) -> None:
+    """Run ``app``'s worker until a stop signal; in-flight activities finish first."""
+    asyncio.run(serve_worker(app, store_url, WorkerOptions(**options)))
+
+
+async def serve_worker(
+    app: App, store_url: str, options: WorkerOptions, stop: asyncio.Event | None = None
+) -> None:
+    store = open_store(store_url, hub=app.name)
+    await store.open()
+    worker = Worker(app, store, options=options)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    await worker.start()
+    log.info("hub %r on %s: worker running; Ctrl-C stops it", app.name, store_url)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: letting running activities finish")
+        await worker.stop()
+        await store.close()

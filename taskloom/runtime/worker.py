@@ -1,0 +1,289 @@
+"""The worker: leases episodes and activities from a store and runs them.
+
+Three loops share one asyncio loop: the episode loop (lease a batch, plan every episode,
+commit the batch in one call), the activity loop (lease up to the free slots, run each
+as a task) with a committer that writes finished results in groups, and a renewer that
+extends activity leases. Local writes wake the loops through the store's listeners;
+a slow poll covers work written by other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from taskloom import history as h
+from taskloom.app import App
+from taskloom.clock import Clock, SystemClock
+from taskloom.core.executor import OrchestrationRun
+from taskloom.runtime.activities import run_activity
+from taskloom.runtime.episodes import Planned, plan_episode
+from taskloom.storage.base import ActivityResult, LeasedEpisode, Store, WorkItem
+
+log = logging.getLogger("taskloom.worker")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Tuning knobs, named after host.json where Durable Functions has them."""
+
+    max_concurrent_orchestrations: int = 200
+    max_concurrent_activities: int = 100
+    lease_for: float = 30.0
+    poll_interval: float = 0.5
+    cache_size: int = 10_000
+    activity_threads: int = 32
+
+
+@dataclass
+class _Cached:
+    execution_id: str
+    run: OrchestrationRun
+    history: list[h.HistoryEvent]
+
+
+class Worker:
+    """Runs one app's orchestrations and activities against one store."""
+
+    def __init__(
+        self,
+        app: App,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        options: WorkerOptions | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.options = options or WorkerOptions()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._episode_wake = asyncio.Event()
+        self._activity_wake = asyncio.Event()
+        self._results_ready = asyncio.Event()
+        self._results: list[ActivityResult] = []
+        self._inflight: dict[int, WorkItem] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._planning = False
+        self._leasing = 0
+        self._pool = ThreadPoolExecutor(self.options.activity_threads, "taskloom-activity")
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.store.add_listener(self.wake)
+        loops = (self._episode_loop, self._activity_loop, self._commit_loop, self._renew_loop)
+        self._tasks = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
+        log.info("worker %s started for hub %r", self.owner, self.store.hub)
+
+    async def stop(self, *, drain_timeout: float = 30.0) -> None:
+        """Stop leasing, let running activities finish (up to ``drain_timeout``), flush."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.store.remove_listener(self.wake)
+        self.wake()
+        deadline = asyncio.get_running_loop().time() + drain_timeout
+        while (self._inflight or self._results) and asyncio.get_running_loop().time() < deadline:
+            self._results_ready.set()
+            await asyncio.sleep(0.01)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._results:
+            await self._flush()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        log.info("worker %s stopped", self.owner)
+
+    def wake(self) -> None:
+        """New work may be visible: run the loops now rather than at the next poll."""
+        self._episode_wake.set()
+        self._activity_wake.set()
+
+    @property
+    def is_idle(self) -> bool:
+        """Nothing in hand: no episode being planned, no activity running or unflushed."""
+        return not (self._planning or self._leasing or self._inflight or self._results)
+
+    # -- episodes -------------------------------------------------------------------
+
+    async def _episode_loop(self) -> None:
+        while not self._stopping:
+            self._episode_wake.clear()
+            try:
+                count = await self._episode_batch()
+            except Exception:
+                log.exception("episode batch failed; retrying after the poll interval")
+                count = 0
+            if count == 0:
+                await self._idle(self._episode_wake)
+
+    async def _episode_batch(self) -> int:
+        opts = self.options
+        now = self.clock.now()
+        self._planning = True
+        try:
+            episodes = await self.store.lease_episodes(
+                now, opts.max_concurrent_orchestrations, opts.lease_for, self.owner
+            )
+            if not episodes:
+                return 0
+            histories = await self._histories(episodes)
+            planned: dict[str, Planned] = {}
+            for episode in episodes:
+                iid = episode.instance.instance_id
+                try:
+                    planned[iid] = self._plan(episode, histories.get(iid, []))
+                except Exception:
+                    log.exception("episode of instance %r failed; it will be retried", iid)
+                    self._cache.pop(iid, None)
+                    await self.store.abandon_episode(iid, episode.lease_token)
+            commits = [p.commit for p in planned.values()]
+            applied = await self.store.complete_episodes(commits, self.clock.now())
+            for (iid, plan), ok in zip(planned.items(), applied, strict=True):
+                self._remember(iid, plan, ok)
+            return len(episodes)
+        finally:
+            self._planning = False
+
+    async def _histories(self, episodes: list[LeasedEpisode]) -> dict[str, list[h.HistoryEvent]]:
+        missing = [e.instance.instance_id for e in episodes if self._cached(e) is None]
+        loaded = await self.store.load_histories(missing) if missing else {}
+        for episode in episodes:
+            cached = self._cached(episode)
+            if cached is not None:
+                loaded[episode.instance.instance_id] = cached.history
+        return loaded
+
+    def _cached(self, episode: LeasedEpisode) -> _Cached | None:
+        rec = episode.instance
+        cached = self._cache.get(rec.instance_id)
+        if cached is None:
+            return None
+        if cached.execution_id != rec.execution_id or len(cached.history) != rec.history_len:
+            del self._cache[rec.instance_id]
+            return None
+        return cached
+
+    def _plan(self, episode: LeasedEpisode, history: list[h.HistoryEvent]) -> Planned:
+        cached = self._cached(episode)
+        return plan_episode(
+            episode,
+            history,
+            cached.run if cached else None,
+            self.app.orchestrators.get,
+            self.app.converter,
+            self.clock.now(),
+        )
+
+    def _remember(self, iid: str, plan: Planned, applied: bool) -> None:
+        if not applied or plan.run is None:
+            self._cache.pop(iid, None)
+            return
+        eid = plan.commit.instance.execution_id
+        self._cache[iid] = _Cached(eid, plan.run, plan.history)
+        self._cache.move_to_end(iid)
+        while len(self._cache) > self.options.cache_size:
+            self._cache.popitem(last=False)
+
+    # -- activities -----------------------------------------------------------------
+
+    async def _activity_loop(self) -> None:
+        while not self._stopping:
+            self._activity_wake.clear()
+            free = self.options.max_concurrent_activities - len(self._inflight)
+            items: list[WorkItem] = []
+            if free > 0:
+                self._leasing += 1
+                try:
+                    items = await self.store.lease_activities(
+                        self.clock.now(), free, self.options.lease_for, self.owner
+                    )
+                except Exception:
+                    log.exception("leasing activities failed; retrying")
+                finally:
+                    self._leasing -= 1
+                for item in items:
+                    self._inflight[item.id] = item
+                    task = asyncio.create_task(self._activity(item))
+                    task.add_done_callback(_log_crash)
+            if not items or len(items) >= free:
+                await self._idle(self._activity_wake)
+
+    async def _activity(self, item: WorkItem) -> None:
+        try:
+            result = await run_activity(self.app, item, self.clock, self._pool)
+            self._results.append(result)
+            self._results_ready.set()
+        finally:
+            self._inflight.pop(item.id, None)
+            self._activity_wake.set()
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("committing activity results failed; retrying")
+                await asyncio.sleep(self.options.poll_interval)
+                self._results_ready.set()
+
+    async def _flush(self) -> None:
+        batch, self._results = self._results, []
+        try:
+            applied = await self.store.complete_activities(batch, self.clock.now())
+        except BaseException:
+            self._results = batch + self._results
+            raise
+        for result, ok in zip(batch, applied, strict=True):
+            if not ok:
+                log.warning(
+                    "result of work item %d (instance %r) dropped: its lease was lost",
+                    result.work_item_id,
+                    result.message.instance_id,
+                )
+
+    async def _renew_loop(self) -> None:
+        every = self.options.lease_for / 3
+        while True:
+            await asyncio.sleep(every)
+            leases = [(item.id, item.lease_token) for item in self._inflight.values()]
+            if not leases:
+                continue
+            try:
+                await self.store.renew_activities(leases, self.clock.now(), self.options.lease_for)
+            except Exception:
+                log.exception("renewing activity leases failed")
+
+    # -- waiting --------------------------------------------------------------------
+
+    async def _idle(self, wake: asyncio.Event) -> None:
+        timeout = self.options.poll_interval
+        if not self.clock.is_virtual:
+            try:
+                nxt = await self.store.next_wakeup(self.clock.now())
+            except Exception:
+                nxt = None
+            if nxt is not None:
+                timeout = min(timeout, max(0.0, (nxt - self.clock.now()).total_seconds()))
+        try:
+            await asyncio.wait_for(wake.wait(), timeout)
+        except TimeoutError:
+            pass
+
+
+def _log_crash(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("activity task crashed", exc_info=task.exception())

@@ -1,0 +1,119 @@
+"""``TestEnv``: an app with a fresh store, an in-process worker and a virtual clock.
+
+Time skipping follows Temporal's test server: while a client call waits
+(``wait_for_completion``, ``wait_for_start``) and the worker has nothing runnable, the
+clock jumps to the next timer, so a 72-hour deadline passes in milliseconds. Outside
+such waits time only moves through :meth:`TestEnv.advance`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+from collections.abc import Coroutine
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from taskloom.app import App
+from taskloom.client import AsyncClient, Client
+from taskloom.clock import VirtualClock
+from taskloom.runtime.worker import Worker, WorkerOptions
+from taskloom.storage import Store, open_store
+
+T = TypeVar("T")
+
+__all__ = ["TestEnv"]
+
+
+class TestEnv:
+    """Context manager: ``with TestEnv(app) as env: env.client.start_new(...)``."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        time_skipping: bool = True,
+        store: str | None = None,
+        start: datetime | None = None,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        self.app = app
+        self.time_skipping = time_skipping
+        self.clock = VirtualClock(start)
+        self._store_url = store
+        self._options = options or WorkerOptions(max_concurrent_activities=16)
+        self._tmp: str | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+        self.store: Store
+        self.worker: Worker
+        self.async_client: AsyncClient
+        self.client: Client
+
+    def __enter__(self) -> TestEnv:
+        if self._store_url is None:
+            self._tmp = tempfile.mkdtemp(prefix="taskloom-test-")
+            self._store_url = f"sqlite:///{Path(self._tmp) / 'taskloom.db'}"
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._call(self._start())
+        self.client = Client(_async=self.async_client, _loop=self._loop)
+        return self
+
+    async def _start(self) -> None:
+        assert self._store_url is not None
+        self.store = open_store(self._store_url, hub=self.app.name)
+        await self.store.open()
+        self.worker = Worker(self.app, self.store, clock=self.clock, options=self._options)
+        await self.worker.start()
+        self.async_client = AsyncClient(self.store, converter=self.app.converter, clock=self.clock)
+        self.async_client._opened = True
+        if self.time_skipping:
+            self.async_client.idle_hook = self._skip_time
+
+    def __exit__(self, *exc: object) -> None:
+        self._call(self._stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    async def _stop(self) -> None:
+        await self.worker.stop(drain_timeout=5)
+        await self.store.close()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def now(self) -> datetime:
+        """The virtual time."""
+        return self.clock.now()
+
+    def advance(self, delta: timedelta) -> None:
+        """Move the virtual clock forward; timers that come due fire."""
+        self.clock.advance(delta)
+        self._loop.call_soon_threadsafe(self.worker.wake)
+
+    async def _skip_time(self) -> bool:
+        # Called by a waiting client on the worker's loop, so these checks and the
+        # worker's state cannot change under us between awaits of our own.
+        if not self.worker.is_idle:
+            return False
+        now = self.clock.now()
+        if await self.store.has_runnable(now):
+            return False
+        if not self.worker.is_idle:
+            return False
+        upcoming = await self.store.next_wakeup(now)
+        if upcoming is None or upcoming <= now:
+            return False
+        self.clock.jump_to(upcoming)
+        self.worker.wake()
+        return True
