@@ -77,8 +77,10 @@ class AsyncClient:
         if start_at is not None and start_at.tzinfo is None:
             raise ValueError("start_at must be an aware datetime (e.g. datetime.now(UTC))")
         iid = instance_id or uuid.uuid4().hex
-        text = None if input is None else self.converter.dumps(
-            input, what=f"input of orchestration {name!r}"
+        text = (
+            None
+            if input is None
+            else self.converter.dumps(input, what=f"input of orchestration {name!r}")
         )
         store = await self._ready()
         now = self.clock.now()
@@ -217,8 +219,10 @@ class AsyncClient:
         """Deliver external event ``event_name`` with ``data`` to a running instance."""
         if not event_name:
             raise ValueError("event_name must be a non-empty string")
-        text = None if data is None else self.converter.dumps(
-            data, what=f"data of event {event_name!r}"
+        text = (
+            None
+            if data is None
+            else self.converter.dumps(data, what=f"data of event {event_name!r}")
         )
         await self._send(instance_id, h.EventRaised(self.clock.now(), name=event_name, input=text))
 
@@ -243,7 +247,9 @@ class AsyncClient:
                 f"instance {instance_id!r} is {record.status.value}; only Failed instances "
                 "can be rewound"
             )
-        message = Message(instance_id, h.ExecutionRewound(self.clock.now(), reason=reason), self.clock.now())
+        message = Message(
+            instance_id, h.ExecutionRewound(self.clock.now(), reason=reason), self.clock.now()
+        )
         await self.store.enqueue_messages([message])
 
     async def _send(self, instance_id: str, event: h.HistoryEvent) -> None:

@@ -19,7 +19,13 @@ from taskloom import history as h
 from taskloom.context import OrchestrationContext
 from taskloom.converter import DataConverter, default_converter
 from taskloom.core import nondeterminism
-from taskloom.core.actions import Action, CreateSubOrchestration, CreateTimer, ScheduleTask, SendEvent
+from taskloom.core.actions import (
+    Action,
+    CreateSubOrchestration,
+    CreateTimer,
+    ScheduleTask,
+    SendEvent,
+)
 from taskloom.core.state import ReplayState
 from taskloom.errors import NonDeterminismError, TaskFailedError
 from taskloom.models import FailureDetails, Status
@@ -146,7 +152,7 @@ class OrchestrationRun:
             return
         if inspect.isgenerator(produced):
             self._gen = produced
-            self._step(lambda: produced.send(None))
+            self._step(None)
         else:
             self._complete(produced)
 
@@ -186,7 +192,9 @@ class OrchestrationRun:
     def _apply_TimerCreated(self, event: h.TimerCreated) -> None:
         self._record(event, CreateTimer, None)
 
-    def _apply_SubOrchestrationInstanceCreated(self, event: h.SubOrchestrationInstanceCreated) -> None:
+    def _apply_SubOrchestrationInstanceCreated(
+        self, event: h.SubOrchestrationInstanceCreated
+    ) -> None:
         self._record(event, CreateSubOrchestration, event.name)
         self._children[event.event_id] = event.instance_id
 
@@ -207,7 +215,9 @@ class OrchestrationRun:
         self._children.pop(event.task_scheduled_id, None)
         self._complete_task(event, event.task_scheduled_id, event.result)
 
-    def _apply_SubOrchestrationInstanceFailed(self, event: h.SubOrchestrationInstanceFailed) -> None:
+    def _apply_SubOrchestrationInstanceFailed(
+        self, event: h.SubOrchestrationInstanceFailed
+    ) -> None:
         self._children.pop(event.task_scheduled_id, None)
         self._fail_task(event, event.task_scheduled_id, event.failure, "sub-orchestration")
 
@@ -259,22 +269,18 @@ class OrchestrationRun:
             task = self._current
             if task is None or not task.is_complete:
                 return
-            exc = task.get_exception()
-            gen = self._gen
-            if exc is not None:
-                self._step(lambda: gen.throw(exc))
-            else:
-                value = task._result
-                self._step(lambda: gen.send(value))
+            self._step(task._result, task.get_exception())
 
-    def _step(self, advance: Callable[[], Any]) -> None:
+    def _step(self, value: Any, exc: BaseException | None = None) -> None:
+        """Advance the generator by sending ``value`` (or throwing ``exc``) into it."""
+        assert self._gen is not None
         try:
-            yielded = advance()
+            yielded = self._gen.throw(exc) if exc is not None else self._gen.send(value)
         except StopIteration as stop:
             self._complete(stop.value)
             return
-        except Exception as exc:
-            self._fail(exc)
+        except Exception as err:
+            self._fail(err)
             return
         if self.state.continued_as_new is not None:
             self._finish(Status.CONTINUED_AS_NEW)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from taskloom import history as h
+from taskloom.converter import DataConverter
 from taskloom.core.actions import (
     Action,
     CreateSubOrchestration,
@@ -22,7 +23,6 @@ from taskloom.core.actions import (
 )
 from taskloom.core.executor import ExecutionResult, OrchestrationRun, Resolver
 from taskloom.core.rewind import rewind_history
-from taskloom.converter import DataConverter
 from taskloom.models import FailureDetails, Status
 from taskloom.storage.base import (
     EpisodeCommit,
@@ -63,9 +63,7 @@ def plan_episode(
     rec = episode.instance
     consumed = [m.id for m in episode.messages]
     current = [
-        m
-        for m in episode.messages
-        if m.execution_id is None or m.execution_id == rec.execution_id
+        m for m in episode.messages if m.execution_id is None or m.execution_id == rec.execution_id
     ]
     if rec.status.is_terminal:
         if rec.status is Status.FAILED and any(
@@ -173,9 +171,7 @@ def _commit(
 def _apply_action(action: Action, rec: InstanceRecord, out: _Outbox, now: datetime) -> None:
     iid, eid = rec.instance_id, rec.execution_id
     if isinstance(action, ScheduleTask):
-        out.history.append(
-            h.TaskScheduled(now, action.id, name=action.name, input=action.input)
-        )
+        out.history.append(h.TaskScheduled(now, action.id, name=action.name, input=action.input))
         out.work_items.append(NewWorkItem(iid, eid, action.id, action.name, action.input, now))
     elif isinstance(action, CreateTimer):
         out.history.append(h.TimerCreated(now, action.id, action.fire_at, action.purpose))
@@ -190,7 +186,14 @@ def _apply_action(action: Action, rec: InstanceRecord, out: _Outbox, now: dateti
         child_eid = uuid.uuid4().hex
         parent = h.ParentInstance(rec.name, iid, action.id, eid)
         start = h.ExecutionStarted(
-            now, -1, action.name, action.instance_id, child_eid, action.input, action.version, parent
+            now,
+            -1,
+            action.name,
+            action.instance_id,
+            child_eid,
+            action.input,
+            action.version,
+            parent,
         )
         record = InstanceRecord(
             instance_id=action.instance_id,
@@ -205,7 +208,9 @@ def _apply_action(action: Action, rec: InstanceRecord, out: _Outbox, now: dateti
         )
         out.new_instances.append(NewInstance(record, Message(action.instance_id, start, now)))
     elif isinstance(action, SendEvent):
-        out.history.append(h.EventSent(now, action.id, action.instance_id, action.name, action.input))
+        out.history.append(
+            h.EventSent(now, action.id, action.instance_id, action.name, action.input)
+        )
         raised = h.EventRaised(now, name=action.name, input=action.input)
         out.messages.append(Message(action.instance_id, raised, now))
     else:  # pragma: no cover - the executor only produces the kinds above

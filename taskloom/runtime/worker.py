@@ -10,6 +10,7 @@ a slow poll covers work written by other processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -278,10 +279,8 @@ class Worker:
                 nxt = None
             if nxt is not None:
                 timeout = min(timeout, max(0.0, (nxt - self.clock.now()).total_seconds()))
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout)
-        except TimeoutError:
-            pass
 
 
 def _log_crash(task: asyncio.Task[Any]) -> None:

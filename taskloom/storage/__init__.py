@@ -5,7 +5,7 @@ from __future__ import annotations
 from taskloom.errors import ConfigurationError
 from taskloom.storage.base import Store
 
-__all__ = ["Store", "open_store", "SCHEMES"]
+__all__ = ["SCHEMES", "Store", "open_store"]
 
 SCHEMES = ("sqlite:///PATH", "sqlite:///:memory:", "postgresql://USER@HOST:PORT/DB")
 
@@ -17,9 +17,7 @@ def open_store(url: str, hub: str = "default", **options: object) -> Store:
     ``postgresql://...`` (also ``postgres://``) are accepted.
     """
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigurationError(
-            f"malformed store URL {url!r}: use one of {', '.join(SCHEMES)}"
-        )
+        raise ConfigurationError(f"malformed store URL {url!r}: use one of {', '.join(SCHEMES)}")
     scheme = url.split("://", 1)[0].lower()
     if scheme == "sqlite":
         from taskloom.storage.sqlite import SqliteStore

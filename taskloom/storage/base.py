@@ -243,7 +243,9 @@ class Store(abc.ABC):
         """Histories of several instances in one round trip."""
 
     @abc.abstractmethod
-    async def complete_episodes(self, commits: Sequence[EpisodeCommit], now: datetime) -> list[bool]:
+    async def complete_episodes(
+        self, commits: Sequence[EpisodeCommit], now: datetime
+    ) -> list[bool]:
         """Apply each commit whose lease is still held; return which were applied.
 
         A child in ``new_instances`` whose id is held by a non-terminal instance is not

@@ -1,0 +1,821 @@
+"""The PostgreSQL store: many workers on many hosts sharing task hubs in one database.
+
+Choices, and why:
+
+- **psycopg 3, async, with a pool** (:class:`psycopg_pool.AsyncConnectionPool`). Pool
+  connections run in autocommit; every protocol operation is either one statement or
+  one explicit transaction, so a failed operation never leaves half its changes behind.
+- **Fail fast on a bad URL.** :meth:`PostgresStore.open` first makes one plain
+  connection, so a wrong host, database, user or password surfaces at once as a
+  :class:`ConfigurationError` / :class:`StoreError` naming host, database and user (never
+  the password) and the server's reason, instead of a pool timing out later.
+- **Migrations** (``sql/postgres/NNNN_*.sql``) run in one transaction under
+  ``pg_advisory_xact_lock`` keyed by the schema, so any number of processes starting at
+  once migrate exactly once; DDL is transactional in PostgreSQL, so a failed migration
+  leaves nothing behind. Tables live in ``schema`` (default ``taskloom``), created if
+  missing; every table has a ``hub`` column leading every key, so hubs sit side by side.
+- **Leasing** uses ``FOR UPDATE SKIP LOCKED``: concurrent workers never block each other
+  and never lease the same row. Every lease increments ``lease_token``.
+- **Fencing.** An episode commit applies only where the instance's ``lease_token`` still
+  equals the commit's *and* a lease is still recorded (a commit or abandon clears the
+  lease but keeps the token). The second condition makes a commit idempotent: if the
+  connection dies while COMMIT is in flight and the outcome is unknown, the retry finds
+  the lease released and returns False instead of appending the history twice. Activity
+  results are fenced by deleting the work item with its token; a retried result finds
+  the item gone and returns False, so the result message is never inserted twice.
+- **Retries.** A connection-level failure (server restart, killed backend, failover,
+  deadlock) raises :class:`psycopg.OperationalError`; the operation is retried on a fresh
+  pool connection with exponential backoff (0.1 s .. 5 s) for up to ``retry_for`` seconds
+  (30 by default) and each retry is logged as a warning. That is safe because every
+  operation is one transaction and the completes are fenced as above; leases taken by a
+  transaction whose outcome was lost simply expire. ``create_instance`` treats an
+  instance with its own execution id found on a retry as created. The one operation a
+  lost COMMIT can duplicate is :meth:`enqueue_messages` (external events carry no key).
+- **Wake-ups.** Transactions that create work send ``pg_notify`` on a channel derived
+  from schema and hub (delivered at commit, de-duplicated per transaction), and the store
+  wakes its own listeners directly. One dedicated connection per store (outside the
+  pool) LISTENs and wakes local listeners on every notification; see
+  :class:`taskloom.storage.postgres_notify.NotifyListener` for its reconnect policy.
+  Workers therefore need no fixed polling delay on the hot path; timers are found
+  through :meth:`next_wakeup`, which new timers made elsewhere invalidate by a NOTIFY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg_pool import AsyncConnectionPool
+
+from taskloom.errors import ConfigurationError, InstanceExistsError, StoreError
+from taskloom.history import HistoryEvent, dumps_event, loads_event
+from taskloom.models import FailureDetails, Status
+from taskloom.storage.base import (
+    ActivityResult,
+    EpisodeCommit,
+    InstanceQuery,
+    InstanceRecord,
+    LeasedEpisode,
+    Message,
+    NewInstance,
+    NewWorkItem,
+    QueryResult,
+    Store,
+    WorkItem,
+    child_conflict_message,
+)
+from taskloom.storage.migrations import load_migrations, split_statements
+from taskloom.storage.postgres_notify import (
+    BACKOFF_MAX,
+    BACKOFF_MIN,
+    NotifyListener,
+    channel_name,
+    connect_error,
+    connection_kwargs,
+    describe,
+    parse_url,
+    stable_key,
+    validate_schema,
+)
+
+__all__ = ["PostgresStore"]
+
+log = logging.getLogger("taskloom.storage.postgres")
+
+T = TypeVar("T")
+Conn = AsyncConnection[tuple[Any, ...]]
+Cur = AsyncCursor[tuple[Any, ...]]
+
+_TERMINAL = [s.value for s in Status if s.is_terminal]
+
+_INSTANCE_COLUMNS = (
+    "instance_id, execution_id, name, version, status, input, output, custom_status, "
+    "failure, created_at, updated_at, completed_at, parent_instance_id, "
+    "scheduled_start_at, history_len"
+)
+
+
+def _instance_from_row(row: Sequence[Any]) -> InstanceRecord:
+    failure = row[8]
+    return InstanceRecord(
+        instance_id=row[0],
+        execution_id=row[1],
+        name=row[2],
+        version=row[3],
+        status=Status(row[4]),
+        input=row[5],
+        output=row[6],
+        custom_status=row[7],
+        failure=FailureDetails.from_dict(json.loads(failure)) if failure else None,
+        created_at=row[9],
+        updated_at=row[10],
+        completed_at=row[11],
+        parent_instance_id=row[12],
+        scheduled_start_at=row[13],
+        history_len=row[14],
+    )
+
+
+def _failure_json(failure: FailureDetails | None) -> str | None:
+    return None if failure is None else json.dumps(failure.to_dict(), separators=(",", ":"))
+
+
+def _encode_token(created_at: datetime, instance_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), instance_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        created, instance_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(instance_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"invalid continuation token {token!r}: pass back one a query returned"
+        ) from exc
+
+
+class PostgresStore(Store):
+    """One task hub in a PostgreSQL database (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        hub: str = "default",
+        *,
+        schema: str = "taskloom",
+        min_size: int = 1,
+        max_size: int = 10,
+        retry_for: float = 30.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(hub, str) or not hub:
+            raise ConfigurationError(f"invalid task hub name {hub!r}: use a non-empty string")
+        if min_size < 0 or max_size < max(1, min_size):
+            raise ConfigurationError(
+                f"invalid pool size min_size={min_size}, max_size={max_size}: "
+                "need 0 <= min_size <= max_size and max_size >= 1"
+            )
+        self.url = url
+        self.hub = hub
+        self.schema = validate_schema(schema)
+        self._params = parse_url(url)
+        self._kwargs = connection_kwargs(self._params, hub)
+        self._min_size = min_size
+        self._max_size = max_size
+        self._retry_for = retry_for
+        self._channel = channel_name(self.schema, hub)
+        # The schema is validated to [a-z_][a-z0-9_]*, so quoting it is enough.
+        self._s = f'"{self.schema}"'
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._listener: NotifyListener | None = None
+        self._open_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({describe(self._params)}, schema={self.schema!r}, hub={self.hub!r})"
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self._pool is not None:
+                return
+            listener = NotifyListener(self.url, self._kwargs, self._channel, self._notify)
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.url, **self._kwargs)
+            except psycopg.Error as exc:
+                raise connect_error(self._params, exc) from exc
+            try:
+                await self._migrate(conn)
+                await conn.execute(f'LISTEN "{self._channel}"')
+            except psycopg.Error as exc:
+                await conn.close()
+                raise StoreError(
+                    f"cannot prepare PostgreSQL {describe(self._params)} "
+                    f"(schema {self.schema!r}): {exc}"
+                ) from exc
+            pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+                self.url,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                kwargs=self._kwargs,
+                open=False,
+                timeout=5.0,
+                name=f"taskloom:{self.hub}",
+            )
+            try:
+                await pool.open(wait=True, timeout=15.0)
+            except Exception as exc:
+                await conn.close()
+                await pool.close()
+                raise connect_error(self._params, exc) from exc
+            listener.start(conn)
+            self._pool, self._listener = pool, listener
+
+    async def close(self) -> None:
+        async with self._open_lock:
+            listener, self._listener = self._listener, None
+            pool, self._pool = self._pool, None
+            if listener is not None:
+                await listener.stop()
+            if pool is not None:
+                await pool.close()
+
+    async def _migrate(self, conn: Conn) -> None:
+        """Apply pending migrations once, however many processes start together."""
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(%s)", [stable_key("taskloom-migrate", self.schema)]
+            )
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._s}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._s}.taskloom_migrations ("
+                "version integer PRIMARY KEY, name text NOT NULL, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute(
+                f"SELECT coalesce(max(version), 0) FROM {self._s}.taskloom_migrations"
+            )
+            row = await cur.fetchone()
+            current = int(row[0]) if row else 0
+            for migration in load_migrations("postgres"):
+                if migration.version <= current:
+                    continue
+                log.info(
+                    "applying PostgreSQL migration %04d_%s to schema %s",
+                    migration.version,
+                    migration.name,
+                    self.schema,
+                )
+                for statement in split_statements(migration.sql.replace("{schema}", self._s)):
+                    await conn.execute(statement)
+                await conn.execute(
+                    f"INSERT INTO {self._s}.taskloom_migrations (version, name) VALUES (%s, %s)",
+                    [migration.version, migration.name],
+                )
+
+    # -- plumbing -------------------------------------------------------------------
+
+    async def _run(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``op`` on a pool connection, retrying connection failures with backoff."""
+        pool = self._pool
+        if pool is None:
+            raise StoreError(f"{self!r} is not open; call await store.open() first")
+        deadline = time.monotonic() + self._retry_for
+        delay = BACKOFF_MIN
+        while True:
+            try:
+                async with pool.connection() as conn:
+                    return await op(conn)
+            except psycopg.OperationalError as exc:
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                if time.monotonic() + delay > deadline:
+                    raise StoreError(
+                        f"PostgreSQL {describe(self._params)} unavailable for "
+                        f"{self._retry_for:.0f}s: {reason}"
+                    ) from exc
+                log.warning("PostgreSQL operation failed (%s); retrying in %.1fs", reason, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+            except psycopg.Error as exc:
+                raise StoreError(f"PostgreSQL error on {describe(self._params)}: {exc}") from exc
+
+    async def _send_notify(self, cur: Cur) -> None:
+        """Queue a wake-up for every process serving this hub (sent at COMMIT)."""
+        await cur.execute("SELECT pg_notify(%s, '')", [self._channel])
+
+    async def _insert_messages(self, cur: Cur, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        await cur.execute(
+            f"INSERT INTO {self._s}.messages (hub, instance_id, execution_id, visible_at, event) "
+            "SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])",
+            [
+                self.hub,
+                [m.instance_id for m in messages],
+                [m.execution_id for m in messages],
+                [m.visible_at for m in messages],
+                [dumps_event(m.event) for m in messages],
+            ],
+        )
+
+    async def _insert_work_items(self, cur: Cur, items: Sequence[NewWorkItem]) -> None:
+        if not items:
+            return
+        await cur.execute(
+            f"INSERT INTO {self._s}.work_items "
+            "(hub, instance_id, execution_id, task_id, name, input, visible_at, ready_at) "
+            "SELECT %s, i, e, t, n, p, v, v FROM unnest("
+            "%s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::timestamptz[]"
+            ") AS u(i, e, t, n, p, v)",
+            [
+                self.hub,
+                [w.instance_id for w in items],
+                [w.execution_id for w in items],
+                [w.task_id for w in items],
+                [w.name for w in items],
+                [w.input for w in items],
+                [w.visible_at for w in items],
+            ],
+        )
+
+    async def _create(self, cur: Cur, new: NewInstance, retried: bool = False) -> Status | None:
+        """Create ``new``, replacing a terminal instance; return the status that blocks it.
+
+        With ``retried`` (a retry after a COMMIT whose outcome was lost), finding a live
+        instance with our own execution id means the first attempt went through.
+        """
+        r = new.record
+        values = [
+            r.execution_id, r.name, r.version, r.status.value, r.input, r.output,
+            r.custom_status, _failure_json(r.failure), r.created_at, r.updated_at,
+            r.completed_at, r.parent_instance_id, r.scheduled_start_at, r.history_len,
+        ]  # fmt: skip
+        await cur.execute(
+            f"INSERT INTO {self._s}.instances (hub, {_INSTANCE_COLUMNS}) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (hub, instance_id) DO NOTHING RETURNING 1",
+            [self.hub, r.instance_id, *values],
+        )
+        if await cur.fetchone() is None:
+            # The id is taken: lock the row so a concurrent replace cannot interleave.
+            await cur.execute(
+                f"SELECT status, execution_id FROM {self._s}.instances "
+                "WHERE hub = %s AND instance_id = %s FOR UPDATE",
+                [self.hub, r.instance_id],
+            )
+            row = await cur.fetchone()
+            if row is None:  # purged in between: start over
+                return await self._create(cur, new, retried)
+            status = Status(row[0])
+            if not status.is_terminal:
+                return None if retried and row[1] == r.execution_id else status
+            # lease_token is kept (it only grows) so no stale lease can match; the old
+            # lease, if any, is cleared so the new run can start at once.
+            await cur.execute(
+                f"UPDATE {self._s}.instances SET execution_id = %s, name = %s, version = %s, "
+                "status = %s, input = %s, output = %s, custom_status = %s, failure = %s, "
+                "created_at = %s, updated_at = %s, completed_at = %s, "
+                "parent_instance_id = %s, scheduled_start_at = %s, history_len = %s, "
+                "lease_owner = NULL, lease_expires_at = NULL "
+                "WHERE hub = %s AND instance_id = %s",
+                [*values, self.hub, r.instance_id],
+            )
+        # Leftovers of an earlier instance with this id (or events sent to the id before
+        # it existed) must not leak into the new one: one statement clears all three.
+        s = self._s
+        await cur.execute(
+            f"WITH h AS (DELETE FROM {s}.history WHERE hub = %(hub)s AND instance_id = %(id)s), "
+            f"m AS (DELETE FROM {s}.messages WHERE hub = %(hub)s AND instance_id = %(id)s) "
+            f"DELETE FROM {s}.work_items WHERE hub = %(hub)s AND instance_id = %(id)s",
+            {"hub": self.hub, "id": r.instance_id},
+        )
+        await self._insert_messages(cur, [new.start])
+        return None
+
+    # -- clients --------------------------------------------------------------------
+
+    async def create_instance(self, new: NewInstance) -> None:
+        attempts = 0
+
+        async def op(conn: Conn) -> Status | None:
+            nonlocal attempts
+            attempts += 1
+            async with conn.transaction(), conn.cursor() as cur:
+                blocking = await self._create(cur, new, retried=attempts > 1)
+                if blocking is None:
+                    await self._send_notify(cur)
+                return blocking
+
+        blocking = await self._run(op)
+        if blocking is not None:
+            raise InstanceExistsError(
+                f"instance {new.record.instance_id!r} already exists in task hub {self.hub!r} "
+                f"with status {blocking.value}; wait for it to finish, terminate or purge it, "
+                "or choose another instance_id"
+            )
+        self._notify()
+
+    async def enqueue_messages(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+
+        async def op(conn: Conn) -> None:
+            async with conn.transaction(), conn.cursor() as cur:
+                await self._insert_messages(cur, messages)
+                await self._send_notify(cur)
+
+        await self._run(op)
+        self._notify()
+
+    async def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        async def op(conn: Conn) -> InstanceRecord | None:
+            cur = await conn.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM {self._s}.instances "
+                "WHERE hub = %s AND instance_id = %s",
+                [self.hub, instance_id],
+            )
+            row = await cur.fetchone()
+            return None if row is None else _instance_from_row(row)
+
+        return await self._run(op)
+
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        return (await self.load_histories([instance_id]))[instance_id]
+
+    async def load_histories(self, instance_ids: Sequence[str]) -> dict[str, list[HistoryEvent]]:
+        ids = list(dict.fromkeys(instance_ids))
+        if not ids:
+            return {}
+
+        async def op(conn: Conn) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(
+                f"SELECT instance_id, event FROM {self._s}.history "
+                "WHERE hub = %s AND instance_id = ANY(%s::text[]) ORDER BY instance_id, seq",
+                [self.hub, ids],
+            )
+            return await cur.fetchall()
+
+        found: dict[str, list[HistoryEvent]] = {i: [] for i in ids}
+        for instance_id, event in await self._run(op):
+            found[instance_id].append(loads_event(event))
+        return found
+
+    def _filters(self, query: InstanceQuery) -> tuple[str, list[Any]]:
+        """WHERE conditions (after ``hub = %s``) and their parameters for a query."""
+        conds: list[str] = []
+        params: list[Any] = []
+        if query.statuses is not None:
+            conds.append("status = ANY(%s::text[])")
+            params.append([s.value for s in query.statuses])
+        if query.name is not None:
+            conds.append("name = %s")
+            params.append(query.name)
+        if query.instance_id_prefix:
+            prefix = query.instance_id_prefix
+            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conds.append("instance_id LIKE %s")
+            params.append(escaped + "%")
+        if query.created_from is not None:
+            conds.append("created_at >= %s")
+            params.append(query.created_from)
+        if query.created_to is not None:
+            conds.append("created_at <= %s")
+            params.append(query.created_to)
+        if query.parent_instance_id is not None:
+            conds.append("parent_instance_id = %s")
+            params.append(query.parent_instance_id)
+        return "".join(f" AND {c}" for c in conds), params
+
+    async def query_instances(
+        self, query: InstanceQuery, page_size: int, continuation_token: str | None
+    ) -> QueryResult:
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        where, params = self._filters(query)
+        if continuation_token:
+            created, last_id = _decode_token(continuation_token)
+            where += " AND (created_at, instance_id) > (%s, %s)"
+            params += [created, last_id]
+
+        async def op(conn: Conn) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM {self._s}.instances WHERE hub = %s{where} "
+                "ORDER BY created_at, instance_id LIMIT %s",
+                [self.hub, *params, page_size + 1],
+            )
+            return await cur.fetchall()
+
+        rows = await self._run(op)
+        records = [_instance_from_row(r) for r in rows[:page_size]]
+        token = None
+        if len(rows) > page_size:
+            last = records[-1]
+            token = _encode_token(last.created_at, last.instance_id)
+        return QueryResult(records, token)
+
+    async def purge_instances(
+        self, query: InstanceQuery, instance_ids: Sequence[str] | None = None
+    ) -> int:
+        where, params = self._filters(query)
+        if instance_ids is not None:
+            if not instance_ids:
+                return 0
+            where += " AND instance_id = ANY(%s::text[])"
+            params.append(list(instance_ids))
+        s = self._s
+
+        async def op(conn: Conn) -> int:
+            # One statement: the CTEs delete the dependants of exactly the rows deleted.
+            cur = await conn.execute(
+                f"WITH gone AS (DELETE FROM {s}.instances WHERE hub = %s "
+                f"AND status = ANY(%s::text[]){where} RETURNING instance_id), "
+                f"h AS (DELETE FROM {s}.history WHERE hub = %s "
+                "AND instance_id IN (SELECT instance_id FROM gone)), "
+                f"m AS (DELETE FROM {s}.messages WHERE hub = %s "
+                "AND instance_id IN (SELECT instance_id FROM gone)), "
+                f"w AS (DELETE FROM {s}.work_items WHERE hub = %s "
+                "AND instance_id IN (SELECT instance_id FROM gone)) "
+                "SELECT count(*) FROM gone",
+                [self.hub, _TERMINAL, *params, self.hub, self.hub, self.hub],
+            )
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._run(op)
+
+    # -- orchestration episodes -----------------------------------------------------
+
+    async def lease_episodes(
+        self, now: datetime, limit: int, lease_for: float, owner: str
+    ) -> list[LeasedEpisode]:
+        if limit < 1:
+            return []
+        s = self._s
+        expires = now + timedelta(seconds=lease_for)
+
+        async def op(conn: Conn) -> list[LeasedEpisode]:
+            async with conn.transaction(), conn.cursor() as cur:
+                # Instances with visible messages, oldest visible message first; rows
+                # other workers are leasing right now are skipped, not waited for, and
+                # the lease condition is re-checked on the locked row version.
+                await cur.execute(
+                    f"WITH ready AS (SELECT instance_id, min(visible_at) AS first_at, "
+                    f"min(id) AS first_id FROM {s}.messages "
+                    "WHERE hub = %(hub)s AND visible_at <= %(now)s GROUP BY instance_id), "
+                    "picked AS (SELECT i.instance_id, r.first_at, r.first_id "
+                    f"FROM ready r JOIN {s}.instances i "
+                    "ON i.hub = %(hub)s AND i.instance_id = r.instance_id "
+                    "WHERE i.lease_expires_at IS NULL OR i.lease_expires_at <= %(now)s "
+                    "ORDER BY r.first_at, r.first_id LIMIT %(limit)s "
+                    "FOR UPDATE OF i SKIP LOCKED) "
+                    f"UPDATE {s}.instances i SET lease_token = i.lease_token + 1, "
+                    "lease_owner = %(owner)s, lease_expires_at = %(expires)s "
+                    "FROM picked p WHERE i.hub = %(hub)s AND i.instance_id = p.instance_id "
+                    "RETURNING "
+                    + ", ".join(f"i.{c.strip()}" for c in _INSTANCE_COLUMNS.split(","))
+                    + ", i.lease_token, p.first_at, p.first_id",
+                    {
+                        "hub": self.hub,
+                        "now": now,
+                        "limit": limit,
+                        "owner": owner,
+                        "expires": expires,
+                    },
+                )
+                leased = sorted(await cur.fetchall(), key=lambda r: (r[-2], r[-1]))
+                if not leased:
+                    return []
+                ids = [r[0] for r in leased]
+                await cur.execute(
+                    f"SELECT id, instance_id, execution_id, visible_at, event FROM {s}.messages "
+                    "WHERE hub = %s AND instance_id = ANY(%s::text[]) AND visible_at <= %s "
+                    "ORDER BY id",
+                    [self.hub, ids, now],
+                )
+                inbox: dict[str, list[Message]] = {i: [] for i in ids}
+                for mid, iid, eid, visible, event in await cur.fetchall():
+                    inbox[iid].append(Message(iid, loads_event(event), visible, eid, mid))
+                episodes: list[LeasedEpisode] = []
+                emptied: list[str] = []
+                for row in leased:
+                    messages = inbox[row[0]]
+                    if messages:
+                        episodes.append(LeasedEpisode(_instance_from_row(row), messages, row[-3]))
+                    else:  # consumed between our snapshot and our lock
+                        emptied.append(row[0])
+                if emptied:
+                    await cur.execute(
+                        f"UPDATE {s}.instances SET lease_owner = NULL, lease_expires_at = NULL "
+                        "WHERE hub = %s AND instance_id = ANY(%s::text[])",
+                        [self.hub, emptied],
+                    )
+                return episodes
+
+        return await self._run(op)
+
+    async def _apply_commit(self, cur: Cur, c: EpisodeCommit, now: datetime) -> tuple[bool, bool]:
+        """Apply one commit inside the caller's transaction; (applied, created work)."""
+        s, r = self._s, c.instance
+        # The fence: our token and a lease still recorded (see the module docstring).
+        await cur.execute(
+            f"UPDATE {s}.instances SET status = %s, output = %s, input = %s, "
+            "custom_status = %s, failure = %s, execution_id = %s, completed_at = %s, "
+            "updated_at = %s, history_len = %s, name = %s, version = %s, "
+            "lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE hub = %s AND instance_id = %s AND lease_token = %s "
+            "AND lease_expires_at IS NOT NULL RETURNING 1",
+            [
+                r.status.value, r.output, r.input, r.custom_status, _failure_json(r.failure),
+                r.execution_id, r.completed_at, r.updated_at, r.history_len, r.name,
+                r.version, self.hub, r.instance_id, c.lease_token,
+            ],
+        )  # fmt: skip
+        if await cur.fetchone() is None:
+            return False, False
+        key = [self.hub, r.instance_id]
+        if c.consumed:
+            await cur.execute(
+                f"DELETE FROM {s}.messages WHERE hub = %s AND instance_id = %s "
+                "AND id = ANY(%s::bigint[])",
+                [*key, list(c.consumed)],
+            )
+        if c.replace_history:
+            await cur.execute(f"DELETE FROM {s}.history WHERE hub = %s AND instance_id = %s", key)
+        if c.history:
+            await cur.execute(
+                f"INSERT INTO {s}.history (hub, instance_id, seq, event) "
+                "SELECT %s, %s, base.n + u.ord, u.event "
+                f"FROM (SELECT coalesce(max(seq), 0) AS n FROM {s}.history "
+                "WHERE hub = %s AND instance_id = %s) base, "
+                "unnest(%s::text[]) WITH ORDINALITY AS u(event, ord)",
+                [*key, *key, [dumps_event(e) for e in c.history]],
+            )
+        await self._insert_work_items(cur, c.work_items)
+        messages = list(c.messages)
+        for new in c.new_instances:
+            if await self._create(cur, new) is not None:
+                conflict = child_conflict_message(new, now)
+                if conflict is not None:
+                    messages.append(conflict)
+        await self._insert_messages(cur, messages)
+        return True, bool(c.work_items or messages or c.new_instances)
+
+    async def complete_episodes(
+        self, commits: Sequence[EpisodeCommit], now: datetime
+    ) -> list[bool]:
+        if not commits:
+            return []
+        # Commits of a batch share one transaction (one COMMIT, one fsync), applied in
+        # instance id order so two batches lock rows in the same order.
+        order = sorted(range(len(commits)), key=lambda k: commits[k].instance.instance_id)
+
+        async def op(conn: Conn) -> tuple[list[bool], bool]:
+            applied = [False] * len(commits)
+            created = False
+            async with conn.transaction(), conn.cursor() as cur:
+                for k in order:
+                    applied[k], made = await self._apply_commit(cur, commits[k], now)
+                    created = created or made
+                if created:
+                    await self._send_notify(cur)
+            return applied, created
+
+        applied, _created = await self._run(op)
+        if any(applied):
+            # Always wake local workers: messages that arrived during the episode make
+            # the instance runnable again now that its lease is released.
+            self._notify()
+        return applied
+
+    async def abandon_episode(self, instance_id: str, lease_token: int) -> None:
+        async def op(conn: Conn) -> bool:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.execute(
+                    f"UPDATE {self._s}.instances SET lease_owner = NULL, lease_expires_at = NULL "
+                    "WHERE hub = %s AND instance_id = %s AND lease_token = %s "
+                    "AND lease_expires_at IS NOT NULL RETURNING 1",
+                    [self.hub, instance_id, lease_token],
+                )
+                released = await cur.fetchone() is not None
+                if released:
+                    await self._send_notify(cur)
+                return released
+
+        if await self._run(op):
+            self._notify()
+
+    # -- activities -----------------------------------------------------------------
+
+    async def lease_activities(
+        self, now: datetime, limit: int, lease_for: float, owner: str
+    ) -> list[WorkItem]:
+        if limit < 1:
+            return []
+        s = self._s
+        expires = now + timedelta(seconds=lease_for)
+
+        async def op(conn: Conn) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(
+                f"WITH picked AS (SELECT id FROM {s}.work_items "
+                "WHERE hub = %(hub)s AND ready_at <= %(now)s ORDER BY ready_at, id "
+                "LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+                f"UPDATE {s}.work_items w SET lease_token = w.lease_token + 1, "
+                "attempt = w.attempt + 1, lease_owner = %(owner)s, "
+                "lease_expires_at = %(expires)s, ready_at = %(expires)s "
+                "FROM picked WHERE w.id = picked.id RETURNING w.id, w.instance_id, "
+                "w.execution_id, w.task_id, w.name, w.input, w.lease_token, w.attempt, "
+                "w.visible_at",
+                {"hub": self.hub, "now": now, "limit": limit, "owner": owner, "expires": expires},
+            )
+            return await cur.fetchall()
+
+        rows = sorted(await self._run(op), key=lambda r: (r[8], r[0]))
+        return [WorkItem(*row[:8]) for row in rows]
+
+    async def complete_activities(
+        self, results: Sequence[ActivityResult], now: datetime
+    ) -> list[bool]:
+        if not results:
+            return []
+        s = self._s
+
+        async def op(conn: Conn) -> list[bool]:
+            async with conn.transaction(), conn.cursor() as cur:
+                # The delete is the fence: only the current lease holder finds its row.
+                await cur.execute(
+                    f"DELETE FROM {s}.work_items w USING unnest(%s::bigint[], %s::bigint[]) "
+                    "AS u(id, token) WHERE w.id = u.id AND w.lease_token = u.token "
+                    "AND w.hub = %s RETURNING w.id",
+                    [[r.work_item_id for r in results], [r.lease_token for r in results], self.hub],
+                )
+                deleted = {row[0] for row in await cur.fetchall()}
+                applied = [r.work_item_id in deleted for r in results]
+                messages = [r.message for r, ok in zip(results, applied, strict=True) if ok]
+                if messages:
+                    await self._insert_messages(cur, messages)
+                    await self._send_notify(cur)
+                return applied
+
+        applied = await self._run(op)
+        if any(applied):
+            self._notify()
+        return applied
+
+    async def renew_activities(
+        self, leases: Sequence[tuple[int, int]], now: datetime, lease_for: float
+    ) -> list[bool]:
+        if not leases:
+            return []
+        expires = now + timedelta(seconds=lease_for)
+
+        async def op(conn: Conn) -> set[int]:
+            cur = await conn.execute(
+                f"UPDATE {self._s}.work_items w SET lease_expires_at = %s, ready_at = %s "
+                "FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, token) "
+                "WHERE w.id = u.id AND w.lease_token = u.token AND w.hub = %s RETURNING w.id",
+                [expires, expires, [i for i, _ in leases], [t for _, t in leases], self.hub],
+            )
+            return {row[0] for row in await cur.fetchall()}
+
+        renewed = await self._run(op)
+        return [item_id in renewed for item_id, _ in leases]
+
+    # -- time -----------------------------------------------------------------------
+
+    async def next_wakeup(self, now: datetime) -> datetime | None:
+        s = self._s
+
+        async def op(conn: Conn) -> datetime | None:
+            cur = await conn.execute(
+                # Messages only of instances that exist (see _create); each branch is
+                # one ordered index probe.
+                "SELECT least("
+                f"(SELECT m.visible_at FROM {s}.messages m WHERE m.hub = %(hub)s "
+                "AND m.visible_at > %(now)s AND EXISTS (SELECT 1 FROM "
+                f"{s}.instances i WHERE i.hub = m.hub AND i.instance_id = m.instance_id) "
+                "ORDER BY m.visible_at LIMIT 1), "
+                f"(SELECT min(ready_at) FROM {s}.work_items WHERE hub = %(hub)s "
+                "AND ready_at > %(now)s), "
+                f"(SELECT min(lease_expires_at) FROM {s}.instances WHERE hub = %(hub)s "
+                "AND lease_expires_at > %(now)s))",
+                {"hub": self.hub, "now": now},
+            )
+            row = await cur.fetchone()
+            return None if row is None else row[0]
+
+        return await self._run(op)
+
+    async def has_runnable(self, now: datetime) -> bool:
+        s = self._s
+
+        async def op(conn: Conn) -> bool:
+            cur = await conn.execute(
+                f"SELECT EXISTS (SELECT 1 FROM {s}.work_items WHERE hub = %(hub)s "
+                "AND ready_at <= %(now)s) OR EXISTS (SELECT 1 FROM "
+                f"{s}.messages m JOIN {s}.instances i "
+                "ON i.hub = m.hub AND i.instance_id = m.instance_id "
+                "WHERE m.hub = %(hub)s AND m.visible_at <= %(now)s "
+                "AND (i.lease_expires_at IS NULL OR i.lease_expires_at <= %(now)s))",
+                {"hub": self.hub, "now": now},
+            )
+            row = await cur.fetchone()
+            return bool(row and row[0])
+
+        return await self._run(op)
+
+    # -- introspection (tests, diagnostics) -------------------------------------------
+
+    @property
+    def listener(self) -> NotifyListener | None:
+        """The LISTEN connection's supervisor, while open."""
+        return self._listener
