@@ -735,11 +735,17 @@ class PostgresStore(Store):
                 await cur.execute(
                     f"DELETE FROM {s}.work_items w USING unnest(%s::bigint[], %s::bigint[]) "
                     "AS u(id, token) WHERE w.id = u.id AND w.lease_token = u.token "
-                    "AND w.hub = %s RETURNING w.id",
+                    "AND w.hub = %s RETURNING w.id, u.token",
                     [[r.work_item_id for r in results], [r.lease_token for r in results], self.hub],
                 )
-                deleted = {row[0] for row in await cur.fetchall()}
-                applied = [r.work_item_id in deleted for r in results]
+                deleted = {(row[0], row[1]) for row in await cur.fetchall()}
+                # Each deleted row applies one result: the first with its id and token
+                # (a batch may hold the same item twice, e.g. a stale and a fresh lease).
+                applied = []
+                for r in results:
+                    key = (r.work_item_id, r.lease_token)
+                    applied.append(key in deleted)
+                    deleted.discard(key)
                 messages = [r.message for r, ok in zip(results, applied, strict=True) if ok]
                 if messages:
                     await self._insert_messages(cur, messages)
