@@ -15,11 +15,13 @@ back as timezone-aware UTC datetimes. Errors of :mod:`sqlite3` leave this module
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import re
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
@@ -309,7 +311,7 @@ class SqliteStore(Store):
                 conn.row_factory = sqlite3.Row
                 # busy_timeout first, so the WAL switch waits for other openers.
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-                conn.execute("PRAGMA journal_mode = WAL")
+                await self._enable_wal(conn)
                 # NORMAL in WAL mode survives a crash of the process; only an OS crash or
                 # power loss may lose the last commits, and it never corrupts the file.
                 conn.execute("PRAGMA synchronous = NORMAL")
@@ -318,6 +320,21 @@ class SqliteStore(Store):
                 conn.close()
                 raise
             self._conn = conn
+
+    async def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching a fresh file to WAL fails with SQLITE_BUSY at once, without calling
+        # the busy handler, while another opener holds a lock; retry until busy_timeout.
+        # The mode persists in the file, so only the first openers ever get here.
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.005)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         migrations = load_migrations("sqlite")
