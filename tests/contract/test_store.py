@@ -25,6 +25,7 @@ from taskloom.storage.base import (
     InstanceQuery,
     InstanceRecord,
     Message,
+    NewInstance,
     NewWorkItem,
 )
 
@@ -320,7 +321,7 @@ async def test_load_histories_of_several_instances(store: Store) -> None:
 # -- sub-orchestrations -------------------------------------------------------------------
 
 
-def child_of(parent: str, child: str, task_id: int = 7) -> object:
+def child_of(parent: str, child: str, task_id: int = 7) -> NewInstance:
     return new_instance(child, parent=ParentInstance("orch", parent, task_id, f"{parent}:1"))
 
 
