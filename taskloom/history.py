@@ -199,12 +199,24 @@ EVENT_TYPES: dict[str, type[HistoryEvent]] = {
 def event_to_dict(event: HistoryEvent) -> dict[str, Any]:
     """The JSON-ready form: ``{"kind": ..., field: value, ...}``; defaults are left out."""
     data: dict[str, Any] = {"kind": event.kind}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
-        if value is None or (f.name == "event_id" and value == -1):
+    for name in _field_names(type(event)):
+        value = getattr(event, name)
+        if value is None or (name == "event_id" and value == -1):
             continue
-        data[f.name] = _encode_field(value)
+        data[name] = value if type(value) in _PLAIN else _encode_field(value)
     return data
+
+
+_PLAIN = frozenset({str, int, bool, float})
+_FIELDS: dict[type[HistoryEvent], tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[HistoryEvent]) -> tuple[str, ...]:
+    # dataclasses.fields() is slow enough to show in profiles of busy workers.
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def _encode_field(value: Any) -> Any:
