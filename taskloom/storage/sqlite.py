@@ -319,6 +319,9 @@ class SqliteStore(Store):
             except BaseException:
                 conn.close()
                 raise
+            if self._conn is not None:  # a concurrent open() won while we waited
+                conn.close()
+                return
             self._conn = conn
 
     async def _enable_wal(self, conn: sqlite3.Connection) -> None:
