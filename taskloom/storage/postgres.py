@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 from taskloom.errors import ConfigurationError, InstanceExistsError, StoreError
 from taskloom.history import HistoryEvent, dumps_event, loads_event
@@ -276,6 +276,9 @@ class PostgresStore(Store):
             try:
                 async with pool.connection() as conn:
                     return await op(conn)
+            except PoolClosed as exc:
+                # Closed under our feet (store.close() during the call): do not retry.
+                raise StoreError(f"{self!r} was closed during the operation") from exc
             except psycopg.OperationalError as exc:
                 reason = " ".join(str(exc).split()) or type(exc).__name__
                 if time.monotonic() + delay > deadline:

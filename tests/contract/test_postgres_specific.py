@@ -26,6 +26,7 @@ from taskloom.storage import open_store
 from taskloom.storage.base import (
     ActivityResult,
     EpisodeCommit,
+    InstanceQuery,
     InstanceRecord,
     Message,
     NewInstance,
@@ -358,3 +359,27 @@ async def test_reconnects_after_all_connections_are_killed(
             await other.close()
     finally:
         await store.close()
+
+
+async def test_prefix_query_treats_like_wildcards_literally(pg: PostgresStore) -> None:
+    for instance_id in ("a_1", "ab1", "a%2", "a\\3", "b_1"):
+        await pg.create_instance(_new(instance_id))
+
+    async def ids(prefix: str) -> list[str]:
+        page = await pg.query_instances(InstanceQuery(instance_id_prefix=prefix), 10, None)
+        return [r.instance_id for r in page.records]
+
+    assert await ids("a_") == ["a_1"]
+    assert await ids("a%") == ["a%2"]
+    assert await ids("a\\") == ["a\\3"]
+    assert await ids("a") == ["a%2", "a\\3", "a_1", "ab1"]  # byte order, as on SQLite
+
+
+async def test_store_closed_during_call_fails_without_retrying(hub: str) -> None:
+    store = PostgresStore(PG_URL, hub=hub)
+    await store.open()
+    await store.close()
+    started = time.monotonic()
+    with pytest.raises(StoreError):
+        await store.has_runnable(T0)
+    assert time.monotonic() - started < 1
