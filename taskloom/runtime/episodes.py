@@ -145,27 +145,29 @@ def _commit(
         "custom_status": result.custom_status,
         "updated_at": now,
     }
-    full = [*history, *out.history]
+    if status is Status.CONTINUED_AS_NEW:
+        return _continue_as_new(episode, history, result, now, consumed)
     if status.is_terminal:
-        _finish(rec, full, result, out, now)
+        _finish(rec, history, result, out, now)
         updates.update(output=result.output, failure=result.failure, completed_at=now)
-    elif status is Status.CONTINUED_AS_NEW:
-        return _continue_as_new(episode, full, result, now, consumed)
-    full = [*history, *out.history]
-    updates["history_len"] = len(full)
+    # ``history`` is extended in place rather than copied: it is either freshly loaded or
+    # the worker's cached list, which is dropped if this commit does not apply. Copying
+    # it would make every episode cost O(history) and long orchestrations quadratic.
+    history.extend(out.history)
+    updates["history_len"] = len(history)
     instance = dataclasses.replace(rec, **updates)  # type: ignore[arg-type]
     commit = EpisodeCommit(
         instance=instance,
         lease_token=episode.lease_token,
         consumed=consumed,
-        history=full if replace else out.history,
+        history=list(history) if replace else out.history,
         replace_history=replace,
         work_items=out.work_items,
         messages=out.messages,
         new_instances=out.new_instances,
     )
     keep = not status.is_terminal
-    return Planned(commit, run if keep else None, full if keep else [])
+    return Planned(commit, run if keep else None, history if keep else [])
 
 
 def _apply_action(action: Action, rec: InstanceRecord, out: _Outbox, now: datetime) -> None:
@@ -235,7 +237,7 @@ def _finish(
     out.history.append(
         h.ExecutionCompleted(now, status=status, result=result.output, failure=result.failure)
     )
-    started = _started_event(full)
+    started = _started_event(full) or _started_event(out.history)
     if started is not None and started.parent is not None:
         parent = started.parent
         done: h.HistoryEvent
@@ -270,7 +272,7 @@ def _continue_as_new(
     consumed: list[int],
 ) -> Planned:
     rec = episode.instance
-    started = _started_event(full)
+    started = _started_event(full) or _started_event(result.applied)
     eid = uuid.uuid4().hex
     start = h.ExecutionStarted(
         now,

@@ -91,6 +91,7 @@ _UPDATE_RECORD = (
     + ", lease_owner = NULL, lease_expires = NULL"
     " WHERE hub = :hub AND instance_id = :instance_id"
 )
+_COMMIT_RECORD = _UPDATE_RECORD + " AND lease_token = :lease_token"
 
 
 def _load_queries() -> dict[str, str]:
@@ -538,14 +539,18 @@ class SqliteStore(Store):
 
     def _apply_commit(self, conn: sqlite3.Connection, commit: EpisodeCommit, now: datetime) -> bool:
         key = (self.hub, commit.instance.instance_id)
-        row = conn.execute(_Q["fence"], key).fetchone()
-        if row is None or row[0] != commit.lease_token:
+        # The fenced row update goes first: when the lease is lost it matches no row and
+        # nothing else is written.
+        params = _record_params(self.hub, commit.instance)
+        params["lease_token"] = commit.lease_token
+        if conn.execute(_COMMIT_RECORD, params).rowcount != 1:
             return False
         if commit.replace_history:
             conn.execute("DELETE FROM history WHERE hub = ? AND instance_id = ?", key)
             start = 0
         else:
-            start = conn.execute(_Q["next_seq"], key).fetchone()[0]
+            # history_len is kept by these commits alone, so it is where the new events go.
+            start = commit.instance.history_len - len(commit.history)
         conn.executemany(
             _Q["insert_history"],
             [(*key, seq, dumps_event(e)) for seq, e in enumerate(commit.history, start)],
@@ -577,7 +582,6 @@ class SqliteStore(Store):
                 conflict = child_conflict_message(new, now)
                 if conflict is not None:
                     self._insert_messages(conn, [conflict])
-        conn.execute(_UPDATE_RECORD, _record_params(self.hub, commit.instance))
         return True
 
     async def abandon_episode(self, instance_id: str, lease_token: int) -> None:

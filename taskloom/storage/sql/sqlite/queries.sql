@@ -39,12 +39,6 @@ LIMIT ?
 UPDATE instances SET lease_owner = ?, lease_token = ?, lease_expires = ?
 WHERE hub = ? AND instance_id = ?
 
--- name: fence
-SELECT lease_token FROM instances WHERE hub = ? AND instance_id = ?
-
--- name: next_seq
-SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE hub = ? AND instance_id = ?
-
 -- name: insert_history
 INSERT INTO history (hub, instance_id, seq, event) VALUES (?, ?, ?, ?)
 
