@@ -79,8 +79,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
     args = parser.parse_args()
     n_tp, n_lat, chains = (200, 50, (100, 500)) if args.quick else (2000, 200, (1000, 5000))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     with tempfile.TemporaryDirectory() as folder:
+
         def url(name: str) -> str:
             return f"sqlite:///{Path(folder) / name}.db"
 
@@ -92,8 +95,10 @@ def main() -> None:
         print(f"latency: one at a time, {n_lat} runs: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
         for steps in chains:
             seconds = asyncio.run(long_chain(url(f"chain{steps}"), steps))
-            print(f"sequential: {steps} activities in one orchestration: {seconds:.2f} s "
-                  f"({seconds / steps * 1000:.2f} ms/step)")
+            print(
+                f"sequential: {steps} activities in one orchestration: {seconds:.2f} s "
+                f"({seconds / steps * 1000:.2f} ms/step)"
+            )
 
 
 if __name__ == "__main__":
