@@ -66,7 +66,8 @@ def main() -> None:
             for proc in procs:
                 proc.wait(30)
         print(
-            f"postgres: {n} worker process(es), {args.count} MainWorkflows: {rate:,.0f} orchestrations/s"
+            f"postgres: {n} worker process(es), {args.count} MainWorkflows: "
+            f"{rate:,.0f} orchestrations/s"
         )
 
 
