@@ -34,10 +34,19 @@ async def serve_worker(
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
     await worker.start()
-    log.info("hub %r on %s: worker running; Ctrl-C stops it", app.name, store_url)
+    log.info("hub %r on %s: worker running; Ctrl-C stops it", app.name, redact(store_url))
     try:
         await stop.wait()
     finally:
         log.info("stopping: letting running activities finish")
         await worker.stop()
         await store.close()
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, fit for logs."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"

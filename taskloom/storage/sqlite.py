@@ -91,7 +91,9 @@ _UPDATE_RECORD = (
     + ", lease_owner = NULL, lease_expires = NULL"
     " WHERE hub = :hub AND instance_id = :instance_id"
 )
-_COMMIT_RECORD = _UPDATE_RECORD + " AND lease_token = :lease_token"
+# A commit needs our token and a lease still held: after a commit or an abandon the same
+# token cannot apply again.
+_COMMIT_RECORD = _UPDATE_RECORD + " AND lease_token = :lease_token AND lease_expires IS NOT NULL"
 
 
 def _load_queries() -> dict[str, str]:
