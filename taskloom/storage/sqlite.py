@@ -19,6 +19,7 @@ import asyncio
 import base64
 import binascii
 import json
+import os
 import re
 import sqlite3
 import time
@@ -32,6 +33,7 @@ from typing import Any
 from taskloom.errors import InstanceExistsError, StoreError
 from taskloom.history import HistoryEvent, dumps_event, loads_event
 from taskloom.models import FailureDetails, Status
+from taskloom.storage import local_bus
 from taskloom.storage.base import (
     ActivityResult,
     EpisodeCommit,
@@ -301,6 +303,19 @@ class SqliteStore(Store):
             row = self._connection().execute(sql, params).fetchone()
         return None if row is None else row[0]
 
+    # -- wake-ups -------------------------------------------------------------------
+
+    @property
+    def _bus_key(self) -> tuple[str, str]:
+        return (os.path.realpath(self.path) if self.path != ":memory:" else str(id(self)), self.hub)
+
+    def _notify(self) -> None:
+        super()._notify()
+        local_bus.publish(self._bus_key, self._wake_locally)
+
+    def _wake_locally(self) -> None:
+        super()._notify()
+
     # -- lifecycle ------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -326,6 +341,7 @@ class SqliteStore(Store):
                 conn.close()
                 return
             self._conn = conn
+        local_bus.subscribe(self._bus_key, self._wake_locally)
 
     async def _enable_wal(self, conn: sqlite3.Connection) -> None:
         # Switching a fresh file to WAL fails with SQLITE_BUSY at once, without calling
@@ -366,6 +382,7 @@ class SqliteStore(Store):
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            local_bus.unsubscribe(self._bus_key, self._wake_locally)
             with self._errors("close the database"):
                 conn.close()
 

@@ -1,0 +1,45 @@
+"""Wake-ups between store objects of one process that share a database and hub.
+
+A worker started with ``app.run`` and a client on another thread each hold their own
+store object; without this, the worker would only see the client's writes at its next
+poll. Each open store subscribes with its event loop; a write on one store wakes the
+others on their own loops. Other processes still rely on polling (SQLite) or
+``LISTEN/NOTIFY`` (PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+
+_lock = threading.Lock()
+_subscribers: dict[tuple[str, str], list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]]] = {}
+
+
+def subscribe(key: tuple[str, str], callback: Callable[[], None]) -> None:
+    """Call ``callback`` on the current event loop whenever ``publish(key)`` runs."""
+    loop = asyncio.get_running_loop()
+    with _lock:
+        _subscribers.setdefault(key, []).append((loop, callback))
+
+
+def unsubscribe(key: tuple[str, str], callback: Callable[[], None]) -> None:
+    with _lock:
+        entries = [e for e in _subscribers.get(key, []) if e[1] != callback]
+        if entries:
+            _subscribers[key] = entries
+        else:
+            _subscribers.pop(key, None)
+
+
+def publish(key: tuple[str, str], source: Callable[[], None]) -> None:
+    """Wake every subscriber of ``key`` except ``source`` (which notified itself)."""
+    with _lock:
+        entries = list(_subscribers.get(key, ()))
+    for loop, callback in entries:
+        if callback == source or loop.is_closed():
+            continue
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(callback)
