@@ -1,0 +1,134 @@
+"""The host's part of the storage protocol: durable queues, schedules, API keys, secrets.
+
+Backends implement :class:`HostStore` next to their :class:`~taskloom.storage.base.Store`
+(``sqlite_host.py``, ``postgres_host.py``), on the same connection and hub. Like the core
+protocol, every method takes ``now`` from its caller and never reads the clock.
+
+- **Queues** are at-least-once: a leased message is invisible until its visibility
+  timeout lapses; ``queue_ack`` deletes it, ``queue_fail`` makes it visible again at
+  ``retry_at`` or, once ``dequeue_count`` reached ``max_dequeue_count``, moves it to
+  ``"<queue>-poison"`` with the error, in one transaction.
+- **Schedules**: ``schedule_claim`` is a compare-and-set on ``next_tick``; the winner's
+  transaction also puts the tick on the ``SCHEDULE_QUEUE`` queue, so each tick is claimed
+  by exactly one host and its handler runs at least once even if that host dies.
+- **Keys** are stored as SHA-256 hashes only; ``secrets`` hold e.g. the link-signing key.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+SCHEDULE_QUEUE = "taskloom-schedules"
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    id: int
+    queue: str
+    body: str
+    dequeue_count: int
+    lease_token: int
+    inserted_at: datetime
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleRecord:
+    name: str
+    spec: str
+    next_tick: datetime
+    paused: bool = False
+    last_tick: datetime | None = None
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    name: str
+    role: str
+    key_hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class HostStore(abc.ABC):
+    """Queues, schedules and keys of one hub (see the module docstring)."""
+
+    # -- queues ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def queue_put(self, queue: str, body: str, visible_at: datetime, now: datetime) -> int:
+        """Add a message; returns its id."""
+
+    @abc.abstractmethod
+    async def queue_lease(
+        self, queues: Sequence[str], now: datetime, limit: int, visibility: float, owner: str
+    ) -> list[QueueMessage]:
+        """Lease up to ``limit`` visible messages of ``queues``, oldest first; each lease
+        increments ``dequeue_count`` and ``lease_token`` and hides it for ``visibility`` s."""
+
+    @abc.abstractmethod
+    async def queue_ack(self, message_id: int, lease_token: int) -> bool:
+        """Delete a handled message if the lease is still ours."""
+
+    @abc.abstractmethod
+    async def queue_fail(
+        self,
+        message_id: int,
+        lease_token: int,
+        error: str,
+        retry_at: datetime,
+        max_dequeue_count: int,
+        now: datetime,
+    ) -> str:
+        """Record a failed delivery: ``"retry"``, ``"poisoned"`` or ``"lost"`` (lease gone)."""
+
+    @abc.abstractmethod
+    async def queue_peek(self, queue: str, limit: int = 100) -> list[QueueMessage]:
+        """Messages of ``queue`` (visible or not), oldest first, without leasing them."""
+
+    # -- schedules ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def schedule_upsert(self, name: str, spec: str, next_tick: datetime) -> ScheduleRecord:
+        """Create the schedule, or keep it as stored if ``spec`` is unchanged, or reset its
+        ``next_tick`` if the spec changed. Returns the stored record."""
+
+    @abc.abstractmethod
+    async def schedule_list(self) -> list[ScheduleRecord]: ...
+
+    @abc.abstractmethod
+    async def schedule_claim(
+        self, name: str, tick: datetime, next_tick: datetime, body: str, now: datetime
+    ) -> bool:
+        """If the schedule is not paused and its ``next_tick`` is ``tick``, move it to
+        ``next_tick``, set ``last_tick`` and put ``body`` on ``SCHEDULE_QUEUE``, atomically."""
+
+    @abc.abstractmethod
+    async def schedule_set_paused(
+        self, name: str, paused: bool, next_tick: datetime | None
+    ) -> bool:
+        """Pause or resume (with a fresh ``next_tick`` when given); False if unknown."""
+
+    # -- keys and secrets -----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def key_create(self, key: KeyRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def key_list(self) -> list[KeyRecord]: ...
+
+    @abc.abstractmethod
+    async def key_revoke(self, key_id: str, now: datetime) -> bool: ...
+
+    @abc.abstractmethod
+    async def key_lookup(self, key_hash: str) -> KeyRecord | None:
+        """The unrevoked key with this hash, if any."""
+
+    @abc.abstractmethod
+    async def secret(self, name: str, candidate: str) -> str:
+        """The stored secret ``name``; stores ``candidate`` first if there is none (the
+        first writer wins, so every host signs with the same key)."""
