@@ -6,6 +6,7 @@ import contextvars
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from taskloom.context import OrchestrationContext
@@ -40,6 +41,24 @@ def activity_info() -> ActivityInfo:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    name: str
+    spec: str  # "cron:<expression>" or "every:<seconds>"
+    fn: Callable[..., Any]
+    missed: str
+    is_async: bool
+
+
+@dataclass(frozen=True)
+class QueueTrigger:
+    queue: str
+    fn: Callable[..., Any]
+    max_dequeue_count: int
+    visibility_timeout: timedelta
+    is_async: bool
+
+
+@dataclass(frozen=True)
 class Activity:
     name: str
     fn: Callable[..., Any]
@@ -59,6 +78,9 @@ class App:
         self.converter = converter or default_converter
         self.activities: dict[str, Activity] = {}
         self.orchestrators: dict[str, Callable[[OrchestrationContext], Any]] = {}
+        self.schedules: dict[str, Schedule] = {}
+        self.queue_triggers: dict[str, QueueTrigger] = {}
+        self._router: Any = None
 
     # -- registration ---------------------------------------------------------------
 
@@ -114,6 +136,80 @@ class App:
             return f
 
         return register(fn) if fn is not None else register
+
+    def schedule(
+        self,
+        cron: str | None = None,
+        *,
+        every: timedelta | None = None,
+        name: str | None = None,
+        missed: str = "run_once",
+    ) -> Callable[[F], F]:
+        """Run the handler ``(client, scheduled_time)`` on a schedule, once per tick
+        across all hosts: a six-field NCRONTAB (seconds first), a five-field cron, or
+        ``every=timedelta``. ``missed="run_once"`` runs one late tick after downtime and
+        skips the rest; ``"skip"`` skips them all."""
+        if (cron is None) == (every is None):
+            raise ConfigurationError(
+                "@app.schedule needs exactly one of a cron expression or every="
+            )
+        if missed not in ("run_once", "skip"):
+            raise ConfigurationError(f"missed must be 'run_once' or 'skip', not {missed!r}")
+        if every is not None and every < timedelta(seconds=1):
+            raise ConfigurationError("a schedule's interval must be at least one second")
+        if cron is not None:
+            from taskloom.host.cron import Cron, CronError
+
+            try:
+                Cron.parse(cron)
+            except CronError as exc:
+                raise ConfigurationError(str(exc)) from exc
+        spec = f"cron:{cron}" if cron is not None else f"every:{every.total_seconds():g}"  # type: ignore[union-attr]
+
+        def register(f: F) -> F:
+            key = name or f.__name__
+            self._check_new(key, self.schedules, "schedule")
+            self.schedules[key] = Schedule(key, spec, f, missed, inspect.iscoroutinefunction(f))
+            return f
+
+        return register
+
+    def queue_trigger(
+        self,
+        queue: str,
+        *,
+        max_dequeue_count: int = 5,
+        visibility_timeout: timedelta = timedelta(seconds=30),
+    ) -> Callable[[F], F]:
+        """Run the handler ``(message, client)`` for each message on ``queue``, at least
+        once; after ``max_dequeue_count`` failures the message moves to ``queue-poison``."""
+        if not queue or not all(c.isalnum() or c in "-_." for c in queue):
+            raise ConfigurationError(
+                f"invalid queue name {queue!r}: use letters, digits, '-', '_' and '.'"
+            )
+        if max_dequeue_count < 1:
+            raise ConfigurationError("max_dequeue_count must be at least 1")
+
+        def register(f: F) -> F:
+            self._check_new(queue, self.queue_triggers, "queue trigger for")
+            trigger = QueueTrigger(
+                queue, f, max_dequeue_count, visibility_timeout, inspect.iscoroutinefunction(f)
+            )
+            self.queue_triggers[queue] = trigger
+            return f
+
+        return register
+
+    @property
+    def api(self) -> Any:
+        """A FastAPI ``APIRouter`` for the app's own HTTP routes (served by ``taskloom
+        serve`` beside the management API); handlers get a client with
+        ``Depends(taskloom.http.client)``."""
+        if self._router is None:
+            from fastapi import APIRouter
+
+            self._router = APIRouter()
+        return self._router
 
     def _check_new(self, key: str, table: dict[str, Any], what: str) -> None:
         if key in table:

@@ -8,16 +8,24 @@ import json
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from taskloom import history as h
 from taskloom.clock import Clock, SystemClock
 from taskloom.converter import DataConverter, default_converter
-from taskloom.errors import InstanceNotFoundError, InvalidStateError, SerializationError
+from taskloom.errors import (
+    ConfigurationError,
+    InstanceNotFoundError,
+    InvalidStateError,
+    SerializationError,
+)
+from taskloom.host import security
+from taskloom.http import payloads
 from taskloom.models import OrchestrationState, Page, Status
 from taskloom.storage import Store, open_store
 from taskloom.storage.base import InstanceQuery, InstanceRecord, Message, NewInstance
+from taskloom.storage.host_base import HostStore
 
 T = TypeVar("T")
 IdleHook = Callable[[], Awaitable[bool]]
@@ -35,8 +43,10 @@ class AsyncClient:
         *,
         converter: DataConverter | None = None,
         clock: Clock | None = None,
+        base_url: str | None = None,
     ) -> None:
         self.store = open_store(store, hub=hub) if isinstance(store, str) else store
+        self.base_url = base_url
         self.converter = converter or default_converter
         self.clock: Clock = clock or SystemClock()
         self.idle_hook: IdleHook | None = None
@@ -300,6 +310,77 @@ class AsyncClient:
         query = InstanceQuery(statuses=terminal, created_from=created_from, created_to=created_to)
         return await store.purge_instances(query)
 
+    # -- queues and HTTP helpers (the host issue) ------------------------------------
+
+    async def enqueue(self, queue: str, message: Any, *, delay: timedelta | None = None) -> int:
+        """Put ``message`` (any value the converter takes) on durable queue ``queue``."""
+        if not queue:
+            raise ValueError("queue must be a non-empty name")
+        body = self.converter.dumps(message, what=f"message for queue {queue!r}")
+        store = await self._host_store()
+        now = self.clock.now()
+        return await store.queue_put(queue, body, now + (delay or timedelta(0)), now)
+
+    async def _host_store(self) -> HostStore:
+        store = await self._ready()
+        if not isinstance(store, HostStore):
+            raise ConfigurationError(f"{store!r} has no queues, schedules or keys")
+        return store
+
+    def create_http_management_payload(
+        self, instance_id: str, *, base_url: str | None = None, code: str | None = None
+    ) -> dict[str, str]:
+        """The Durable Functions management URLs of an instance."""
+        base = base_url or self.base_url
+        if base is None:
+            raise ConfigurationError(
+                "no base URL: pass base_url= here or to the client (taskloom serve sets it)"
+            )
+        return payloads.management_urls(base, self.store.hub, instance_id, code)
+
+    def create_check_status_response(self, request: Any, instance_id: str) -> Any:
+        """A 202 response with the management payload, for a user's HTTP route."""
+        payload = self.create_http_management_payload(
+            instance_id, base_url=payloads.base_url_of(request), code=payloads.code_of(request)
+        )
+        return payloads.check_status_response(payload)
+
+    async def wait_for_completion_or_create_check_status_response(
+        self, request: Any, instance_id: str, timeout: float = 10.0
+    ) -> Any:
+        """200 with the output if the instance completes within ``timeout`` seconds (500
+        if it failed), else the 202 check-status response."""
+        try:
+            state = await self.wait_for_completion(instance_id, timeout)
+        except TimeoutError:
+            return self.create_check_status_response(request, instance_id)
+        return payloads.completed_response(state)
+
+    async def create_event_link(
+        self,
+        instance_id: str,
+        event_name: str,
+        expires_in: timedelta,
+        *,
+        data: Any = None,
+        base_url: str | None = None,
+    ) -> str:
+        """A URL that raises ``event_name`` (with ``data``) on ``instance_id`` when
+        opened, with no key, until it expires. Tampered or expired links get 403."""
+        base = base_url or self.base_url
+        if base is None:
+            raise ConfigurationError(
+                "no base URL: pass base_url= here or to the client (taskloom serve sets it)"
+            )
+        store = await self._host_store()
+        secret = await store.secret("event-links", security.new_secret())
+        expires = int((self.clock.now() + expires_in).timestamp())
+        self.converter.dumps(data, what=f"data of event {event_name!r}")  # fail early
+        token = security.sign_link(
+            security.EventLink(instance_id, event_name, expires, data), secret
+        )
+        return f"{base.rstrip('/')}{payloads.PREFIX}/links/{token}"
+
 
 def _statuses(statuses: Any) -> frozenset[Status] | None:
     if statuses is None:
@@ -319,6 +400,7 @@ class Client:
         *,
         converter: DataConverter | None = None,
         clock: Clock | None = None,
+        base_url: str | None = None,
         _async: AsyncClient | None = None,
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
@@ -330,7 +412,7 @@ class Client:
             target=self._loop.run_forever, name="taskloom-client", daemon=True
         )
         self._thread.start()
-        self._async = AsyncClient(store, hub, converter=converter, clock=clock)
+        self._async = AsyncClient(store, hub, converter=converter, clock=clock, base_url=base_url)
 
     @property
     def async_client(self) -> AsyncClient:
@@ -413,3 +495,36 @@ class Client:
 
     def get_history(self, instance_id: str) -> list[h.HistoryEvent]:
         return self._run(self._async.get_history(instance_id))
+
+    def enqueue(self, queue: str, message: Any, *, delay: timedelta | None = None) -> int:
+        return self._run(self._async.enqueue(queue, message, delay=delay))
+
+    def create_http_management_payload(
+        self, instance_id: str, *, base_url: str | None = None, code: str | None = None
+    ) -> dict[str, str]:
+        return self._async.create_http_management_payload(instance_id, base_url=base_url, code=code)
+
+    def create_check_status_response(self, request: Any, instance_id: str) -> Any:
+        return self._async.create_check_status_response(request, instance_id)
+
+    def wait_for_completion_or_create_check_status_response(
+        self, request: Any, instance_id: str, timeout: float = 10.0
+    ) -> Any:
+        coro = self._async.wait_for_completion_or_create_check_status_response(
+            request, instance_id, timeout
+        )
+        return self._run(coro)
+
+    def create_event_link(
+        self,
+        instance_id: str,
+        event_name: str,
+        expires_in: timedelta,
+        *,
+        data: Any = None,
+        base_url: str | None = None,
+    ) -> str:
+        coro = self._async.create_event_link(
+            instance_id, event_name, expires_in, data=data, base_url=base_url
+        )
+        return self._run(coro)

@@ -1,0 +1,1 @@
+"""The HTTP side: the Durable Functions management API, keys, signed links, user routes."""
