@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from taskloom import cli_host
 from taskloom.app import App
 from taskloom.client import Client
 from taskloom.errors import TaskloomError
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--name")
     listing.add_argument("--prefix")
     listing.add_argument("--top", type=int, default=100)
+    cli_host.add_commands(sub, DEFAULT_STORE)
     return parser
 
 
@@ -162,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 poll_interval=args.poll_interval,
             )
             return 0
+        if args.command in cli_host.COMMANDS:
+            return cli_host.run(args)
         return _manage(args)
     except (TaskloomError, ValueError, TimeoutError) as exc:
         print(f"taskloom: error: {exc}", file=sys.stderr)
