@@ -50,9 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskloom", description="Durable orchestrations.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the app's workers until Ctrl-C / SIGTERM")
+    serve = sub.add_parser(
+        "serve",
+        help="run the app's workers, schedules, queue triggers and HTTP API until SIGTERM",
+    )
     serve.add_argument("app", help="MODULE:APP or path/to/app.py:app")
     serve.add_argument("--store", default=DEFAULT_STORE)
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP address (default: loopback)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--no-http", action="store_true", help="run no HTTP API")
+    serve.add_argument(
+        "--no-workers", action="store_true", help="run no workers, schedules or queue triggers"
+    )
+    serve.add_argument("--json-logs", action="store_true", help="log one JSON object per line")
     serve.add_argument("--max-concurrent-activities", type=int, default=100)
     serve.add_argument("--max-concurrent-orchestrations", type=int, default=200)
     serve.add_argument("--lease-for", type=float, default=30.0, help="lease seconds")
@@ -151,19 +161,35 @@ def _manage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from taskloom.host.serve import run
+    from taskloom.runtime.worker import WorkerOptions
+
+    options = WorkerOptions(
+        max_concurrent_activities=args.max_concurrent_activities,
+        max_concurrent_orchestrations=args.max_concurrent_orchestrations,
+        lease_for=args.lease_for,
+        poll_interval=args.poll_interval,
+    )
+    run(
+        load_app(args.app),
+        args.store,
+        host=args.host,
+        port=args.port,
+        http=not args.no_http,
+        workers=not args.no_workers,
+        json_logs=args.json_logs,
+        options=options,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         if args.command == "serve":
-            load_app(args.app).run(
-                args.store,
-                max_concurrent_activities=args.max_concurrent_activities,
-                max_concurrent_orchestrations=args.max_concurrent_orchestrations,
-                lease_for=args.lease_for,
-                poll_interval=args.poll_interval,
-            )
-            return 0
+            return _serve(args)
         if args.command in cli_host.COMMANDS:
             return cli_host.run(args)
         return _manage(args)

@@ -1,0 +1,194 @@
+"""The host's ASGI app: the management API, signed links, key management, the app's own
+routes (``app.api``) and ``/openapi.json``.
+
+Errors a client causes become 4xx with ``{"detail": "..."}``:
+:class:`InstanceNotFoundError` 404, :class:`InvalidStateError` 410,
+:class:`InstanceExistsError` 409, :class:`SerializationError`, ``ValueError`` and request
+validation 400 (Durable Functions answers 400, not FastAPI's 422). A failing store is
+503; anything else is logged and answered 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from taskloom.errors import (
+    ConfigurationError,
+    InstanceExistsError,
+    InstanceNotFoundError,
+    InvalidStateError,
+    SerializationError,
+    StoreError,
+)
+from taskloom.http import links, management, payloads
+from taskloom.http.auth import KeyCache
+from taskloom.storage.host_base import HostStore
+
+if TYPE_CHECKING:
+    from taskloom.app import App
+    from taskloom.client import AsyncClient
+
+log = logging.getLogger("taskloom.http")
+access_log = logging.getLogger("taskloom.http.access")
+
+_STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
+    (InstanceNotFoundError, 404),
+    (InvalidStateError, 410),
+    (InstanceExistsError, 409),
+    (SerializationError, 400),
+    (ValueError, 400),
+    (StoreError, 503),
+)
+
+
+def create_asgi_app(app: App, client: AsyncClient, *, open_without_keys: bool) -> FastAPI:
+    """The FastAPI app ``taskloom serve`` runs. ``open_without_keys``: admit callers
+    without a key while the hub holds no keys (only for hosts bound to loopback)."""
+    store = client.store
+    if not isinstance(store, HostStore):
+        raise ConfigurationError(f"{store!r} holds no API keys; use a SQLite or PostgreSQL store")
+    from taskloom import __version__
+
+    api = FastAPI(
+        title=f"taskloom: {app.name}",
+        version=__version__,
+        description="The Durable Functions HTTP API for the task hub "
+        f"{app.name!r}, served by taskloom.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    api.state.taskloom_app = app
+    api.state.taskloom_client = client
+    api.state.taskloom_host_store = store
+    api.state.taskloom_keys = KeyCache(store)
+    api.state.taskloom_open = open_without_keys
+
+    api.include_router(management.router)
+    api.include_router(links.router)
+    api.include_router(app.api)
+
+    api.add_exception_handler(RequestValidationError, _invalid_request)
+    api.add_exception_handler(StarletteHTTPException, _http_error)
+    api.add_exception_handler(Exception, _error)
+    api.middleware("http")(_log_request)
+    api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
+    return api
+
+
+def _detail(exc: Exception) -> JSONResponse:
+    for kind, status in _STATUS_OF:
+        if isinstance(exc, kind):
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+    raise exc
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=400)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _error(request: Request, exc: Exception) -> Response:
+    try:
+        response = _detail(exc)
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; see the server log"}, status_code=500)
+    if response.status_code == 503:
+        log.error("store error in %s %s: %s", request.method, request.url.path, exc)
+    return response
+
+
+async def _log_request(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    started = time.perf_counter()
+    try:
+        response = await call_next(request)
+    except Exception as exc:
+        # Exceptions that escape the handlers' own mapping (Starlette re-raises them past
+        # the exception handlers in some middleware stacks).
+        try:
+            response = _detail(exc)
+        except Exception:
+            log.exception("unexpected error in %s %s", request.method, _path(request))
+            response = JSONResponse({"detail": "internal error; see the server log"}, 500)
+    principal = getattr(request.state, "principal", None)
+    access_log.info(
+        "%s %s %d",
+        request.method,
+        _path(request),
+        response.status_code,
+        extra={
+            "method": request.method,
+            "path": _path(request),
+            "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            "key_id": principal.key_id if principal else None,
+            "instance_id": request.path_params.get("instanceId"),
+        },
+    )
+    return response
+
+
+def _path(request: Request) -> str:
+    """The path without its query (which may carry ``code=KEY``) and without link tokens."""
+    path = request.url.path
+    marker = f"{payloads.PREFIX}/links/"
+    return marker + "***" if path.startswith(marker) else path
+
+
+def _openapi(api: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with validation errors as the 400s they are (not 422)."""
+    if api.openapi_schema:
+        return api.openapi_schema
+    schema = get_openapi(
+        title=api.title,
+        version=api.version,
+        description=api.description,
+        routes=api.routes,
+    )
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None and "400" not in responses:
+                responses["400"] = {
+                    "description": "The request is malformed.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                }
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components.setdefault(
+        "Error",
+        {
+            "type": "object",
+            "properties": {"detail": {"type": "string", "title": "Detail"}},
+            "required": ["detail"],
+            "title": "Error",
+        },
+    )
+    api.openapi_schema = schema
+    return schema
