@@ -73,6 +73,7 @@ from taskloom.storage.base import (
     child_conflict_message,
 )
 from taskloom.storage.migrations import load_migrations, split_statements
+from taskloom.storage.postgres_host import PostgresHostMixin
 from taskloom.storage.postgres_notify import (
     BACKOFF_MAX,
     BACKOFF_MIN,
@@ -144,7 +145,7 @@ def _decode_token(token: str) -> tuple[datetime, str]:
         ) from exc
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresHostMixin, Store):
     """One task hub in a PostgreSQL database (see the module docstring)."""
 
     def __init__(
