@@ -250,3 +250,30 @@ def test_rewind_reschedules_activities_that_were_in_flight_at_the_failure() -> N
     out = rewind_history(history)
     result = execute("i", resolver(fan=fan), out.history, episode(at(10), rewound()))
     assert sorted(a.id for a in result.actions) == [1, 2]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core/rewind.py keeps every SubOrchestrationInstanceCreated but drops the retry "
+    "timers between attempts, so a retried child's later Created #2 has no matching action "
+    "on replay -> NonDeterminismError (and both attempts are rewound as failed_children)",
+)
+def test_rewind_of_a_retried_sub_orchestration_replays_cleanly() -> None:
+    policy = tl.RetryPolicy(timedelta(seconds=5), 2)
+
+    def main(ctx: tl.OrchestrationContext) -> Gen:
+        return (yield ctx.call_sub_orchestrator("child", 1, retry_policy=policy))
+
+    history = [
+        *episode(T0, started("main", iid="p")),
+        sub_created(0, "child", "p:0000", 1),
+        *episode(at(1), sub_failed(0)),
+        timer_created(1, at(6), purpose="retry"),
+        *episode(at(6), timer_fired(1, at(6))),
+        sub_created(2, "child", "p:0002", 1),
+        *episode(at(7), sub_failed(2)),
+        FAILED_END,
+    ]
+    out = rewind_history(history)
+    result = execute("p", resolver(main=main), out.history, episode(at(10), rewound()))
+    assert result.status is Status.RUNNING
