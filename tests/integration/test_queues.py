@@ -59,8 +59,8 @@ async def test_handlers_get_decoded_message_and_client(store_url: str, hub: str)
         assert ("sync", item, tl.Client) in got
         assert ("async", {"n": 1, "tags": ["a"]}, tl.AsyncClient) in got
         assert any(kind == "sync" and m.id == 2 for kind, m, _ in got)
-        for queue in ("output-queue", "async-queue"):
-            assert await host.host_store.queue_peek(queue) == []
+        await wait_until(lambda: _no_messages(host, "output-queue"), 5, "output acknowledged")
+        await wait_until(lambda: _no_messages(host, "async-queue"), 5, "async acknowledged")
     finally:
         await host.stop()
 
