@@ -67,8 +67,8 @@ async def test_orchestrator_exception_failure_details(env: Env) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="executor._fail_task prefixes 'activity' to a description that already starts "
-    "with 'activity', giving \"activity activity 'x' failed\"",
+    reason="executor._fail_task prefixes 'activity'/'sub-orchestration' to a task "
+    "description that already starts with it: \"activity activity 'x' failed\"",
 )
 async def test_task_failed_message_reads_well(env: Env) -> None:
     iid = await env.client.start_new("uncaught_activity_failure")

@@ -125,3 +125,27 @@ def test_sync_client(sync_env: SyncEnv) -> None:
     assert [e.kind for e in client.get_history(iid)][-1] == "ExecutionCompleted"
     assert client.purge(iid) == 1
     assert client.get_status(iid) is None
+
+
+async def test_event_raised_before_scheduled_start_is_kept(env: Env) -> None:
+    start_at = datetime.now(UTC) + timedelta(seconds=0.5)
+    iid = await env.client.start_new("wait_event", start_at=start_at)
+    await env.client.raise_event(iid, "Approval", "early")
+    state = await env.client.wait_for_completion(iid, timeout=DONE)
+    assert state.runtime_status is tl.Status.COMPLETED, state.failure_details
+    assert state.output == "early"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="episodes._defer_until_start re-queues every message of a not-yet-started "
+    "instance until scheduled_start_at, ExecutionTerminated included, so the instance "
+    "stays Pending until its start time",
+)
+async def test_terminate_scheduled_instance_before_it_starts(env: Env) -> None:
+    start_at = datetime.now(UTC) + timedelta(seconds=30)
+    iid = await env.client.start_new("clock", start_at=start_at)
+    await env.client.terminate(iid, "never mind")
+    state = await env.client.wait_for_completion(iid, timeout=2)
+    assert state.runtime_status is tl.Status.TERMINATED
+    assert state.output == "never mind"
