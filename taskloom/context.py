@@ -103,10 +103,10 @@ class OrchestrationContext:
         name = function_name(fn_or_name)
         text = self._encode(input, f"input of activity {name!r}")
 
-        def start() -> CompletableTask[Any]:
+        def start(retry_of: int | None = None) -> CompletableTask[Any]:
             task_id = self._state.next_id()
             task: CompletableTask[Any] = CompletableTask(task_id, f"activity {name!r}")
-            self._state.add_action(ScheduleTask(task_id, name, text), task)
+            self._state.add_action(ScheduleTask(task_id, name, text, None, retry_of), task)
             return task
 
         return start() if retry_policy is None else RetryableTask(self, retry_policy, start)
@@ -135,13 +135,13 @@ class OrchestrationContext:
         name = function_name(fn_or_name)
         text = self._encode(input, f"input of sub-orchestration {name!r}")
 
-        def start() -> CompletableTask[Any]:
+        def start(retry_of: int | None = None) -> CompletableTask[Any]:
             task_id = self._state.next_id()
             child_id = instance_id or f"{self.instance_id}:{task_id:04d}"
             task: CompletableTask[Any] = CompletableTask(
                 task_id, f"sub-orchestration {name!r} ({child_id})"
             )
-            action = CreateSubOrchestration(task_id, name, child_id, text, version)
+            action = CreateSubOrchestration(task_id, name, child_id, text, version, retry_of)
             self._state.add_action(action, task)
             return task
 
@@ -160,10 +160,12 @@ class OrchestrationContext:
             )
         return self._create_timer(fire_at, purpose=None)
 
-    def _create_timer(self, fire_at: datetime, purpose: str | None) -> TimerTask:
+    def _create_timer(
+        self, fire_at: datetime, purpose: str | None, retry_of: int | None = None
+    ) -> TimerTask:
         task_id = self._state.next_id()
         task = TimerTask(task_id, fire_at, self)
-        self._state.add_action(CreateTimer(task_id, fire_at, purpose), task)
+        self._state.add_action(CreateTimer(task_id, fire_at, purpose, retry_of), task)
         return task
 
     def _forget_task(self, task_id: int) -> None:

@@ -102,6 +102,8 @@ class TaskScheduled(HistoryEvent):
     name: str = ""
     input: str | None = None
     version: str | None = None
+    # For a retry: the event id of the first attempt (rewind removes failed retry chains).
+    retry_of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class TimerCreated(HistoryEvent):
     fire_at: datetime | None = None
     # "retry" for the timers a RetryPolicy waits on (rewind removes them), None otherwise.
     purpose: str | None = None
+    retry_of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ class SubOrchestrationInstanceCreated(HistoryEvent):
     instance_id: str = ""
     input: str | None = None
     version: str | None = None
+    retry_of: int | None = None
 
 
 @dataclass(frozen=True)

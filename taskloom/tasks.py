@@ -161,7 +161,7 @@ class RetryableTask(Task[Any]):
         self,
         ctx: OrchestrationContext,
         policy: RetryPolicy,
-        start: Callable[[], CompletableTask[Any]],
+        start: Callable[[int | None], CompletableTask[Any]],
     ) -> None:
         super().__init__()
         self._ctx = ctx
@@ -169,10 +169,16 @@ class RetryableTask(Task[Any]):
         self._start = start
         self._first_at = ctx.current_utc_datetime
         self.attempt = 1
+        self._first_id: int | None = None
         self._run()
 
     def _run(self) -> None:
-        self._start()._on_done(self._attempt_done)
+        # Every attempt and retry timer names the first attempt, so rewind can tell a
+        # retry chain that failed from one that recovered.
+        attempt = self._start(self._first_id)
+        if self._first_id is None:
+            self._first_id = attempt.task_id
+        attempt._on_done(self._attempt_done)
 
     def _attempt_done(self, child: Task[Any]) -> None:
         exc = child.get_exception()
@@ -181,7 +187,7 @@ class RetryableTask(Task[Any]):
         elif self._should_retry(exc):
             self.attempt += 1
             fire_at = self._ctx.current_utc_datetime + self._policy.delay_before(self.attempt)
-            timer = self._ctx._create_timer(fire_at, purpose="retry")
+            timer = self._ctx._create_timer(fire_at, purpose="retry", retry_of=self._first_id)
             timer._on_done(lambda _t: self._run())
         else:
             self._set_exception(exc)

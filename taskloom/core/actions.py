@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from taskloom import history as h
+
 
 @dataclass(frozen=True)
 class Action:
@@ -20,6 +22,7 @@ class ScheduleTask(Action):
     name: str
     input: str | None = None
     version: str | None = None
+    retry_of: int | None = None  # the first attempt's id, for retries
 
     def describe(self) -> str:
         return f"call_activity({self.name!r}) #{self.id}"
@@ -29,6 +32,7 @@ class ScheduleTask(Action):
 class CreateTimer(Action):
     fire_at: datetime
     purpose: str | None = None
+    retry_of: int | None = None
 
     def describe(self) -> str:
         return f"create_timer({self.fire_at.isoformat()}) #{self.id}"
@@ -40,6 +44,7 @@ class CreateSubOrchestration(Action):
     instance_id: str
     input: str | None = None
     version: str | None = None
+    retry_of: int | None = None
 
     def describe(self) -> str:
         return f"call_sub_orchestrator({self.name!r}, instance_id={self.instance_id!r}) #{self.id}"
@@ -53,3 +58,26 @@ class SendEvent(Action):
 
     def describe(self) -> str:
         return f"send_event({self.instance_id!r}, {self.name!r}) #{self.id}"
+
+
+def recording_event(action: Action, timestamp: datetime) -> h.HistoryEvent:
+    """The history event that records ``action`` (matched by ``event_id`` on replay)."""
+    if isinstance(action, ScheduleTask):
+        return h.TaskScheduled(
+            timestamp, action.id, action.name, action.input, action.version, action.retry_of
+        )
+    if isinstance(action, CreateTimer):
+        return h.TimerCreated(timestamp, action.id, action.fire_at, action.purpose, action.retry_of)
+    if isinstance(action, CreateSubOrchestration):
+        return h.SubOrchestrationInstanceCreated(
+            timestamp,
+            action.id,
+            action.name,
+            action.instance_id,
+            action.input,
+            action.version,
+            action.retry_of,
+        )
+    if isinstance(action, SendEvent):
+        return h.EventSent(timestamp, action.id, action.instance_id, action.name, action.input)
+    raise TypeError(f"unknown action {action!r}")

@@ -20,6 +20,7 @@ from taskloom.core.actions import (
     CreateTimer,
     ScheduleTask,
     SendEvent,
+    recording_event,
 )
 from taskloom.core.executor import ExecutionResult, OrchestrationRun, Resolver
 from taskloom.core.rewind import rewind_history
@@ -172,19 +173,13 @@ def _commit(
 
 def _apply_action(action: Action, rec: InstanceRecord, out: _Outbox, now: datetime) -> None:
     iid, eid = rec.instance_id, rec.execution_id
+    out.history.append(recording_event(action, now))
     if isinstance(action, ScheduleTask):
-        out.history.append(h.TaskScheduled(now, action.id, name=action.name, input=action.input))
         out.work_items.append(NewWorkItem(iid, eid, action.id, action.name, action.input, now))
     elif isinstance(action, CreateTimer):
-        out.history.append(h.TimerCreated(now, action.id, action.fire_at, action.purpose))
         fired = h.TimerFired(action.fire_at, timer_id=action.id, fire_at=action.fire_at)
         out.messages.append(Message(iid, fired, action.fire_at, eid))
     elif isinstance(action, CreateSubOrchestration):
-        out.history.append(
-            h.SubOrchestrationInstanceCreated(
-                now, action.id, action.name, action.instance_id, action.input, action.version
-            )
-        )
         child_eid = uuid.uuid4().hex
         parent = h.ParentInstance(rec.name, iid, action.id, eid)
         start = h.ExecutionStarted(
@@ -210,13 +205,8 @@ def _apply_action(action: Action, rec: InstanceRecord, out: _Outbox, now: dateti
         )
         out.new_instances.append(NewInstance(record, Message(action.instance_id, start, now)))
     elif isinstance(action, SendEvent):
-        out.history.append(
-            h.EventSent(now, action.id, action.instance_id, action.name, action.input)
-        )
         raised = h.EventRaised(now, name=action.name, input=action.input)
         out.messages.append(Message(action.instance_id, raised, now))
-    else:  # pragma: no cover - the executor only produces the kinds above
-        raise TypeError(f"unknown action {action!r}")
 
 
 def _started_event(events: Sequence[h.HistoryEvent]) -> h.ExecutionStarted | None:

@@ -19,10 +19,7 @@ from taskloom import history as h
 from taskloom.converter import default_converter
 from taskloom.core.actions import (
     Action,
-    CreateSubOrchestration,
-    CreateTimer,
-    ScheduleTask,
-    SendEvent,
+    recording_event,
 )
 from taskloom.core.executor import ExecutionResult, OrchestrationRun, Resolver, execute
 from taskloom.models import FailureDetails, Status
@@ -97,8 +94,10 @@ def rewound(reason: str | None = None, *, t: datetime = T0) -> h.ExecutionRewoun
 # -- activities -----------------------------------------------------------------------
 
 
-def scheduled(id: int, name: str, input: Any = None, *, t: datetime = T0) -> h.TaskScheduled:
-    return h.TaskScheduled(t, id, name=name, input=dumps(input))
+def scheduled(
+    id: int, name: str, input: Any = None, *, t: datetime = T0, retry_of: int | None = None
+) -> h.TaskScheduled:
+    return h.TaskScheduled(t, id, name=name, input=dumps(input), retry_of=retry_of)
 
 
 def completed(id: int, result: Any = None, *, t: datetime = T0) -> h.TaskCompleted:
@@ -119,9 +118,16 @@ def failed(
 
 
 def timer_created(
-    id: int, fire_at: datetime, *, purpose: str | None = None, t: datetime = T0
+    id: int,
+    fire_at: datetime,
+    *,
+    purpose: str | None = None,
+    t: datetime = T0,
+    retry_of: int | None = None,
 ) -> h.TimerCreated:
-    return h.TimerCreated(t, id, fire_at=fire_at, purpose=purpose)
+    if purpose == "retry" and retry_of is None:
+        retry_of = 0  # the first attempt is task #0 in these tests
+    return h.TimerCreated(t, id, fire_at=fire_at, purpose=purpose, retry_of=retry_of)
 
 
 def timer_fired(
@@ -145,9 +151,17 @@ def event_sent(
 
 
 def sub_created(
-    id: int, name: str, iid: str, input: Any = None, *, t: datetime = T0
+    id: int,
+    name: str,
+    iid: str,
+    input: Any = None,
+    *,
+    t: datetime = T0,
+    retry_of: int | None = None,
 ) -> h.SubOrchestrationInstanceCreated:
-    return h.SubOrchestrationInstanceCreated(t, id, name=name, instance_id=iid, input=dumps(input))
+    return h.SubOrchestrationInstanceCreated(
+        t, id, name=name, instance_id=iid, input=dumps(input), retry_of=retry_of
+    )
 
 
 def sub_completed(
@@ -173,24 +187,8 @@ def episode(t: datetime, *events: h.HistoryEvent) -> list[h.HistoryEvent]:
 
 
 def recorded(actions: Sequence[Action], t: datetime = T0) -> list[h.HistoryEvent]:
-    """The events the worker appends for an episode's actions (see runtime/episodes.py)."""
-    out: list[h.HistoryEvent] = []
-    for a in actions:
-        if isinstance(a, ScheduleTask):
-            out.append(h.TaskScheduled(t, a.id, name=a.name, input=a.input, version=a.version))
-        elif isinstance(a, CreateTimer):
-            out.append(h.TimerCreated(t, a.id, fire_at=a.fire_at, purpose=a.purpose))
-        elif isinstance(a, CreateSubOrchestration):
-            out.append(
-                h.SubOrchestrationInstanceCreated(
-                    t, a.id, name=a.name, instance_id=a.instance_id, input=a.input
-                )
-            )
-        elif isinstance(a, SendEvent):
-            out.append(h.EventSent(t, a.id, instance_id=a.instance_id, name=a.name, input=a.input))
-        else:  # pragma: no cover
-            raise TypeError(f"unknown action {a!r}")
-    return out
+    """The events the worker appends for an episode's actions."""
+    return [recording_event(a, t) for a in actions]
 
 
 @dataclass

@@ -63,7 +63,7 @@ def run_failures(
         now = timer.fire_at
         retry = d.step(now, timer_fired(timer.id, now))
         (again,) = retry.actions
-        assert again == ScheduleTask(timer.id + 1, "flaky", '"in"')
+        assert again == ScheduleTask(timer.id + 1, "flaky", '"in"', retry_of=0)
         task_id = again.id
     return d, fire_times
 
@@ -73,7 +73,7 @@ def test_failed_attempt_creates_a_retry_timer_after_the_first_interval() -> None
     past = [*episode(T0, started("main", "in")), scheduled(0, "flaky", "in")]
     result = execute("i", resolver(main=retrying(policy)), past, episode(at(2), failed(0)))
     assert result.status is Status.RUNNING
-    assert result.actions == [CreateTimer(1, at(12), purpose="retry")]
+    assert result.actions == [CreateTimer(1, at(12), purpose="retry", retry_of=0)]
 
 
 def test_retry_timer_firing_schedules_the_activity_again() -> None:
@@ -86,7 +86,7 @@ def test_retry_timer_firing_schedules_the_activity_again() -> None:
     ]
     new = episode(at(12), timer_fired(1, at(12)))
     result = execute("i", resolver(main=retrying(policy)), past, new)
-    assert result.actions == [ScheduleTask(2, "flaky", '"in"')]
+    assert result.actions == [ScheduleTask(2, "flaky", '"in"', retry_of=0)]
 
 
 def test_retry_then_success_returns_the_result() -> None:
@@ -154,7 +154,7 @@ def test_handle_returning_true_retries() -> None:
     past = [*episode(T0, started("main", "in")), scheduled(0, "flaky", "in")]
     new = episode(at(1), failed(0, "OSError"))
     result = execute("i", resolver(main=retrying(policy)), past, new)
-    assert result.actions == [CreateTimer(1, at(2), purpose="retry")]
+    assert result.actions == [CreateTimer(1, at(2), purpose="retry", retry_of=0)]
 
 
 def test_handle_raising_fails_the_orchestration() -> None:
@@ -174,7 +174,7 @@ def test_retry_timeout_stops_retrying_once_passed() -> None:
     policy = tl.RetryPolicy(timedelta(seconds=10), 10, retry_timeout=timedelta(seconds=60))
     inside = [*episode(T0, started("main", "in")), scheduled(0, "flaky", "in")]
     early = execute("i", resolver(main=retrying(policy)), inside, episode(at(59), failed(0)))
-    assert early.actions == [CreateTimer(1, at(69), purpose="retry")]
+    assert early.actions == [CreateTimer(1, at(69), purpose="retry", retry_of=0)]
 
     late = execute("i", resolver(main=retrying(policy)), inside, episode(at(60), failed(0)))
     assert late.status is Status.FAILED
@@ -223,11 +223,11 @@ def test_sub_orchestration_retry_with_default_ids_gets_a_new_child_id() -> None:
 
     past = [*episode(T0, started("main", iid="p")), sub_created(0, "child", "p:0000", 1)]
     first = execute("p", resolver(main=main), past, episode(at(1), sub_failed(0)))
-    assert first.actions == [CreateTimer(1, at(6), purpose="retry")]
+    assert first.actions == [CreateTimer(1, at(6), purpose="retry", retry_of=0)]
 
     past += [*episode(at(1), sub_failed(0)), timer_created(1, at(6), purpose="retry")]
     second = execute("p", resolver(main=main), past, episode(at(6), timer_fired(1, at(6))))
-    assert second.actions == [CreateSubOrchestration(2, "child", "p:0002", "1")]
+    assert second.actions == [CreateSubOrchestration(2, "child", "p:0002", "1", retry_of=0)]
 
 
 def test_sub_orchestration_retry_reuses_an_explicit_id() -> None:
@@ -243,4 +243,4 @@ def test_sub_orchestration_retry_reuses_an_explicit_id() -> None:
         timer_created(1, at(6), purpose="retry"),
     ]
     result = execute("p", resolver(main=main), past, episode(at(6), timer_fired(1, at(6))))
-    assert result.actions == [CreateSubOrchestration(2, "child", "kid", None)]
+    assert result.actions == [CreateSubOrchestration(2, "child", "kid", None, retry_of=0)]

@@ -122,7 +122,7 @@ def test_rewind_removes_retry_timers_so_the_policy_starts_over() -> None:
         [*out.history, *result.applied, scheduled(0, "flaky")],
         episode(at(11), failed(0)),
     )
-    assert again.actions == [CreateTimer(1, at(16), purpose="retry")]
+    assert again.actions == [CreateTimer(1, at(16), purpose="retry", retry_of=0)]
 
 
 def test_rewind_keeps_ordinary_timers() -> None:
