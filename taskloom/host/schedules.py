@@ -162,13 +162,14 @@ class ScheduleRunner:
                 )
         if not self._specs:
             return
-        self.store.add_listener(self._wake.set)
+        # No store listener: queue traffic would re-read the schedules on every write.
+        # Ticks are known in advance, so the loop sleeps until the next (or one poll).
         self._task = asyncio.create_task(self._loop(), name="schedules")
         log.info("schedule runner %s: %s", self.owner, ", ".join(sorted(self._specs)))
 
     async def stop(self) -> None:
+        """Stop claiming; ticks already claimed stay on the queue for a queue runner."""
         self._stopping = True
-        self.store.remove_listener(self._wake.set)
         self._wake.set()
         if self._task is not None:
             self._task.cancel()
