@@ -103,9 +103,20 @@ async def _invalid_request(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    return JSONResponse(
-        {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
-    )
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route that matched the path only.
+        headers["Allow"] = ", ".join(sorted(_methods_of(request)))
+    return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=headers)
+
+
+def _methods_of(request: Request) -> set[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
 
 
 async def _error(request: Request, exc: Exception) -> Response:
@@ -168,8 +179,12 @@ def _openapi(api: FastAPI) -> dict[str, Any]:
         description=api.description,
         routes=api.routes,
     )
+    orchestrators = sorted(api.state.taskloom_app.orchestrators)
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():
+            for parameter in operation.get("parameters", ()):
+                if parameter["name"] == "functionName" and orchestrators:
+                    parameter["schema"] = {"type": "string", "enum": orchestrators}
             responses = operation.get("responses", {})
             if responses.pop("422", None) is not None and "400" not in responses:
                 responses["400"] = {

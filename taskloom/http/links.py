@@ -52,15 +52,8 @@ _LINK_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.api_route(
-    "/links/{token}",
-    methods=["GET", "POST"],
-    response_class=HTMLResponse,
-    responses=_LINK_RESPONSES,
-    tags=["links"],
-    summary="Open a signed event link",
-)
 async def open_link(request: Request, token: str) -> Response:
+    """Raise the link's event (GET, so a click in a mail works; POST for forms)."""
     secret = await _host_store(request).secret("event-links", security.new_secret())
     link = security.verify_link(token, secret, time.time())
     if link is None:
@@ -77,6 +70,19 @@ async def open_link(request: Request, token: str) -> Response:
     log.info("event link raised %s", link.event_name, extra={"instance_id": link.instance_id})
     text = f"Recorded: {link.event_name} for {link.instance_id}"
     return _page("Recorded", text, 200)
+
+
+for _method in ("GET", "POST"):
+    router.add_api_route(
+        "/links/{token}",
+        open_link,
+        methods=[_method],
+        response_class=HTMLResponse,
+        responses=_LINK_RESPONSES,
+        tags=["links"],
+        summary="Open a signed event link",
+        operation_id=f"open_link_{_method.lower()}",
+    )
 
 
 # -- keys (admin) -------------------------------------------------------------------

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from taskloom.client import AsyncClient
 from taskloom.history import event_to_dict
 from taskloom.http import auth, payloads
+from taskloom.http.bodies import JSON, json_body
 from taskloom.http.schemas import InstanceStatus, ManagementPayload, PurgeResult, errors
 from taskloom.models import OrchestrationState, Status
 
@@ -35,55 +37,19 @@ _JSON_BODY: dict[str, Any] = {
         "content": {"application/json": {"schema": {}}},
     }
 }
-_MAX_DEPTH = 64
+_RFC3339 = re.compile(r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d(:\d\d(\.\d{1,6})?)?([Zz]|[+-]\d\d:\d\d)?$")
+_STATUS_WORD = "|".join(s.value for s in Status)
+_STATUS_LIST = Query(
+    description="Comma-separated statuses, e.g. Running,Pending",
+    pattern=rf"^\s*({_STATUS_WORD})(\s*,\s*({_STATUS_WORD}))*\s*$",
+)
+_TIME = Annotated[str | None, Query(json_schema_extra={"format": "date-time"})]
 _OUTPUT_FIELDS = frozenset({"result"})
 
 
 def _client(request: Request) -> AsyncClient:
     found: AsyncClient = request.app.state.taskloom_client
     return found
-
-
-class JSON(JSONResponse):
-    """JSON that can hold what the data converter decodes (datetimes, dataclasses, ...)."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, default=_jsonable, separators=(",", ":")).encode()
-
-
-def _jsonable(value: Any) -> Any:
-    from taskloom.converter import default_converter
-
-    return json.loads(default_converter.dumps(value))
-
-
-async def json_body(request: Request) -> Any:
-    """The request body as a JSON value (None when empty); 400 when it is not JSON."""
-    raw = await request.body()
-    if not raw.strip():
-        return None
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise HTTPException(400, "the request body is not valid JSON") from None
-    if not _shallow(value):
-        raise HTTPException(400, f"the request body nests deeper than {_MAX_DEPTH} levels")
-    return value
-
-
-def _shallow(value: Any) -> bool:
-    level: list[Any] = [value]
-    for _ in range(_MAX_DEPTH):
-        nxt: list[Any] = []
-        for item in level:
-            if isinstance(item, dict):
-                nxt.extend(item.values())
-            elif isinstance(item, list):
-                nxt.extend(item)
-        if not nxt:
-            return True
-        level = nxt
-    return False
 
 
 def _checked_id(instance_id: str) -> str:
@@ -234,11 +200,9 @@ async def get_status(
 )
 async def list_instances(
     request: Request,
-    runtimeStatus: Annotated[
-        str | None, Query(description="Comma-separated statuses, e.g. Running,Pending")
-    ] = None,
-    createdTimeFrom: datetime | None = None,
-    createdTimeTo: datetime | None = None,
+    runtimeStatus: Annotated[str | None, _STATUS_LIST] = None,
+    createdTimeFrom: _TIME = None,
+    createdTimeTo: _TIME = None,
     instanceIdPrefix: str | None = None,
     top: Annotated[int, Query(ge=1, le=1000)] = 100,
     showInput: bool = True,
@@ -248,8 +212,8 @@ async def list_instances(
     page = await _client(request).query(
         statuses=_statuses(request.query_params.getlist("runtimeStatus") or [runtimeStatus]),
         instance_id_prefix=instanceIdPrefix or None,
-        created_from=_utc(createdTimeFrom),
-        created_to=_utc(createdTimeTo),
+        created_from=_time(createdTimeFrom),
+        created_to=_time(createdTimeTo),
         page_size=top,
         continuation_token=continuation or None,
     )
@@ -265,10 +229,19 @@ def _statuses(values: Sequence[str | None]) -> list[Status] | None:
     return [Status.parse(p) for p in parts] or None
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
+def _time(text: str | None) -> datetime | None:
+    """An RFC 3339 date-time (naive means UTC) as an aware UTC datetime; 400 otherwise."""
+    if text is None:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        if not _RFC3339.match(text):
+            raise ValueError(text)
+        moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise HTTPException(
+            400, f"{text!r} is not a date-time; write e.g. 2026-01-31T09:00:00Z"
+        ) from None
 
 
 # -- controlling --------------------------------------------------------------------
@@ -277,7 +250,7 @@ def _utc(moment: datetime | None) -> datetime | None:
 @router.post(
     "/instances/{instanceId}/raiseEvent/{eventName}",
     status_code=202,
-    response_model=None,
+    response_class=Response,
     openapi_extra=_JSON_BODY,
     responses={202: {"description": "The event was delivered."}, **errors(400, 401, 403, 404, 410)},
     summary="Raise an external event",
@@ -308,7 +281,8 @@ def _control(operation: str, summary: str) -> None:
                 f"instance {instanceId!r} is {state.runtime_status.value}; only Failed "
                 "instances can be rewound",
             )
-        _gone_if_finished(state, operation)
+        elif operation != "rewind":
+            _gone_if_finished(state, operation)
         await getattr(client, operation)(instanceId, reason)
         log.info("%s requested", operation, extra={"instance_id": instanceId})
         return Response(status_code=202)
@@ -319,7 +293,7 @@ def _control(operation: str, summary: str) -> None:
         handler,
         methods=["POST"],
         status_code=202,
-        response_model=None,
+        response_class=Response,
         responses={202: {"description": "Accepted."}, **errors(400, 401, 403, 404, 410)},
         summary=summary,
     )
@@ -382,16 +356,14 @@ async def purge(request: Request, instanceId: str, _: Any = auth.write) -> Respo
 )
 async def purge_many(
     request: Request,
-    createdTimeFrom: datetime,
-    createdTimeTo: datetime | None = None,
-    runtimeStatus: Annotated[
-        str | None, Query(description="Comma-separated: Completed,Failed,Terminated")
-    ] = None,
+    createdTimeFrom: Annotated[str, Query(json_schema_extra={"format": "date-time"})],
+    createdTimeTo: _TIME = None,
+    runtimeStatus: Annotated[str | None, _STATUS_LIST] = None,
     _: Any = auth.write,
 ) -> Response:
     deleted = await _client(request).purge_many(
-        created_from=_utc(createdTimeFrom),
-        created_to=_utc(createdTimeTo),
+        created_from=_time(createdTimeFrom),
+        created_to=_time(createdTimeTo),
         statuses=_statuses(request.query_params.getlist("runtimeStatus") or [runtimeStatus]),
     )
     if deleted == 0:
