@@ -124,7 +124,8 @@ async def _check_exposure(store: Store, host: str) -> None:
         raise ConfigurationError(
             f"refusing to serve the management API on {host} without API keys: anyone who "
             f"can reach {host} could start and stop workflows. Create a key first "
-            "(taskloom keys create --role admin --store URL), or bind to 127.0.0.1"
+            f"(taskloom keys create --role admin --hub {store.hub} --store URL), or bind to "
+            "127.0.0.1"
         )
 
 

@@ -31,7 +31,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(tmp_path: Path
             "--workers", "1",
             "--seed", "1",
         ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         log = server.log()
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "Traceback" not in log and " 500" not in log, log[-4000:]
