@@ -407,12 +407,13 @@ class Client:
         if _async is not None and _loop is not None:
             self._async, self._loop, self._thread = _async, _loop, None
             return
+        # The client is built first, so a bad store URL raises before any thread starts.
+        self._async = AsyncClient(store, hub, converter=converter, clock=clock, base_url=base_url)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="taskloom-client", daemon=True
         )
         self._thread.start()
-        self._async = AsyncClient(store, hub, converter=converter, clock=clock, base_url=base_url)
 
     @property
     def async_client(self) -> AsyncClient:

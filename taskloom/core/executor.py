@@ -74,6 +74,7 @@ class OrchestrationRun:
         self._suspended: list[h.HistoryEvent] | None = None
         self._children: dict[int, str] = {}
         self._applied: list[h.HistoryEvent] = []
+        self._late_events: list[h.EventRaised] = []
 
     @property
     def is_done(self) -> bool:
@@ -84,13 +85,17 @@ class OrchestrationRun:
     ) -> ExecutionResult:
         """Replay ``past``, apply ``new``, and report the episode's outcome."""
         self._applied = []
+        self._late_events = []
         try:
             self.state.is_replaying = True
             for event in past:
                 self._apply(event, is_new=False)
             self.state.is_replaying = False
-            for event in new:
+            for index, event in enumerate(new):
                 if self.is_done:
+                    # Events that came after continue_as_new belong to the next run.
+                    rest = new[index:]
+                    self._late_events = [e for e in rest if isinstance(e, h.EventRaised)]
                     break
                 self._apply(event, is_new=True)
         except NonDeterminismError as exc:
@@ -108,7 +113,11 @@ class OrchestrationRun:
         if is_new:
             self._applied.append(event)
         if self._suspended is not None and not isinstance(
-            event, h.ExecutionResumed | h.ExecutionTerminated | h.OrchestratorStarted
+            event,
+            h.ExecutionResumed
+            | h.ExecutionTerminated
+            | h.OrchestratorStarted
+            | h.ExecutionSuspended,
         ):
             self._suspended.append(event)
             return
@@ -121,8 +130,12 @@ class OrchestrationRun:
     def _drop_if_new(self, event: h.HistoryEvent) -> None:
         # A completion nobody waits for (a duplicate, or for a cancelled timer) is not
         # recorded; on replay such events are ignored the same way.
-        if not self.state.is_replaying and self._applied and self._applied[-1] is event:
-            self._applied.pop()
+        if self.state.is_replaying:
+            return
+        for index in range(len(self._applied) - 1, -1, -1):
+            if self._applied[index] is event:
+                del self._applied[index]
+                return
 
     # -- lifecycle events -----------------------------------------------------------
 
@@ -130,6 +143,9 @@ class OrchestrationRun:
         self.state.current_time = event.timestamp
 
     def _apply_ExecutionStarted(self, event: h.ExecutionStarted) -> None:
+        if self._status is not Status.PENDING:
+            self._drop_if_new(event)  # a duplicate start message: the run is under way
+            return
         st = self.state
         st.name, st.input, st.version = event.name, event.input, event.version
         st.parent_instance_id = event.parent.instance_id if event.parent else None
@@ -164,7 +180,8 @@ class OrchestrationRun:
         self._finish(Status.TERMINATED, output=output)
 
     def _apply_ExecutionSuspended(self, event: h.ExecutionSuspended) -> None:
-        self._suspended = []
+        if self._suspended is None:  # suspending a suspended run changes nothing
+            self._suspended = []
 
     def _apply_ExecutionResumed(self, event: h.ExecutionResumed) -> None:
         held, self._suspended = self._suspended or [], None
@@ -259,7 +276,7 @@ class OrchestrationRun:
             self._drop_if_new(event)
             return
         details = failure or FailureDetails("Unknown", "the task failed without details")
-        message = f"{what} {getattr(task, 'description', '')} failed: {details.message}"
+        message = f"{getattr(task, 'description', what)} failed: {details.message}"
         task._set_exception(TaskFailedError(message, details))
 
     # -- driving the generator ------------------------------------------------------
@@ -339,6 +356,7 @@ class OrchestrationRun:
             result.new_input, save_events = st.continued_as_new
             if save_events:
                 result.carryover = [item for queue in st.event_buffer.values() for item in queue]
+            result.carryover += [(e.name, e.input) for e in self._late_events]
         elif status is Status.TERMINATED:
             result.open_children = list(self._children.values())
         elif not self.is_done:
@@ -356,6 +374,7 @@ def execute(
     past: Sequence[h.HistoryEvent],
     new: Sequence[h.HistoryEvent],
     converter: DataConverter = default_converter,
+    known_names: Callable[[], Sequence[str]] = tuple,
 ) -> ExecutionResult:
     """Replay ``past`` and apply ``new`` on a fresh run (the pure entry point)."""
-    return OrchestrationRun(instance_id, resolve, converter).execute(past, new)
+    return OrchestrationRun(instance_id, resolve, converter, known_names).execute(past, new)

@@ -1,7 +1,8 @@
-"""Rewind: rewrite a failed instance's history so that its failed tasks run again."""
+"""Rewind: rewrite a failed instance's history so that its failed work runs again."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -14,37 +15,67 @@ class Rewound:
     failed_children: list[str] = field(default_factory=list)
 
 
+_ACTIONS = (h.TaskScheduled, h.SubOrchestrationInstanceCreated, h.TimerCreated)
+
+
 def rewind_history(events: Sequence[h.HistoryEvent]) -> Rewound:
     """Drop the failure and what led to it, keep everything that succeeded.
 
-    Removed: ``ExecutionCompleted``; each ``TaskFailed`` with the ``TaskScheduled`` it
-    answers (so the activity is scheduled afresh on replay); retry timers (so the retry
-    policy starts over); each ``SubOrchestrationInstanceFailed`` (its ``...Created`` stays,
-    and the child itself is rewound: ``failed_children`` lists them). Code that caught a
-    failure and went on before failing later cannot be rewound this way: its later
-    actions no longer line up, and the replay reports non-determinism.
+    Actions are grouped into retry chains (an attempt, its retry timers and later
+    attempts share the first attempt's id in ``retry_of``). A chain whose last attempt
+    failed, or that never finished, is removed with its results, so replay schedules it
+    afresh and its retry policy starts over; chains that succeeded stay. Timers that
+    never fired are removed too (their firing was discarded while the instance was
+    Failed). A sub-orchestration that failed without retries keeps its ``...Created``
+    event and is rewound in place: ``failed_children`` lists those.
+    ``ExecutionCompleted`` goes in every case.
     """
-    failed_tasks = {e.task_scheduled_id for e in events if isinstance(e, h.TaskFailed)}
-    retry_timers = {
-        e.event_id for e in events if isinstance(e, h.TimerCreated) and e.purpose == "retry"
-    }
-    failed_subs = {
-        e.task_scheduled_id for e in events if isinstance(e, h.SubOrchestrationInstanceFailed)
-    }
-    kept: list[h.HistoryEvent] = []
-    children: list[str] = []
+    outcome: dict[int, str] = {}
     for event in events:
-        if isinstance(event, h.ExecutionCompleted | h.TaskFailed):
+        if isinstance(event, h.TaskCompleted | h.SubOrchestrationInstanceCompleted):
+            outcome[event.task_scheduled_id] = "ok"
+        elif isinstance(event, h.TaskFailed | h.SubOrchestrationInstanceFailed):
+            outcome[event.task_scheduled_id] = "failed"
+        elif isinstance(event, h.TimerFired):
+            outcome[event.timer_id] = "ok"
+    chains: dict[int, list[h.HistoryEvent]] = defaultdict(list)
+    for event in events:
+        if isinstance(event, _ACTIONS):
+            root = event.retry_of if event.retry_of is not None else event.event_id
+            chains[root].append(event)
+    removed: set[int] = set()
+    children: list[str] = []
+    for members in chains.values():
+        attempts = [e for e in members if not isinstance(e, h.TimerCreated)]
+        if not attempts:  # a plain timer
+            if outcome.get(members[0].event_id) != "ok":
+                removed.add(members[0].event_id)
             continue
-        if isinstance(event, h.SubOrchestrationInstanceFailed):
+        last = attempts[-1]
+        result = outcome.get(last.event_id)
+        if result == "ok":
             continue
-        if isinstance(event, h.TaskScheduled) and event.event_id in failed_tasks:
+        if (
+            result == "failed"
+            and len(members) == 1
+            and isinstance(last, h.SubOrchestrationInstanceCreated)
+        ):
+            children.append(last.instance_id)
             continue
-        if isinstance(event, h.TimerCreated) and event.event_id in retry_timers:
-            continue
-        if isinstance(event, h.TimerFired) and event.timer_id in retry_timers:
-            continue
-        if isinstance(event, h.SubOrchestrationInstanceCreated) and event.event_id in failed_subs:
-            children.append(event.instance_id)
-        kept.append(event)
+        removed.update(e.event_id for e in members)
+    kept = [e for e in events if _keep(e, removed, children)]
     return Rewound(kept, children)
+
+
+def _keep(event: h.HistoryEvent, removed: set[int], children: list[str]) -> bool:
+    if isinstance(event, h.ExecutionCompleted):
+        return False
+    if isinstance(event, _ACTIONS):
+        return event.event_id not in removed
+    if isinstance(event, h.TaskCompleted | h.TaskFailed | h.SubOrchestrationInstanceCompleted):
+        return event.task_scheduled_id not in removed
+    if isinstance(event, h.SubOrchestrationInstanceFailed):
+        return False  # the child either runs again or is rewound and reports anew
+    if isinstance(event, h.TimerFired):
+        return event.timer_id not in removed
+    return True

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from taskloom import history as h
-from taskloom.converter import DataConverter
+from taskloom.converter import default_converter
 from taskloom.core.actions import (
     Action,
     CreateSubOrchestration,
@@ -22,7 +22,7 @@ from taskloom.core.actions import (
     SendEvent,
     recording_event,
 )
-from taskloom.core.executor import ExecutionResult, OrchestrationRun, Resolver
+from taskloom.core.executor import ExecutionResult, OrchestrationRun
 from taskloom.core.rewind import rewind_history
 from taskloom.models import FailureDetails, Status
 from taskloom.storage.base import (
@@ -33,6 +33,8 @@ from taskloom.storage.base import (
     NewInstance,
     NewWorkItem,
 )
+
+RunFactory = Callable[[str], OrchestrationRun]
 
 
 @dataclass
@@ -56,11 +58,11 @@ def plan_episode(
     episode: LeasedEpisode,
     history: list[h.HistoryEvent],
     cached: OrchestrationRun | None,
-    resolve: Resolver,
-    converter: DataConverter,
+    new_run: RunFactory,
     now: datetime,
 ) -> Planned:
-    """Decide what one episode writes. ``cached`` is a run that has seen ``history``."""
+    """Decide what one episode writes. ``cached`` is a run that has seen ``history``;
+    ``new_run(instance_id)`` makes a fresh one."""
     rec = episode.instance
     consumed = [m.id for m in episode.messages]
     current = [
@@ -70,7 +72,7 @@ def plan_episode(
         if rec.status is Status.FAILED and any(
             isinstance(m.event, h.ExecutionRewound) for m in current
         ):
-            return _rewind(episode, history, resolve, converter, now, consumed)
+            return _rewind(episode, history, new_run, now, consumed)
         return Planned(EpisodeCommit(rec, episode.lease_token, consumed))
     started = not history and any(isinstance(m.event, h.ExecutionStarted) for m in current)
     if not history and not started:
@@ -78,7 +80,7 @@ def plan_episode(
     events = [m.event for m in current]
     run = cached if cached is not None and history else None
     if run is None:
-        run = OrchestrationRun(rec.instance_id, resolve, converter)
+        run = new_run(rec.instance_id)
         past: Sequence[h.HistoryEvent] = history
     else:
         past = history[run.processed :]
@@ -89,8 +91,7 @@ def plan_episode(
 def _rewind(
     episode: LeasedEpisode,
     history: list[h.HistoryEvent],
-    resolve: Resolver,
-    converter: DataConverter,
+    new_run: RunFactory,
     now: datetime,
     consumed: list[int],
 ) -> Planned:
@@ -99,7 +100,7 @@ def _rewind(
         (m.event.reason for m in episode.messages if isinstance(m.event, h.ExecutionRewound)),
         None,
     )
-    run = OrchestrationRun(episode.instance.instance_id, resolve, converter)
+    run = new_run(episode.instance.instance_id)
     new = [h.OrchestratorStarted(timestamp=now), h.ExecutionRewound(timestamp=now, reason=reason)]
     result = run.execute(rewound.history, new)
     planned = _commit(episode, rewound.history, run, result, now, consumed, replace=True)
@@ -119,8 +120,29 @@ def _rewind(
 
 
 def _defer_until_start(episode: LeasedEpisode, now: datetime, consumed: list[int]) -> Planned:
-    # Events raised before a scheduled start wait for it instead of being lost.
     rec = episode.instance
+    terminate = next(
+        (m.event for m in episode.messages if isinstance(m.event, h.ExecutionTerminated)), None
+    )
+    if terminate is not None:
+        # Terminated before its scheduled start: it never runs; the start message that
+        # comes due later finds a finished instance and is dropped.
+        output = None if terminate.reason is None else default_converter.dumps(terminate.reason)
+        history = [
+            h.OrchestratorStarted(now),
+            terminate,
+            h.ExecutionCompleted(now, status=Status.TERMINATED, result=output),
+        ]
+        instance = dataclasses.replace(
+            rec,
+            status=Status.TERMINATED,
+            output=output,
+            updated_at=now,
+            completed_at=now,
+            history_len=len(history),
+        )
+        return Planned(EpisodeCommit(instance, episode.lease_token, consumed, history))
+    # Events raised before a scheduled start wait for it instead of being lost.
     later = rec.scheduled_start_at or now
     moved = [dataclasses.replace(m, id=0, visible_at=max(later, now)) for m in episode.messages]
     return Planned(EpisodeCommit(rec, episode.lease_token, consumed, messages=moved))

@@ -182,9 +182,14 @@ class Worker:
             episode,
             history,
             cached.run if cached else None,
-            self.app.orchestrators.get,
-            self.app.converter,
+            self._new_run,
             self.clock.now(),
+        )
+
+    def _new_run(self, instance_id: str) -> OrchestrationRun:
+        app = self.app
+        return OrchestrationRun(
+            instance_id, app.orchestrators.get, app.converter, lambda: list(app.orchestrators)
         )
 
     def _remember(self, iid: str, plan: Planned, applied: bool) -> None:

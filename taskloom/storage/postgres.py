@@ -23,6 +23,12 @@ Choices, and why:
   the lease released and returns False instead of appending the history twice. Activity
   results are fenced by deleting the work item with its token; a retried result finds
   the item gone and returns False, so the result message is never inserted twice.
+- **One round trip per batch.** The hot writes (episode commits, activity results, the
+  start of a free instance id) are each one set-based statement for the whole batch
+  (:mod:`taskloom.storage.postgres_batch`), sent in psycopg pipeline mode together with
+  ``BEGIN``, the ``NOTIFY`` and ``COMMIT``; results are read after the COMMIT. The rare
+  parts that depend on the statement's outcome (replaced histories, child instances)
+  run after it, inside the same transaction.
 - **Retries.** A connection-level failure (server restart, killed backend, failover,
   deadlock) raises :class:`psycopg.OperationalError`; the operation is retried on a fresh
   pool connection with exponential backoff (0.1 s .. 5 s) for up to ``retry_for`` seconds
@@ -66,13 +72,25 @@ from taskloom.storage.base import (
     LeasedEpisode,
     Message,
     NewInstance,
-    NewWorkItem,
     QueryResult,
     Store,
     WorkItem,
     child_conflict_message,
 )
 from taskloom.storage.migrations import load_migrations, split_statements
+from taskloom.storage.postgres_batch import (
+    INSTANCE_COLUMNS,
+    activity_params,
+    activity_sql,
+    commit_params,
+    commit_rounds,
+    commit_sql,
+    create_params,
+    create_sql,
+    history_rows,
+    insert_history_sql,
+    record_values,
+)
 from taskloom.storage.postgres_host import PostgresHostMixin
 from taskloom.storage.postgres_notify import (
     BACKOFF_MAX,
@@ -97,12 +115,6 @@ Cur = AsyncCursor[tuple[Any, ...]]
 
 _TERMINAL = [s.value for s in Status if s.is_terminal]
 
-_INSTANCE_COLUMNS = (
-    "instance_id, execution_id, name, version, status, input, output, custom_status, "
-    "failure, created_at, updated_at, completed_at, parent_instance_id, "
-    "scheduled_start_at, history_len"
-)
-
 
 def _instance_from_row(row: Sequence[Any]) -> InstanceRecord:
     failure = row[8]
@@ -123,10 +135,6 @@ def _instance_from_row(row: Sequence[Any]) -> InstanceRecord:
         scheduled_start_at=row[13],
         history_len=row[14],
     )
-
-
-def _failure_json(failure: FailureDetails | None) -> str | None:
-    return None if failure is None else json.dumps(failure.to_dict(), separators=(",", ":"))
 
 
 def _encode_token(created_at: datetime, instance_id: str) -> str:
@@ -294,8 +302,16 @@ class PostgresStore(PostgresHostMixin, Store):
                 raise StoreError(f"PostgreSQL error on {describe(self._params)}: {exc}") from exc
 
     async def _send_notify(self, cur: Cur) -> None:
-        """Queue a wake-up for every process serving this hub (sent at COMMIT)."""
-        await cur.execute("SELECT pg_notify(%s, '')", [self._channel])
+        """Queue a wake-up for every process serving this hub (sent at COMMIT).
+
+        PostgreSQL folds identical notifications of one transaction into one, and every
+        writing transaction here calls this at most once anyway. It runs on a cursor of
+        its own, so in pipeline mode it never replaces a result ``cur`` still holds.
+        """
+        await self._queue_notify(cur.connection)
+
+    async def _queue_notify(self, conn: Conn) -> None:
+        await conn.execute("SELECT pg_notify(%s, '')", [self._channel])
 
     async def _insert_messages(self, cur: Cur, messages: Sequence[Message]) -> None:
         if not messages:
@@ -312,76 +328,51 @@ class PostgresStore(PostgresHostMixin, Store):
             ],
         )
 
-    async def _insert_work_items(self, cur: Cur, items: Sequence[NewWorkItem]) -> None:
-        if not items:
-            return
-        await cur.execute(
-            f"INSERT INTO {self._s}.work_items "
-            "(hub, instance_id, execution_id, task_id, name, input, visible_at, ready_at) "
-            "SELECT %s, i, e, t, n, p, v, v FROM unnest("
-            "%s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::timestamptz[]"
-            ") AS u(i, e, t, n, p, v)",
-            [
-                self.hub,
-                [w.instance_id for w in items],
-                [w.execution_id for w in items],
-                [w.task_id for w in items],
-                [w.name for w in items],
-                [w.input for w in items],
-                [w.visible_at for w in items],
-            ],
-        )
-
     async def _create(self, cur: Cur, new: NewInstance, retried: bool = False) -> Status | None:
         """Create ``new``, replacing a terminal instance; return the status that blocks it.
 
         With ``retried`` (a retry after a COMMIT whose outcome was lost), finding a live
         instance with our own execution id means the first attempt went through.
         """
-        r = new.record
-        values = [
-            r.execution_id, r.name, r.version, r.status.value, r.input, r.output,
-            r.custom_status, _failure_json(r.failure), r.created_at, r.updated_at,
-            r.completed_at, r.parent_instance_id, r.scheduled_start_at, r.history_len,
-        ]  # fmt: skip
+        await cur.execute(create_sql(self._s), create_params(self.hub, new))
+        row = await cur.fetchone()
+        if row is not None and row[0]:
+            return None
+        return await self._replace(cur, new, retried)
+
+    async def _replace(self, cur: Cur, new: NewInstance, retried: bool) -> Status | None:
+        """The slow path of :meth:`_create`: the id is taken (or was, a moment ago)."""
+        s, iid = self._s, new.record.instance_id
+        # Lock the row so a concurrent replace cannot interleave.
         await cur.execute(
-            f"INSERT INTO {self._s}.instances (hub, {_INSTANCE_COLUMNS}) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (hub, instance_id) DO NOTHING RETURNING 1",
-            [self.hub, r.instance_id, *values],
+            f"SELECT status, execution_id FROM {s}.instances "
+            "WHERE hub = %s AND instance_id = %s FOR UPDATE",
+            [self.hub, iid],
         )
-        if await cur.fetchone() is None:
-            # The id is taken: lock the row so a concurrent replace cannot interleave.
-            await cur.execute(
-                f"SELECT status, execution_id FROM {self._s}.instances "
-                "WHERE hub = %s AND instance_id = %s FOR UPDATE",
-                [self.hub, r.instance_id],
-            )
-            row = await cur.fetchone()
-            if row is None:  # purged in between: start over
-                return await self._create(cur, new, retried)
-            status = Status(row[0])
-            if not status.is_terminal:
-                return None if retried and row[1] == r.execution_id else status
-            # lease_token is kept (it only grows) so no stale lease can match; the old
-            # lease, if any, is cleared so the new run can start at once.
-            await cur.execute(
-                f"UPDATE {self._s}.instances SET execution_id = %s, name = %s, version = %s, "
-                "status = %s, input = %s, output = %s, custom_status = %s, failure = %s, "
-                "created_at = %s, updated_at = %s, completed_at = %s, "
-                "parent_instance_id = %s, scheduled_start_at = %s, history_len = %s, "
-                "lease_owner = NULL, lease_expires_at = NULL "
-                "WHERE hub = %s AND instance_id = %s",
-                [*values, self.hub, r.instance_id],
-            )
-        # Leftovers of an earlier instance with this id (or events sent to the id before
-        # it existed) must not leak into the new one: one statement clears all three.
-        s = self._s
+        row = await cur.fetchone()
+        if row is None:  # purged in between: start over
+            return await self._create(cur, new, retried)
+        status = Status(row[0])
+        if not status.is_terminal:
+            return None if retried and row[1] == new.record.execution_id else status
+        # lease_token is kept (it only grows) so no stale lease can match; the old
+        # lease, if any, is cleared so the new run can start at once.
+        await cur.execute(
+            f"UPDATE {s}.instances SET execution_id = %s, name = %s, version = %s, "
+            "status = %s, input = %s, output = %s, custom_status = %s, failure = %s, "
+            "created_at = %s, updated_at = %s, completed_at = %s, "
+            "parent_instance_id = %s, scheduled_start_at = %s, history_len = %s, "
+            "lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE hub = %s AND instance_id = %s",
+            [*record_values(new), self.hub, iid],
+        )
+        # Leftovers of the earlier instance must not leak into the new one: one
+        # statement clears all three.
         await cur.execute(
             f"WITH h AS (DELETE FROM {s}.history WHERE hub = %(hub)s AND instance_id = %(id)s), "
             f"m AS (DELETE FROM {s}.messages WHERE hub = %(hub)s AND instance_id = %(id)s) "
             f"DELETE FROM {s}.work_items WHERE hub = %(hub)s AND instance_id = %(id)s",
-            {"hub": self.hub, "id": r.instance_id},
+            {"hub": self.hub, "id": iid},
         )
         await self._insert_messages(cur, [new.start])
         return None
@@ -394,11 +385,23 @@ class PostgresStore(PostgresHostMixin, Store):
         async def op(conn: Conn) -> Status | None:
             nonlocal attempts
             attempts += 1
-            async with conn.transaction(), conn.cursor() as cur:
-                blocking = await self._create(cur, new, retried=attempts > 1)
-                if blocking is None:
-                    await self._send_notify(cur)
-                return blocking
+            async with conn.pipeline():
+                # A free id (the usual case) costs one round trip: BEGIN, the create
+                # statement, NOTIFY and COMMIT go out together. A taken id changes
+                # nothing there (that NOTIFY wakes listeners for nothing, harmlessly)
+                # and takes the slow path in a second transaction.
+                created = conn.cursor()
+                async with conn.transaction():
+                    await created.execute(create_sql(self._s), create_params(self.hub, new))
+                    await self._queue_notify(conn)
+                row = await created.fetchone()
+                if row is not None and row[0]:
+                    return None
+                async with conn.transaction(), conn.cursor() as cur:
+                    blocking = await self._replace(cur, new, retried=attempts > 1)
+                    if blocking is None:
+                        await self._queue_notify(conn)
+                    return blocking
 
         blocking = await self._run(op)
         if blocking is not None:
@@ -414,9 +417,9 @@ class PostgresStore(PostgresHostMixin, Store):
             return
 
         async def op(conn: Conn) -> None:
-            async with conn.transaction(), conn.cursor() as cur:
+            async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
                 await self._insert_messages(cur, messages)
-                await self._send_notify(cur)
+                await self._queue_notify(conn)
 
         await self._run(op)
         self._notify()
@@ -424,7 +427,7 @@ class PostgresStore(PostgresHostMixin, Store):
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         async def op(conn: Conn) -> InstanceRecord | None:
             cur = await conn.execute(
-                f"SELECT {_INSTANCE_COLUMNS} FROM {self._s}.instances "
+                f"SELECT {INSTANCE_COLUMNS} FROM {self._s}.instances "
                 "WHERE hub = %s AND instance_id = %s",
                 [self.hub, instance_id],
             )
@@ -493,7 +496,7 @@ class PostgresStore(PostgresHostMixin, Store):
 
         async def op(conn: Conn) -> list[tuple[Any, ...]]:
             cur = await conn.execute(
-                f"SELECT {_INSTANCE_COLUMNS} FROM {self._s}.instances WHERE hub = %s{where} "
+                f"SELECT {INSTANCE_COLUMNS} FROM {self._s}.instances WHERE hub = %s{where} "
                 "ORDER BY created_at, instance_id LIMIT %s",
                 [self.hub, *params, page_size + 1],
             )
@@ -548,7 +551,8 @@ class PostgresStore(PostgresHostMixin, Store):
         expires = now + timedelta(seconds=lease_for)
 
         async def op(conn: Conn) -> list[LeasedEpisode]:
-            async with conn.transaction(), conn.cursor() as cur:
+            # Pipelined: BEGIN travels with the lease statement, COMMIT with the release.
+            async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
                 # Instances with visible messages, oldest visible message first; rows
                 # other workers are leasing right now are skipped, not waited for, and
                 # the lease condition is re-checked on the locked row version.
@@ -566,7 +570,7 @@ class PostgresStore(PostgresHostMixin, Store):
                     "lease_owner = %(owner)s, lease_expires_at = %(expires)s "
                     "FROM picked p WHERE i.hub = %(hub)s AND i.instance_id = p.instance_id "
                     "RETURNING "
-                    + ", ".join(f"i.{c.strip()}" for c in _INSTANCE_COLUMNS.split(","))
+                    + ", ".join(f"i.{c.strip()}" for c in INSTANCE_COLUMNS.split(","))
                     + ", i.lease_token, p.first_at, p.first_id",
                     {
                         "hub": self.hub,
@@ -607,83 +611,87 @@ class PostgresStore(PostgresHostMixin, Store):
 
         return await self._run(op)
 
-    async def _apply_commit(self, cur: Cur, c: EpisodeCommit, now: datetime) -> tuple[bool, bool]:
-        """Apply one commit inside the caller's transaction; (applied, created work)."""
-        s, r = self._s, c.instance
-        # The fence: our token and a lease still recorded (see the module docstring).
-        await cur.execute(
-            f"UPDATE {s}.instances SET status = %s, output = %s, input = %s, "
-            "custom_status = %s, failure = %s, execution_id = %s, completed_at = %s, "
-            "updated_at = %s, history_len = %s, name = %s, version = %s, "
-            "lease_owner = NULL, lease_expires_at = NULL "
-            "WHERE hub = %s AND instance_id = %s AND lease_token = %s "
-            "AND lease_expires_at IS NOT NULL RETURNING 1",
-            [
-                r.status.value, r.output, r.input, r.custom_status, _failure_json(r.failure),
-                r.execution_id, r.completed_at, r.updated_at, r.history_len, r.name,
-                r.version, self.hub, r.instance_id, c.lease_token,
-            ],
-        )  # fmt: skip
-        if await cur.fetchone() is None:
-            return False, False
-        key = [self.hub, r.instance_id]
-        if c.consumed:
-            await cur.execute(
-                f"DELETE FROM {s}.messages WHERE hub = %s AND instance_id = %s "
-                "AND id = ANY(%s::bigint[])",
-                [*key, list(c.consumed)],
-            )
-        if c.replace_history:
-            await cur.execute(f"DELETE FROM {s}.history WHERE hub = %s AND instance_id = %s", key)
-        if c.history:
-            await cur.execute(
-                f"INSERT INTO {s}.history (hub, instance_id, seq, event) "
-                "SELECT %s, %s, base.n + u.ord, u.event "
-                f"FROM (SELECT coalesce(max(seq), 0) AS n FROM {s}.history "
-                "WHERE hub = %s AND instance_id = %s) base, "
-                "unnest(%s::text[]) WITH ORDINALITY AS u(event, ord)",
-                [*key, *key, [dumps_event(e) for e in c.history]],
-            )
-        await self._insert_work_items(cur, c.work_items)
-        messages = list(c.messages)
-        for new in c.new_instances:
-            if await self._create(cur, new) is not None:
-                conflict = child_conflict_message(new, now)
-                if conflict is not None:
-                    messages.append(conflict)
-        await self._insert_messages(cur, messages)
-        return True, bool(c.work_items or messages or c.new_instances)
-
     async def complete_episodes(
         self, commits: Sequence[EpisodeCommit], now: datetime
     ) -> list[bool]:
         if not commits:
             return []
-        # Commits of a batch share one transaction (one COMMIT, one fsync), applied in
-        # instance id order so two batches lock rows in the same order.
-        order = sorted(range(len(commits)), key=lambda k: commits[k].instance.instance_id)
+        # The whole batch is one transaction (one COMMIT, one WAL flush) and, in the usual
+        # case, one round trip: BEGIN, one set-based statement per round (see
+        # commit_rounds; one in practice), NOTIFY and COMMIT are pipelined. Replaced
+        # histories and child instances need the statement's outcome first.
+        rounds = commit_rounds(commits)
+        later = any(c.replace_history or c.new_instances for c in commits)
+        # Known before the fence: a commit that turns out stale wakes listeners for
+        # nothing, which is harmless.
+        wake = any(c.work_items or c.messages or c.new_instances for c in commits)
+        sql = commit_sql(self._s)
 
-        async def op(conn: Conn) -> tuple[list[bool], bool]:
+        async def op(conn: Conn) -> list[bool]:
             applied = [False] * len(commits)
-            created = False
-            async with conn.transaction(), conn.cursor() as cur:
-                for k in order:
-                    applied[k], made = await self._apply_commit(cur, commits[k], now)
-                    created = created or made
-                if created:
-                    await self._send_notify(cur)
-            return applied, created
+            async with conn.pipeline():
+                async with conn.transaction():
+                    fenced: list[tuple[list[int], Cur]] = []
+                    for batch in rounds:
+                        cur = conn.cursor()
+                        await cur.execute(sql, commit_params(self.hub, [commits[k] for k in batch]))
+                        fenced.append((batch, cur))
+                    if later:
+                        await self._mark_applied(fenced, commits, applied)
+                        done = [c for c, ok in zip(commits, applied, strict=True) if ok]
+                        await self._finish_commits(conn, done, now)
+                    if wake:
+                        await self._queue_notify(conn)
+                if not later:
+                    await self._mark_applied(fenced, commits, applied)
+            return applied
 
-        applied, _created = await self._run(op)
+        applied = await self._run(op)
         if any(applied):
             # Always wake local workers: messages that arrived during the episode make
             # the instance runnable again now that its lease is released.
             self._notify()
         return applied
 
+    @staticmethod
+    async def _mark_applied(
+        fenced: list[tuple[list[int], Cur]], commits: Sequence[EpisodeCommit], applied: list[bool]
+    ) -> None:
+        for batch, cur in fenced:
+            ids = {row[0] for row in await cur.fetchall()}
+            for k in batch:
+                applied[k] = commits[k].instance.instance_id in ids
+
+    async def _finish_commits(
+        self, conn: Conn, done: Sequence[EpisodeCommit], now: datetime
+    ) -> None:
+        """What :func:`commit_sql` leaves out, for the applied commits ``done``."""
+        s = self._s
+        replaced = [c for c in done if c.replace_history]
+        if replaced:
+            await conn.execute(
+                f"DELETE FROM {s}.history WHERE hub = %s AND instance_id = ANY(%s::text[])",
+                [self.hub, [c.instance.instance_id for c in replaced]],
+            )
+            await conn.execute(insert_history_sql(s), {"hub": self.hub, **history_rows(replaced)})
+        # A commit's messages go after its children, as creating a child clears what was
+        # sent to its id before; a child whose id is running fails its parent's call.
+        messages: list[Message] = []
+        async with conn.cursor() as cur:
+            for c in done:
+                if not c.new_instances:
+                    continue
+                messages.extend(c.messages)
+                for new in c.new_instances:
+                    if await self._create(cur, new) is not None:
+                        conflict = child_conflict_message(new, now)
+                        if conflict is not None:
+                            messages.append(conflict)
+            await self._insert_messages(cur, messages)
+
     async def abandon_episode(self, instance_id: str, lease_token: int) -> None:
         async def op(conn: Conn) -> bool:
-            async with conn.transaction(), conn.cursor() as cur:
+            async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
                 await cur.execute(
                     f"UPDATE {self._s}.instances SET lease_owner = NULL, lease_expires_at = NULL "
                     "WHERE hub = %s AND instance_id = %s AND lease_token = %s "
@@ -692,7 +700,7 @@ class PostgresStore(PostgresHostMixin, Store):
                 )
                 released = await cur.fetchone() is not None
                 if released:
-                    await self._send_notify(cur)
+                    await self._queue_notify(conn)
                 return released
 
         if await self._run(op):
@@ -731,30 +739,23 @@ class PostgresStore(PostgresHostMixin, Store):
     ) -> list[bool]:
         if not results:
             return []
-        s = self._s
+        # Each (id, token) once: a repeat can never apply (the first deletes the item).
+        first: dict[tuple[int, int], int] = {}
+        for k, r in enumerate(results):
+            first.setdefault((r.work_item_id, r.lease_token), k)
+        sent = list(first.values())
+        params = activity_params(self.hub, [results[k] for k in sent])
 
         async def op(conn: Conn) -> list[bool]:
-            async with conn.transaction(), conn.cursor() as cur:
-                # The delete is the fence: only the current lease holder finds its row.
-                await cur.execute(
-                    f"DELETE FROM {s}.work_items w USING unnest(%s::bigint[], %s::bigint[]) "
-                    "AS u(id, token) WHERE w.id = u.id AND w.lease_token = u.token "
-                    "AND w.hub = %s RETURNING w.id, u.token",
-                    [[r.work_item_id for r in results], [r.lease_token for r in results], self.hub],
-                )
-                deleted = {(row[0], row[1]) for row in await cur.fetchall()}
-                # Each deleted row applies one result: the first with its id and token
-                # (a batch may hold the same item twice, e.g. a stale and a fresh lease).
-                applied = []
-                for r in results:
-                    key = (r.work_item_id, r.lease_token)
-                    applied.append(key in deleted)
-                    deleted.discard(key)
-                messages = [r.message for r, ok in zip(results, applied, strict=True) if ok]
-                if messages:
-                    await self._insert_messages(cur, messages)
-                    await self._send_notify(cur)
-                return applied
+            # One round trip: BEGIN, the fenced delete-and-enqueue, NOTIFY, COMMIT. All
+            # results stale (rare) makes that NOTIFY wake listeners for nothing.
+            async with conn.pipeline():
+                cur = conn.cursor()
+                async with conn.transaction():
+                    await cur.execute(activity_sql(self._s), params)
+                    await self._queue_notify(conn)
+                done = {sent[row[0] - 1] for row in await cur.fetchall()}
+            return [k in done for k in range(len(results))]
 
         applied = await self._run(op)
         if any(applied):

@@ -123,12 +123,6 @@ async def test_continue_as_new_save_events_buffered_before_wait(env: Env) -> Non
     assert state.output == [1, 2, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OrchestrationRun.execute stops applying new events once continue_as_new is "
-    "called, but plan_episode marks every leased message consumed: events of the same "
-    "episode after the one that triggered continue_as_new(save_events=True) are lost",
-)
 async def test_continue_as_new_save_events_same_episode(env: Env) -> None:
     await env.worker.stop(drain_timeout=1)
     iid = await env.client.start_new("event_accumulator", [])

@@ -65,11 +65,6 @@ async def test_orchestrator_exception_failure_details(env: Env) -> None:
     assert "KeyError" in details.stack_trace
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor._fail_task prefixes 'activity'/'sub-orchestration' to a task "
-    "description that already starts with it: \"activity activity 'x' failed\"",
-)
 async def test_task_failed_message_reads_well(env: Env) -> None:
     iid = await env.client.start_new("uncaught_activity_failure")
     state = await env.client.wait_for_completion(iid, timeout=DONE)
@@ -162,11 +157,6 @@ def test_malformed_store_url_open_store() -> None:
         tl.AsyncClient("mysql://x", hub="h")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Client.__init__ starts its event-loop thread before AsyncClient() validates "
-    "the URL, so a bad URL leaks a running thread and loop",
-)
 def test_malformed_store_url_leaks_no_thread() -> None:
     import threading
 

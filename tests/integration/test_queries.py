@@ -136,12 +136,6 @@ async def test_event_raised_before_scheduled_start_is_kept(env: Env) -> None:
     assert state.output == "early"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="episodes._defer_until_start re-queues every message of a not-yet-started "
-    "instance until scheduled_start_at, ExecutionTerminated included, so the instance "
-    "stays Pending until its start time",
-)
 async def test_terminate_scheduled_instance_before_it_starts(env: Env) -> None:
     start_at = datetime.now(UTC) + timedelta(seconds=30)
     iid = await env.client.start_new("clock", start_at=start_at)

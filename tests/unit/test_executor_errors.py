@@ -7,7 +7,6 @@ from collections.abc import Callable, Generator
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from history_builders import (
     T0,
     Driver,
@@ -279,11 +278,6 @@ def test_executing_in_two_steps_equals_one_fresh_replay() -> None:
 # -- known executor defects -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor.py _apply_ExecutionStarted runs the orchestrator again on a second "
-    "ExecutionStarted, re-scheduling its first activity under a new id",
-)
 def test_duplicate_execution_started_is_ignored() -> None:
     past = [*episode(T0, started("chain", 1)), scheduled(0, "a", 1)]
     dup = started("chain", 1, t=at(1))
@@ -293,11 +287,6 @@ def test_duplicate_execution_started_is_ignored() -> None:
     assert dup not in result.applied
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor.py _apply holds a second ExecutionSuspended; ExecutionResumed replays "
-    "it, so the run reports SUSPENDED while it goes on scheduling work",
-)
 def test_suspending_twice_then_resuming_once_resumes() -> None:
     past = [*episode(T0, started("chain", 1)), scheduled(0, "a", 1)]
     new = episode(at(1), suspended(), suspended(), completed(0, "A"), resumed())
@@ -306,11 +295,6 @@ def test_suspending_twice_then_resuming_once_resumes() -> None:
     assert result.actions == [ScheduleTask(1, "b", dumps("A"))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor.py _drop_if_new only drops the last applied event, so a duplicate "
-    "completion held during suspension stays in `applied` when ExecutionResumed replays it",
-)
 def test_duplicate_completion_held_while_suspended_is_dropped() -> None:
     past = [*episode(T0, started("chain", 1)), scheduled(0, "a", 1)]
     first, dup = completed(0, "A"), completed(0, "A")
@@ -320,11 +304,6 @@ def test_duplicate_completion_held_while_suspended_is_dropped() -> None:
     assert not any(e is dup for e in result.applied)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="execute() has no known_names parameter (and runtime/episodes.py builds "
-    "OrchestrationRun without one), so 'orchestrator not found' always says 'registered: none'",
-)
 def test_pure_execute_can_list_registered_orchestrators() -> None:
     app = tl.App("x")
 

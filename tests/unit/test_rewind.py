@@ -7,7 +7,6 @@ from collections.abc import Generator
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from history_builders import (
     T0,
     Driver,
@@ -195,16 +194,10 @@ def test_rewind_of_an_orchestrator_error_replays_to_the_same_error() -> None:
 
 def test_rewind_of_an_empty_or_healthy_history_changes_nothing() -> None:
     assert rewind_history([]).history == []
-    healthy = [*episode(T0, started("chain")), scheduled(0, "a", 1)]
+    healthy = [*episode(T0, started("chain")), scheduled(0, "a", 1), *episode(T0, completed(0))]
     assert rewind_history(healthy).history == healthy
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/rewind.py removes every TaskFailed with its TaskScheduled, including failed "
-    "attempts whose retry later succeeded; replay then reschedules attempt #0 and meets the "
-    "kept TaskScheduled #2 -> NonDeterminismError",
-)
 def test_rewind_keeps_a_retry_chain_that_ended_in_success() -> None:
     policy = tl.RetryPolicy(timedelta(seconds=5), 3)
 
@@ -219,7 +212,7 @@ def test_rewind_keeps_a_retry_chain_that_ended_in_success() -> None:
         *episode(at(1), failed(0)),
         timer_created(1, at(6), purpose="retry"),
         *episode(at(6), timer_fired(1, at(6))),
-        scheduled(2, "flaky"),
+        scheduled(2, "flaky", retry_of=0),
         *episode(at(7), completed(2, "A")),
         scheduled(3, "b", "A"),
         *episode(at(8), failed(3, "OSError", "down")),
@@ -231,12 +224,6 @@ def test_rewind_keeps_a_retry_chain_that_ended_in_success() -> None:
     assert result.actions == [ScheduleTask(3, "b", dumps("A"))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/rewind.py keeps TaskScheduled events that never completed (their "
-    "completion arrived after the instance failed and was discarded), so after a rewind "
-    "nothing reschedules them and the run waits forever",
-)
 def test_rewind_reschedules_activities_that_were_in_flight_at_the_failure() -> None:
     def fan(ctx: tl.OrchestrationContext) -> Gen:
         return (yield ctx.task_all([ctx.call_activity("w", n) for n in range(3)]))
@@ -252,12 +239,6 @@ def test_rewind_reschedules_activities_that_were_in_flight_at_the_failure() -> N
     assert sorted(a.id for a in result.actions) == [1, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/rewind.py keeps every SubOrchestrationInstanceCreated but drops the retry "
-    "timers between attempts, so a retried child's later Created #2 has no matching action "
-    "on replay -> NonDeterminismError (and both attempts are rewound as failed_children)",
-)
 def test_rewind_of_a_retried_sub_orchestration_replays_cleanly() -> None:
     policy = tl.RetryPolicy(timedelta(seconds=5), 2)
 
@@ -270,7 +251,7 @@ def test_rewind_of_a_retried_sub_orchestration_replays_cleanly() -> None:
         *episode(at(1), sub_failed(0)),
         timer_created(1, at(6), purpose="retry"),
         *episode(at(6), timer_fired(1, at(6))),
-        sub_created(2, "child", "p:0002", 1),
+        sub_created(2, "child", "p:0002", 1, retry_of=0),
         *episode(at(7), sub_failed(2)),
         FAILED_END,
     ]

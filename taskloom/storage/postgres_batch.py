@@ -1,0 +1,284 @@
+"""Set-based write statements of the PostgreSQL store's hot paths.
+
+Kept apart from :mod:`taskloom.storage.postgres`, which decides transactions and
+retries, so that module stays readable. Nothing here is public API.
+
+Each hot write is **one statement for the whole batch**, whatever its size: the per-row
+values travel as parallel arrays that ``unnest`` turns back into rows, and
+data-modifying CTEs apply the dependent writes to exactly the rows that passed the
+fence. All CTEs of a statement run on one snapshot and none sees another's changes,
+which is why the writes that must see an earlier write (replacing a history, creating
+a child instance) stay out of these statements and run after them.
+
+Rows whose order matters (messages and work items: their identity values order inboxes
+and the activity queue) are inserted ``ORDER BY`` their position in the batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from taskloom.history import dumps_event
+from taskloom.models import FailureDetails
+from taskloom.storage.base import ActivityResult, EpisodeCommit, Message, NewInstance
+
+INSTANCE_COLUMNS = (
+    "instance_id, execution_id, name, version, status, input, output, custom_status, "
+    "failure, created_at, updated_at, completed_at, parent_instance_id, "
+    "scheduled_start_at, history_len"
+)
+
+
+def failure_json(failure: FailureDetails | None) -> str | None:
+    return None if failure is None else json.dumps(failure.to_dict(), separators=(",", ":"))
+
+
+# -- episode commits ------------------------------------------------------------------
+
+
+def commit_rounds(commits: Sequence[EpisodeCommit]) -> list[list[int]]:
+    """Indices of ``commits`` in statements whose instance ids are unique.
+
+    One round in practice (a lease batch holds each instance once). A batch holding an
+    instance twice (a stale and a fresh lease) tries the first occurrence first, as one
+    commit after another would, since an UPDATE ... FROM joining one row twice applies
+    only one of the two, unpredictably. Within a round, commits are in instance id order
+    so that concurrent batches lock instance rows in the same order.
+    """
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for k in sorted(range(len(commits)), key=lambda k: commits[k].instance.instance_id):
+        iid = commits[k].instance.instance_id
+        n = seen.get(iid, 0)
+        seen[iid] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(k)
+    return rounds
+
+
+def commit_sql(s: str) -> str:
+    """Fence and apply a round of episode commits; returns the applied instance ids.
+
+    The fence (see the store's docstring): the instance's token equals the commit's and a
+    lease is still recorded. The commit releases the lease, so a retry finds none.
+    """
+    return f"""
+WITH c AS (
+    SELECT * FROM unnest(
+        %(id)s::text[], %(token)s::bigint[], %(status)s::text[], %(output)s::text[],
+        %(input)s::text[], %(custom_status)s::text[], %(failure)s::text[],
+        %(execution_id)s::text[], %(completed_at)s::timestamptz[],
+        %(updated_at)s::timestamptz[], %(history_len)s::int[], %(name)s::text[],
+        %(version)s::text[]
+    ) AS c(instance_id, lease_token, status, output, input, custom_status, failure,
+           execution_id, completed_at, updated_at, history_len, name, version)
+), fenced AS (
+    UPDATE {s}.instances i SET status = c.status, output = c.output, input = c.input,
+        custom_status = c.custom_status, failure = c.failure,
+        execution_id = c.execution_id, completed_at = c.completed_at,
+        updated_at = c.updated_at, history_len = c.history_len, name = c.name,
+        version = c.version, lease_owner = NULL, lease_expires_at = NULL
+    FROM c
+    WHERE i.hub = %(hub)s AND i.instance_id = c.instance_id
+        AND i.lease_token = c.lease_token AND i.lease_expires_at IS NOT NULL
+    RETURNING i.instance_id
+), consumed AS (
+    DELETE FROM {s}.messages m
+    USING unnest(%(consumed_owner)s::text[], %(consumed_id)s::bigint[]) AS u(owner, id)
+    WHERE m.id = u.id AND m.hub = %(hub)s AND m.instance_id = u.owner
+        AND u.owner IN (SELECT instance_id FROM fenced)
+), history AS (
+    INSERT INTO {s}.history (hub, instance_id, seq, event)
+    SELECT %(hub)s, u.owner, u.seq, u.event
+    FROM unnest(%(history_owner)s::text[], %(history_seq)s::int[], %(history_event)s::text[])
+        AS u(owner, seq, event)
+    WHERE u.owner IN (SELECT instance_id FROM fenced)
+), work AS (
+    INSERT INTO {s}.work_items
+        (hub, instance_id, execution_id, task_id, name, input, visible_at, ready_at)
+    SELECT %(hub)s, u.instance_id, u.execution_id, u.task_id, u.name, u.input,
+        u.visible_at, u.visible_at
+    FROM unnest(
+        %(work_owner)s::text[], %(work_instance)s::text[], %(work_execution)s::text[],
+        %(work_task)s::int[], %(work_name)s::text[], %(work_input)s::text[],
+        %(work_visible)s::timestamptz[]
+    ) WITH ORDINALITY AS u(owner, instance_id, execution_id, task_id, name, input,
+                           visible_at, ord)
+    WHERE u.owner IN (SELECT instance_id FROM fenced)
+    ORDER BY u.ord
+), sent AS (
+    INSERT INTO {s}.messages (hub, instance_id, execution_id, visible_at, event)
+    SELECT %(hub)s, u.instance_id, u.execution_id, u.visible_at, u.event
+    FROM unnest(
+        %(message_owner)s::text[], %(message_instance)s::text[],
+        %(message_execution)s::text[], %(message_visible)s::timestamptz[],
+        %(message_event)s::text[]
+    ) WITH ORDINALITY AS u(owner, instance_id, execution_id, visible_at, event, ord)
+    WHERE u.owner IN (SELECT instance_id FROM fenced)
+    ORDER BY u.ord
+)
+SELECT instance_id FROM fenced"""
+
+
+def history_rows(commits: Sequence[EpisodeCommit]) -> dict[str, list[Any]]:
+    """History rows with explicit sequence numbers (1-based, as always on PostgreSQL).
+
+    ``history_len`` is maintained by episode commits alone, so an append goes right
+    after the ``history_len - len(history)`` events already stored; a replaced history
+    starts again at 1 (after its old rows were deleted).
+    """
+    owners: list[str] = []
+    seqs: list[int] = []
+    events: list[str] = []
+    for c in commits:
+        start = 0 if c.replace_history else c.instance.history_len - len(c.history)
+        for seq, event in enumerate(c.history, start + 1):
+            owners.append(c.instance.instance_id)
+            seqs.append(seq)
+            events.append(dumps_event(event))
+    return {"history_owner": owners, "history_seq": seqs, "history_event": events}
+
+
+def commit_params(hub: str, commits: Sequence[EpisodeCommit]) -> dict[str, Any]:
+    """Parameters of :func:`commit_sql` for one round.
+
+    Left out, for the caller to apply after the statement: the history of commits that
+    replace it (the old rows must go first) and the messages of commits that create
+    child instances (creating a child clears messages already sent to its id).
+    """
+    records = [c.instance for c in commits]
+    work = [(c.instance.instance_id, w) for c in commits for w in c.work_items]
+    sent = [(c.instance.instance_id, m) for c in commits if not c.new_instances for m in c.messages]
+    consumed = [(c.instance.instance_id, mid) for c in commits for mid in c.consumed]
+    return {
+        "hub": hub,
+        "id": [r.instance_id for r in records],
+        "token": [c.lease_token for c in commits],
+        "status": [r.status.value for r in records],
+        "output": [r.output for r in records],
+        "input": [r.input for r in records],
+        "custom_status": [r.custom_status for r in records],
+        "failure": [failure_json(r.failure) for r in records],
+        "execution_id": [r.execution_id for r in records],
+        "completed_at": [r.completed_at for r in records],
+        "updated_at": [r.updated_at for r in records],
+        "history_len": [r.history_len for r in records],
+        "name": [r.name for r in records],
+        "version": [r.version for r in records],
+        "consumed_owner": [owner for owner, _ in consumed],
+        "consumed_id": [mid for _, mid in consumed],
+        **history_rows([c for c in commits if not c.replace_history]),
+        "work_owner": [owner for owner, _ in work],
+        "work_instance": [w.instance_id for _, w in work],
+        "work_execution": [w.execution_id for _, w in work],
+        "work_task": [w.task_id for _, w in work],
+        "work_name": [w.name for _, w in work],
+        "work_input": [w.input for _, w in work],
+        "work_visible": [w.visible_at for _, w in work],
+        "message_owner": [owner for owner, _ in sent],
+        **message_arrays([m for _, m in sent], "message_"),
+    }
+
+
+def message_arrays(messages: Sequence[Message], prefix: str) -> dict[str, list[Any]]:
+    return {
+        f"{prefix}instance": [m.instance_id for m in messages],
+        f"{prefix}execution": [m.execution_id for m in messages],
+        f"{prefix}visible": [m.visible_at for m in messages],
+        f"{prefix}event": [dumps_event(m.event) for m in messages],
+    }
+
+
+def insert_history_sql(s: str) -> str:
+    """Insert :func:`history_rows` unconditionally (replaced histories)."""
+    return (
+        f"INSERT INTO {s}.history (hub, instance_id, seq, event) "
+        "SELECT %(hub)s, * FROM unnest("
+        "%(history_owner)s::text[], %(history_seq)s::int[], %(history_event)s::text[])"
+    )
+
+
+# -- activity results -----------------------------------------------------------------
+
+
+def activity_sql(s: str) -> str:
+    """Fence and apply activity results; returns the (1-based) positions applied.
+
+    The DELETE is the fence: only the current lease holder finds its row, and a retried
+    result finds it gone. The caller sends each (id, token) once.
+    """
+    return f"""
+WITH r AS (
+    SELECT * FROM unnest(
+        %(id)s::bigint[], %(token)s::bigint[], %(result_instance)s::text[],
+        %(result_execution)s::text[], %(result_visible)s::timestamptz[],
+        %(result_event)s::text[]
+    ) WITH ORDINALITY AS r(id, token, instance_id, execution_id, visible_at, event, ord)
+), done AS (
+    DELETE FROM {s}.work_items w USING r
+    WHERE w.id = r.id AND w.lease_token = r.token AND w.hub = %(hub)s
+    RETURNING r.ord
+), sent AS (
+    INSERT INTO {s}.messages (hub, instance_id, execution_id, visible_at, event)
+    SELECT %(hub)s, r.instance_id, r.execution_id, r.visible_at, r.event
+    FROM r JOIN done ON done.ord = r.ord
+    ORDER BY r.ord
+)
+SELECT ord FROM done"""
+
+
+def activity_params(hub: str, results: Sequence[ActivityResult]) -> dict[str, Any]:
+    return {
+        "hub": hub,
+        "id": [r.work_item_id for r in results],
+        "token": [r.lease_token for r in results],
+        **message_arrays([r.message for r in results], "result_"),
+    }
+
+
+# -- instance creation ------------------------------------------------------------------
+
+
+def create_sql(s: str) -> str:
+    """Create an instance whose id is free, in one statement; returns 1 if created.
+
+    Leftovers under the id (events sent to it before it existed) are cleared; the
+    DELETEs run on the statement's snapshot, so they never see the start message the
+    same statement inserts. An id that is taken changes nothing (the caller then takes
+    the slow path: lock the row, replace it if terminal).
+    """
+    marks = ", ".join(["%s"] * 16)
+    key = "hub = %s AND instance_id = %s AND EXISTS (SELECT 1 FROM created)"
+    return (
+        f"WITH created AS (INSERT INTO {s}.instances (hub, {INSTANCE_COLUMNS}) "
+        f"VALUES ({marks}) ON CONFLICT (hub, instance_id) DO NOTHING RETURNING 1), "
+        f"h AS (DELETE FROM {s}.history WHERE {key}), "
+        f"m AS (DELETE FROM {s}.messages WHERE {key}), "
+        f"w AS (DELETE FROM {s}.work_items WHERE {key}), "
+        f"start AS (INSERT INTO {s}.messages (hub, instance_id, execution_id, visible_at, "
+        "event) SELECT %s, %s, %s, %s, %s FROM created) "
+        "SELECT count(*) FROM created"
+    )
+
+
+def record_values(new: NewInstance) -> list[Any]:
+    """The columns of ``new.record`` after ``instance_id``, in INSTANCE_COLUMNS order."""
+    r = new.record
+    return [
+        r.execution_id, r.name, r.version, r.status.value, r.input, r.output,
+        r.custom_status, failure_json(r.failure), r.created_at, r.updated_at,
+        r.completed_at, r.parent_instance_id, r.scheduled_start_at, r.history_len,
+    ]  # fmt: skip
+
+
+def create_params(hub: str, new: NewInstance) -> list[Any]:
+    iid, m = new.record.instance_id, new.start
+    key = [hub, iid]
+    return [
+        hub, iid, *record_values(new),
+        *key, *key, *key,
+        hub, m.instance_id, m.execution_id, m.visible_at, dumps_event(m.event),
+    ]  # fmt: skip
