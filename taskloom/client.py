@@ -20,12 +20,12 @@ from taskloom.errors import (
     InvalidStateError,
     SerializationError,
 )
-from taskloom.host import security
+from taskloom.host import manage, security
 from taskloom.http import payloads
 from taskloom.models import OrchestrationState, Page, Status
 from taskloom.storage import Store, open_store
 from taskloom.storage.base import InstanceQuery, InstanceRecord, Message, NewInstance
-from taskloom.storage.host_base import HostStore
+from taskloom.storage.host_base import HostStore, QueueMessage, ScheduleRecord
 
 T = TypeVar("T")
 IdleHook = Callable[[], Awaitable[bool]]
@@ -381,6 +381,25 @@ class AsyncClient:
         )
         return f"{base.rstrip('/')}{payloads.PREFIX}/links/{token}"
 
+    # -- schedules and queues ------------------------------------------------------
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return await manage.list_schedules(await self._ready())
+
+    async def pause_schedule(self, name: str) -> None:
+        await manage.pause_schedule(await self._ready(), name)
+
+    async def resume_schedule(self, name: str) -> datetime:
+        """Resume from the first tick after now (ticks during the pause do not run)."""
+        return await manage.resume_schedule(await self._ready(), name, self.clock.now())
+
+    async def trigger_schedule(self, name: str) -> int:
+        """Run a schedule's handler once now, paused or not."""
+        return await manage.trigger_schedule(await self._ready(), name, self.clock.now())
+
+    async def peek_queue(self, queue: str, limit: int = 100) -> list[QueueMessage]:
+        return await manage.peek_queue(await self._ready(), queue, limit)
+
 
 def _statuses(statuses: Any) -> frozenset[Status] | None:
     if statuses is None:
@@ -499,6 +518,21 @@ class Client:
 
     def enqueue(self, queue: str, message: Any, *, delay: timedelta | None = None) -> int:
         return self._run(self._async.enqueue(queue, message, delay=delay))
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        return self._run(self._async.list_schedules())
+
+    def pause_schedule(self, name: str) -> None:
+        self._run(self._async.pause_schedule(name))
+
+    def resume_schedule(self, name: str) -> datetime:
+        return self._run(self._async.resume_schedule(name))
+
+    def trigger_schedule(self, name: str) -> int:
+        return self._run(self._async.trigger_schedule(name))
+
+    def peek_queue(self, queue: str, limit: int = 100) -> list[QueueMessage]:
+        return self._run(self._async.peek_queue(queue, limit))
 
     def create_http_management_payload(
         self, instance_id: str, *, base_url: str | None = None, code: str | None = None

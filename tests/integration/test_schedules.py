@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -196,3 +197,18 @@ async def test_late_ticks_within_grace_all_run(store_url: str, hub: str) -> None
         await host.stop()
     assert min(ran) == late
     _no_gaps(ran, timedelta(seconds=1))
+
+
+def test_client_manages_schedules_and_peeks_queues(tmp_path: Path) -> None:
+    """The sync client's schedule and queue methods reach the store."""
+    app = tl.App("clientmanage")
+
+    @app.schedule(every=timedelta(hours=1))
+    def hourly(client: object, tick: object) -> None: ...
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    with app.client(url) as client:
+        client.enqueue("inbox", {"n": 1})
+        assert [m.body for m in client.peek_queue("inbox")] == ['{"n":1}']
+        with pytest.raises(tl.TaskloomError, match="hourly"):
+            client.pause_schedule("hourly")  # not registered in the store yet
