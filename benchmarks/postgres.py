@@ -39,7 +39,7 @@ async def purge(url: str) -> None:
 
 
 def workers(url: str, n: int) -> list[subprocess.Popen[bytes]]:
-    command = [sys.executable, "-m", "taskloom", "serve", "benchmarks.workflows:app"]
+    command = [sys.executable, "-m", "taskloom", "serve", "benchmarks.workflows:app", "--no-http"]
     return [
         subprocess.Popen([*command, "--store", url], stderr=subprocess.DEVNULL) for _ in range(n)
     ]

@@ -90,9 +90,10 @@ def base_url_of(request: Any) -> str:
 
 
 def code_of(request: Any) -> str | None:
-    """The key the caller used (``?code=`` or ``Authorization: Bearer``), to put in links."""
+    """The ``?code=`` key the caller put in the URL, to carry into the links it gets back.
+
+    A key sent in the ``Authorization`` header is never copied into URLs: links end up
+    in logs, browsers and e-mails, where a header key would leak.
+    """
     code = request.query_params.get("code")
-    if code:
-        return str(code)
-    auth = request.headers.get("authorization", "")
-    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+    return str(code) if code else None

@@ -557,9 +557,12 @@ class PostgresStore(PostgresHostMixin, Store):
                 # other workers are leasing right now are skipped, not waited for, and
                 # the lease condition is re-checked on the locked row version.
                 await cur.execute(
+                    # Only the oldest ``scan`` visible messages are looked at, read in
+                    # index order, so a deep backlog costs a bounded scan, not all of it.
                     f"WITH ready AS (SELECT instance_id, min(visible_at) AS first_at, "
-                    f"min(id) AS first_id FROM {s}.messages "
-                    "WHERE hub = %(hub)s AND visible_at <= %(now)s GROUP BY instance_id), "
+                    "min(id) AS first_id FROM (SELECT instance_id, visible_at, id "
+                    f"FROM {s}.messages WHERE hub = %(hub)s AND visible_at <= %(now)s "
+                    "ORDER BY visible_at LIMIT %(scan)s) oldest GROUP BY instance_id), "
                     "picked AS (SELECT i.instance_id, r.first_at, r.first_id "
                     f"FROM ready r JOIN {s}.instances i "
                     "ON i.hub = %(hub)s AND i.instance_id = r.instance_id "
@@ -576,6 +579,7 @@ class PostgresStore(PostgresHostMixin, Store):
                         "hub": self.hub,
                         "now": now,
                         "limit": limit,
+                        "scan": max(limit * 8, 1000),
                         "owner": owner,
                         "expires": expires,
                     },
