@@ -15,6 +15,7 @@ from taskloom.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from taskloom.client import Client
+    from taskloom.runtime.worker import WorkerOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,12 +65,20 @@ class Activity:
     fn: Callable[..., Any]
     takes_input: bool
     is_async: bool
+    services: tuple[str, ...] = ()
 
 
 class App:
     """A task hub's code: ``App("claims")`` names the hub; decorators register functions."""
 
-    def __init__(self, name: str = "default", *, converter: DataConverter | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "default",
+        *,
+        converter: DataConverter | None = None,
+        max_concurrent_activities: int | None = None,
+        max_concurrent_orchestrations: int | None = None,
+    ) -> None:
         if not name or not all(c.isalnum() or c in "-_" for c in name):
             raise ConfigurationError(
                 f"invalid app name {name!r}: use letters, digits, '-' and '_' (it names the hub)"
@@ -81,6 +90,12 @@ class App:
         self.schedules: dict[str, Schedule] = {}
         self.queue_triggers: dict[str, QueueTrigger] = {}
         self._router: Any = None
+        self._limits = {
+            "max_concurrent_activities": max_concurrent_activities,
+            "max_concurrent_orchestrations": max_concurrent_orchestrations,
+        }
+        self._services: dict[str, Any] = {}
+        self._factories: dict[str, Callable[[], Any]] = {}
 
     # -- registration ---------------------------------------------------------------
 
@@ -101,7 +116,9 @@ class App:
                     f"activity {key!r} takes {params} arguments; an activity takes at most "
                     "one, its input (pass a dict or a dataclass for several values)"
                 )
-            self.activities[key] = Activity(key, f, params == 1, inspect.iscoroutinefunction(f))
+            services = _keyword_only_params(f)
+            is_async = inspect.iscoroutinefunction(f)
+            self.activities[key] = Activity(key, f, params == 1, is_async, services)
             f.__taskloom_name__ = key  # type: ignore[attr-defined]
             return f
 
@@ -211,6 +228,44 @@ class App:
             self._router = APIRouter()
         return self._router
 
+    # -- services (dependency injection) ----------------------------------------------
+
+    def add_service(
+        self, name: str, value: Any = None, *, factory: Callable[[], Any] | None = None
+    ) -> None:
+        """Make ``value`` (or what ``factory()`` returns, built once per worker on first
+        use) available to every activity that declares a keyword-only parameter ``name``:
+        ``def load(rows, *, db): ...``. Tests replace services the same way."""
+        if (value is None) == (factory is None):
+            raise ConfigurationError(f"add_service({name!r}) needs a value or a factory=")
+        self._services.pop(name, None)
+        self._factories.pop(name, None)
+        if factory is not None:
+            self._factories[name] = factory
+        else:
+            self._services[name] = value
+
+    def service(self, name: str) -> Any:
+        """The service registered as ``name`` (built on first use)."""
+        if name not in self._services:
+            factory = self._factories.get(name)
+            if factory is None:
+                known = ", ".join(sorted({*self._services, *self._factories})) or "none"
+                raise ConfigurationError(
+                    f"no service named {name!r} in app {self.name!r} (registered: {known}); "
+                    f"call app.add_service({name!r}, ...) before the worker starts"
+                )
+            self._services[name] = factory()
+        return self._services[name]
+
+    def worker_options(self, **overrides: Any) -> WorkerOptions:
+        """Worker settings: the app's limits, then ``overrides`` that are not None."""
+        from taskloom.runtime.worker import WorkerOptions
+
+        chosen = {k: v for k, v in self._limits.items() if v is not None}
+        chosen.update({k: v for k, v in overrides.items() if v is not None})
+        return WorkerOptions(**chosen)
+
     def _check_new(self, key: str, table: dict[str, Any], what: str) -> None:
         if key in table:
             raise ConfigurationError(f"{what} {key!r} is registered twice in app {self.name!r}")
@@ -228,6 +283,11 @@ class App:
         from taskloom.runtime.runner import run_app
 
         run_app(self, store_url, **options)
+
+
+def _keyword_only_params(fn: Callable[..., Any]) -> tuple[str, ...]:
+    sig = inspect.signature(fn)
+    return tuple(n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 def _positional_params(fn: Callable[..., Any]) -> int:

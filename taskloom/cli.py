@@ -63,10 +63,10 @@ def _parser() -> argparse.ArgumentParser:
         "--no-workers", action="store_true", help="run no workers, schedules or queue triggers"
     )
     serve.add_argument("--json-logs", action="store_true", help="log one JSON object per line")
-    serve.add_argument("--max-concurrent-activities", type=int, default=100)
-    serve.add_argument("--max-concurrent-orchestrations", type=int, default=200)
-    serve.add_argument("--lease-for", type=float, default=30.0, help="lease seconds")
-    serve.add_argument("--poll-interval", type=float, default=0.5)
+    serve.add_argument("--max-concurrent-activities", type=int)
+    serve.add_argument("--max-concurrent-orchestrations", type=int)
+    serve.add_argument("--lease-for", type=float, help="lease seconds (default 30)")
+    serve.add_argument("--poll-interval", type=float, help="seconds (default 0.5)")
 
     def managed(name: str, help: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help)
@@ -163,16 +163,16 @@ def _manage(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from taskloom.host.serve import run
-    from taskloom.runtime.worker import WorkerOptions
 
-    options = WorkerOptions(
+    app = load_app(args.app)
+    options = app.worker_options(
         max_concurrent_activities=args.max_concurrent_activities,
         max_concurrent_orchestrations=args.max_concurrent_orchestrations,
         lease_for=args.lease_for,
         poll_interval=args.poll_interval,
     )
     run(
-        load_app(args.app),
+        app,
         args.store,
         host=args.host,
         port=args.port,

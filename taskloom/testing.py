@@ -46,7 +46,7 @@ class TestEnv:
         self.time_skipping = time_skipping
         self.clock = VirtualClock(start)
         self._store_url = store
-        self._options = options or WorkerOptions(max_concurrent_activities=16)
+        self._options = options or app.worker_options()
         self._tmp: str | None = None
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None

@@ -85,7 +85,7 @@ async def serve(
             store, app.name, converter=app.converter, base_url=f"http://{_netloc(host)}:{port}"
         )
         if workers:
-            worker = Worker(app, store, options=options or WorkerOptions())
+            worker = Worker(app, store, options=options or app.worker_options())
             parts.append(_WorkerPart(worker))
             parts.extend(_triggers(app, store, client))
         _install_signals(stop)

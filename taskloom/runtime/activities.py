@@ -50,13 +50,16 @@ async def _call(app: App, item: WorkItem, pool: Executor) -> Any:
     if activity.takes_input:
         what = f"input of activity {item.name!r}"
         args = (app.converter.loads(item.input, what=what),)
+    kwargs = {name: app.service(name) for name in activity.services}
     info = ActivityInfo(item.instance_id, item.task_id, item.name, item.attempt)
     token = _activity_info.set(info)
     try:
         if activity.is_async:
-            return await activity.fn(*args)
+            return await activity.fn(*args, **kwargs)
         context = contextvars.copy_context()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(pool, lambda: context.run(activity.fn, *args))
+        return await loop.run_in_executor(
+            pool, lambda: context.run(lambda: activity.fn(*args, **kwargs))
+        )
     finally:
         _activity_info.reset(token)

@@ -19,7 +19,7 @@ log = logging.getLogger("taskloom.worker")
 
 def run_app(app: App, store_url: str, **options: Any) -> None:
     """Run ``app``'s worker until a stop signal; in-flight activities finish first."""
-    asyncio.run(serve_worker(app, store_url, WorkerOptions(**options)))
+    asyncio.run(serve_worker(app, store_url, app.worker_options(**options)))
 
 
 async def serve_worker(
