@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Coroutine
@@ -29,7 +30,11 @@ __all__ = ["TestEnv"]
 
 
 class TestEnv:
-    """Context manager: ``with TestEnv(app) as env: env.client.start_new(...)``."""
+    """Context manager: ``with TestEnv(app) as env: env.client.start_new(...)``.
+
+    ``triggers`` (on by default when the app has schedules or queue triggers) runs them
+    on the virtual clock; ``http=True`` serves the management API and the app's own
+    routes on a free loopback port at ``env.base_url``, open without keys."""
 
     __test__ = False  # not a pytest test class
 
@@ -41,12 +46,18 @@ class TestEnv:
         store: str | None = None,
         start: datetime | None = None,
         options: WorkerOptions | None = None,
+        http: bool = False,
+        triggers: bool | None = None,
     ) -> None:
         self.app = app
         self.time_skipping = time_skipping
         self.clock = VirtualClock(start)
         self._store_url = store
         self._options = options or app.worker_options()
+        self._http = http
+        self._triggers = bool(app.schedules or app.queue_triggers) if triggers is None else triggers
+        self._parts: list[Any] = []
+        self.base_url: str | None = None
         self._tmp: str | None = None
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
@@ -75,6 +86,17 @@ class TestEnv:
         self.async_client._opened = True
         if self.time_skipping:
             self.async_client.idle_hook = self._skip_time
+        from taskloom.host.serve import start_http, trigger_runners
+
+        if self._triggers:
+            runners = trigger_runners(self.app, self.store, self.async_client, self.clock)
+            for runner in runners:
+                await runner.start()
+                self._parts.append(runner)
+        if self._http:
+            port = _free_port()
+            self.base_url = self.async_client.base_url = f"http://127.0.0.1:{port}"
+            self._parts.append(await start_http(self.app, self.async_client, "127.0.0.1", port))
 
     def __exit__(self, *exc: object) -> None:
         self._call(self._stop())
@@ -86,6 +108,8 @@ class TestEnv:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     async def _stop(self) -> None:
+        for part in reversed(self._parts):
+            await part.stop()
         await self.worker.stop(drain_timeout=5)
         await self.store.close()
 
@@ -117,3 +141,10 @@ class TestEnv:
         self.clock.jump_to(upcoming)
         self.worker.wake()
         return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import ipaddress
 import logging
 import signal
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from taskloom.client import AsyncClient
+from taskloom.clock import Clock
 from taskloom.errors import ConfigurationError
 from taskloom.host import logs
 from taskloom.runtime.runner import redact
@@ -87,13 +87,13 @@ async def serve(
         if workers:
             worker = Worker(app, store, options=options or app.worker_options())
             parts.append(_WorkerPart(worker))
-            parts.extend(_triggers(app, store, client))
+            parts.extend(trigger_runners(app, store, client))
         _install_signals(stop)
         for part in parts:
             await part.start()
         server = None
         if http:
-            server = await _start_http(app, client, host, port)
+            server = await start_http(app, client, host, port)
         what = ", ".join(p for p, on in (("HTTP", http), ("workers and triggers", workers)) if on)
         where = f" on http://{_netloc(host)}:{port}" if http else ""
         log.info("serving hub %r from %s%s: %s", app.name, redact(store_url), where, what)
@@ -133,20 +133,19 @@ def _netloc(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _triggers(app: App, store: Store, client: AsyncClient) -> Iterator[_Runner]:
-    """The schedule and queue runners, where those modules are installed."""
-    for module, cls, wanted in (
-        ("taskloom.host.schedules", "ScheduleRunner", bool(app.schedules)),
-        ("taskloom.host.queues", "QueueRunner", bool(app.schedules or app.queue_triggers)),
-    ):
-        if not wanted:
-            continue
-        try:
-            runner_cls = getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError):
-            log.warning("%s.%s is not available; %s are not run", module, cls, module[14:])
-            continue
-        yield runner_cls(app, store, client)
+def trigger_runners(
+    app: App, store: Store, client: AsyncClient, clock: Clock | None = None
+) -> list[_Runner]:
+    """The schedule and queue runners the app needs (schedule ticks travel by queue)."""
+    from taskloom.host.queues import QueueRunner
+    from taskloom.host.schedules import ScheduleRunner
+
+    runners: list[_Runner] = []
+    if app.schedules:
+        runners.append(ScheduleRunner(app, store, client, clock=clock))
+    if app.schedules or app.queue_triggers:
+        runners.append(QueueRunner(app, store, client, clock=clock))
+    return runners
 
 
 class _WorkerPart:
@@ -160,7 +159,7 @@ class _WorkerPart:
         await self.worker.stop()
 
 
-class _HttpServer:
+class HttpServer:
     def __init__(self, server: Any, task: asyncio.Task[None]) -> None:
         self.server = server
         self.task = task
@@ -171,7 +170,7 @@ class _HttpServer:
             await self.task
 
 
-async def _start_http(app: App, client: AsyncClient, host: str, port: int) -> _HttpServer:
+async def start_http(app: App, client: AsyncClient, host: str, port: int) -> HttpServer:
     import uvicorn
 
     from taskloom.http.api import create_asgi_app
@@ -193,7 +192,7 @@ async def _start_http(app: App, client: AsyncClient, host: str, port: int) -> _H
         if task.done():
             raise ConfigurationError(f"could not serve HTTP on {host}:{port} (see the log above)")
         await asyncio.sleep(0.02)
-    return _HttpServer(server, task)
+    return HttpServer(server, task)
 
 
 async def _serve(server: Any) -> None:
