@@ -235,7 +235,15 @@ class App:
     ) -> None:
         """Make ``value`` (or what ``factory()`` returns, built once per worker on first
         use) available to every activity that declares a keyword-only parameter ``name``:
-        ``def load(rows, *, db): ...``. Tests replace services the same way."""
+        ``def load(rows, *, db): ...``. Tests replace services the same way.
+
+        ``client`` is built in: an activity declaring ``*, client`` gets the worker's
+        client (``AsyncClient`` for ``async def``, a blocking ``Client`` otherwise), the
+        host's under ``taskloom serve``, so it can also make event links."""
+        if name == "client":
+            raise ConfigurationError(
+                "'client' is a built-in service (the worker's client); choose another name"
+            )
         if (value is None) == (factory is None):
             raise ConfigurationError(f"add_service({name!r}) needs a value or a factory=")
         self._services.pop(name, None)

@@ -80,10 +80,12 @@ class TestEnv:
         assert self._store_url is not None
         self.store = open_store(self._store_url, hub=self.app.name)
         await self.store.open()
-        self.worker = Worker(self.app, self.store, clock=self.clock, options=self._options)
-        await self.worker.start()
         self.async_client = AsyncClient(self.store, converter=self.app.converter, clock=self.clock)
         self.async_client._opened = True
+        self.worker = Worker(
+            self.app, self.store, clock=self.clock, options=self._options, client=self.async_client
+        )
+        await self.worker.start()
         if self.time_skipping:
             self.async_client.idle_hook = self._skip_time
         from taskloom.host.serve import start_http, trigger_runners

@@ -85,7 +85,7 @@ async def serve(
             store, app.name, converter=app.converter, base_url=f"http://{_netloc(host)}:{port}"
         )
         if workers:
-            worker = Worker(app, store, options=options or app.worker_options())
+            worker = Worker(app, store, options=options or app.worker_options(), client=client)
             parts.append(_WorkerPart(worker))
             parts.extend(trigger_runners(app, store, client))
         _install_signals(stop)

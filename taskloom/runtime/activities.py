@@ -5,19 +5,34 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskloom import history as h
 from taskloom.app import ActivityInfo, App, _activity_info
 from taskloom.clock import Clock
+from taskloom.errors import ConfigurationError
 from taskloom.models import FailureDetails
 from taskloom.storage.base import ActivityResult, Message, WorkItem
 
+if TYPE_CHECKING:
+    from taskloom.client import AsyncClient, Client
 
-async def run_activity(app: App, item: WorkItem, clock: Clock, pool: Executor) -> ActivityResult:
-    """Call the activity (sync ones in ``pool``) and wrap its result or failure."""
+CLIENT_SERVICE = "client"
+"""The built-in service: an activity declaring ``*, client`` gets the worker's client
+(an ``AsyncClient`` for ``async def`` activities, a blocking ``Client`` otherwise)."""
+
+
+async def run_activity(
+    app: App,
+    item: WorkItem,
+    clock: Clock,
+    pool: Executor,
+    clients: tuple[AsyncClient, Client] | None = None,
+) -> ActivityResult:
+    """Call the activity (sync ones in ``pool``) and wrap its result or failure;
+    ``clients`` (async, blocking) are what the built-in ``client`` service injects."""
     try:
-        value = await _call(app, item, pool)
+        value = await _call(app, item, pool, clients)
         text = (
             None
             if value is None
@@ -37,7 +52,9 @@ class ActivityNotFoundError(LookupError):
     """No activity is registered under the scheduled name."""
 
 
-async def _call(app: App, item: WorkItem, pool: Executor) -> Any:
+async def _call(
+    app: App, item: WorkItem, pool: Executor, clients: tuple[AsyncClient, Client] | None
+) -> Any:
     activity = app.activities.get(item.name)
     if activity is None:
         names = ", ".join(sorted(app.activities)) or "none"
@@ -50,7 +67,14 @@ async def _call(app: App, item: WorkItem, pool: Executor) -> Any:
     if activity.takes_input:
         what = f"input of activity {item.name!r}"
         args = (app.converter.loads(item.input, what=what),)
-    kwargs = {name: app.service(name) for name in activity.services}
+    kwargs = {name: app.service(name) for name in activity.services if name != CLIENT_SERVICE}
+    if CLIENT_SERVICE in activity.services:
+        if clients is None:
+            raise ConfigurationError(
+                f"activity {item.name!r} asks for the built-in 'client' service, but this "
+                "worker was started without a client"
+            )
+        kwargs[CLIENT_SERVICE] = clients[0] if activity.is_async else clients[1]
     info = ActivityInfo(item.instance_id, item.task_id, item.name, item.attempt)
     token = _activity_info.set(info)
     try:

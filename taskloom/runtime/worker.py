@@ -22,6 +22,7 @@ from typing import Any
 
 from taskloom import history as h
 from taskloom.app import App
+from taskloom.client import AsyncClient, Client
 from taskloom.clock import Clock, SystemClock
 from taskloom.core.executor import OrchestrationRun
 from taskloom.runtime.activities import run_activity
@@ -61,10 +62,17 @@ class Worker:
         clock: Clock | None = None,
         options: WorkerOptions | None = None,
         owner: str | None = None,
+        client: AsyncClient | None = None,
     ) -> None:
         self.app = app
         self.store = store
         self.clock: Clock = clock or SystemClock()
+        # The client activities get as the built-in ``client`` service; the host passes
+        # its own (which knows the HTTP base URL for links).
+        self.client = client or AsyncClient(
+            store, store.hub, converter=app.converter, clock=self.clock
+        )
+        self._clients: tuple[AsyncClient, Client] | None = None
         self.options = options or WorkerOptions()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
@@ -82,6 +90,8 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Sync activities run in the pool and reach the async client through this loop.
+        self._clients = (self.client, Client(_async=self.client, _loop=asyncio.get_running_loop()))
         self.store.add_listener(self.wake)
         loops = (self._episode_loop, self._activity_loop, self._commit_loop, self._renew_loop)
         self._tasks = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
@@ -228,7 +238,7 @@ class Worker:
 
     async def _activity(self, item: WorkItem) -> None:
         try:
-            result = await run_activity(self.app, item, self.clock, self._pool)
+            result = await run_activity(self.app, item, self.clock, self._pool, self._clients)
             self._results.append(result)
             self._results_ready.set()
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -55,3 +56,34 @@ def test_a_missing_service_fails_the_activity_with_its_name() -> None:
     assert "no service named 'mailer'" in state.failure_details.message
     with pytest.raises(tl.ConfigurationError, match="needs a value or a factory"):
         app.add_service("x")
+
+
+def test_activities_get_the_workers_client_as_the_built_in_client_service() -> None:
+    app = tl.App("clientservice")
+
+    @app.activity
+    async def make_link(iid: str, *, client: tl.AsyncClient) -> str:
+        return await client.create_event_link(iid, "Go", timedelta(hours=1), data=1)
+
+    @app.activity
+    def own_status(iid: str, *, client: tl.Client) -> str:
+        state = client.get_status(iid)
+        assert state is not None
+        return state.runtime_status.value
+
+    @app.orchestrator
+    def main(ctx: tl.OrchestrationContext) -> Any:
+        link = yield ctx.call_activity(make_link, ctx.instance_id)
+        status = yield ctx.call_activity(own_status, ctx.instance_id)
+        return [link, status]
+
+    with tl.testing.TestEnv(app, http=True) as env:
+        state = env.client.wait_for_completion(env.client.start_new("main", None, "m1"), 30)
+        assert env.base_url is not None
+        base = env.base_url
+    assert state.runtime_status is tl.Status.COMPLETED, state.failure_details
+    link, status = state.output
+    assert link.startswith(f"{base}/runtime/webhooks/durabletask/links/")
+    assert status == "Running"
+    with pytest.raises(tl.ConfigurationError, match="built-in service"):
+        app.add_service("client", object())
