@@ -1,15 +1,20 @@
 """The HTTP side: the Durable Functions management API, keys, signed links, user routes.
 
 ``taskloom.http.client`` and ``taskloom.http.authorize`` are FastAPI dependencies for the
-app's own routes. They load FastAPI lazily: the client imports :mod:`taskloom.http.payloads`
-without the ``server`` extra installed.
+app's own routes; ``authorize`` gives the handler the caller's ``taskloom.http.Principal``.
+They load FastAPI lazily: the client imports :mod:`taskloom.http.payloads` without the
+``server`` extra installed.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["authorize", "client", "create_asgi_app"]
+if TYPE_CHECKING:
+    from taskloom.http.auth import Principal, authorize
+    from taskloom.http.deps import client
+
+__all__ = ["Principal", "authorize", "client", "create_asgi_app"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from taskloom.http.auth import authorize
 
         return authorize
+    if name == "Principal":
+        from taskloom.http.auth import Principal
+
+        return Principal
     if name == "create_asgi_app":
         from taskloom.http.api import create_asgi_app
 

@@ -31,10 +31,13 @@ _CACHE_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller of one request: a key's id and role, or the open host's ``anonymous``."""
+    """The caller of one request: a key's id, role and name, or (``key_id`` None) the
+    caller of an open host, who acts as ``admin``. User routes get it from
+    ``Depends(taskloom.http.authorize(...))``, e.g. to record who approved something."""
 
     key_id: str | None
     role: str
+    name: str | None = None
 
 
 class KeyCache:
@@ -108,7 +111,7 @@ def authorize(permission: str) -> Any:
                 raise HTTPException(
                     401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
                 )
-            principal = Principal(record.id, record.role)
+            principal = Principal(record.id, record.role, record.name)
         if not security.allows(principal.role, permission):
             raise HTTPException(
                 403, f"role {principal.role!r} may not do this (it needs {permission!r} rights)"
