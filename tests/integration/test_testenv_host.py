@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -51,3 +52,18 @@ def _poll(http: httpx.Client, path: str) -> httpx.Response:
         if response.status_code != 404 or time.monotonic() > deadline:
             return response
         time.sleep(0.02)
+
+
+def test_event_links_expire_on_the_virtual_clock() -> None:
+    app = make_app()
+    with tl.testing.TestEnv(app, http=True) as env:
+        iid = env.client.start_new("greet", "bo", instance_id="greet-bo")
+        env.client.wait_for_start(iid, timeout=30)
+        short = env.client.create_event_link(iid, "Decision", timedelta(hours=1), data="no")
+        long = env.client.create_event_link(iid, "Decision", timedelta(hours=3), data="yes")
+        env.advance(timedelta(hours=2))
+        with httpx.Client(timeout=10) as http:
+            assert http.get(short).status_code == 403
+            assert http.get(long).status_code == 200
+        state = env.client.wait_for_completion(iid, timeout=30)
+    assert state.output == "bo: yes"
