@@ -360,21 +360,29 @@ class AsyncClient:
         self,
         instance_id: str,
         event_name: str,
-        expires_in: timedelta,
+        expires_in: timedelta | datetime,
         *,
         data: Any = None,
         base_url: str | None = None,
     ) -> str:
         """A URL that raises ``event_name`` (with ``data``) on ``instance_id`` when
-        opened, with no key, until it expires. Tampered or expired links get 403."""
+        opened, with no key, until it expires: after ``expires_in`` (a timedelta) or at
+        that moment (an aware datetime, say an orchestration's deadline). Tampered or
+        expired links get 403."""
         base = base_url or self.base_url
         if base is None:
             raise ConfigurationError(
                 "no base URL: pass base_url= here or to the client (taskloom serve sets it)"
             )
+        if isinstance(expires_in, datetime):
+            if expires_in.tzinfo is None:
+                raise ValueError("a link's expiry must be an aware datetime or a timedelta")
+            expires_at = expires_in
+        else:
+            expires_at = self.clock.now() + expires_in
         store = await self._host_store()
         secret = await store.secret("event-links", security.new_secret())
-        expires = int((self.clock.now() + expires_in).timestamp())
+        expires = int(expires_at.timestamp())
         self.converter.dumps(data, what=f"data of event {event_name!r}")  # fail early
         token = security.sign_link(
             security.EventLink(instance_id, event_name, expires, data), secret
@@ -554,7 +562,7 @@ class Client:
         self,
         instance_id: str,
         event_name: str,
-        expires_in: timedelta,
+        expires_in: timedelta | datetime,
         *,
         data: Any = None,
         base_url: str | None = None,

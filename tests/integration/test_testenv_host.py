@@ -61,9 +61,11 @@ def test_event_links_expire_on_the_virtual_clock() -> None:
         env.client.wait_for_start(iid, timeout=30)
         short = env.client.create_event_link(iid, "Decision", timedelta(hours=1), data="no")
         long = env.client.create_event_link(iid, "Decision", timedelta(hours=3), data="yes")
+        until = env.client.create_event_link(iid, "Decision", env.now() + timedelta(hours=1))
         env.advance(timedelta(hours=2))
         with httpx.Client(timeout=10) as http:
             assert http.get(short).status_code == 403
+            assert http.get(until).status_code == 403
             assert http.get(long).status_code == 200
         state = env.client.wait_for_completion(iid, timeout=30)
     assert state.output == "bo: yes"
