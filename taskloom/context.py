@@ -103,10 +103,11 @@ class OrchestrationContext:
         name = function_name(fn_or_name)
         text = self._encode(input, f"input of activity {name!r}")
 
-        def start(retry_of: int | None = None) -> CompletableTask[Any]:
+        def start(retry_of: int | None = None, attempt: int = 1) -> CompletableTask[Any]:
             task_id = self._state.next_id()
             task: CompletableTask[Any] = CompletableTask(task_id, f"activity {name!r}")
-            self._state.add_action(ScheduleTask(task_id, name, text, None, retry_of), task)
+            action = ScheduleTask(task_id, name, text, None, retry_of, attempt)
+            self._state.add_action(action, task)
             return task
 
         return start() if retry_policy is None else RetryableTask(self, retry_policy, start)
@@ -135,7 +136,7 @@ class OrchestrationContext:
         name = function_name(fn_or_name)
         text = self._encode(input, f"input of sub-orchestration {name!r}")
 
-        def start(retry_of: int | None = None) -> CompletableTask[Any]:
+        def start(retry_of: int | None = None, attempt: int = 1) -> CompletableTask[Any]:
             task_id = self._state.next_id()
             child_id = instance_id or f"{self.instance_id}:{task_id:04d}"
             task: CompletableTask[Any] = CompletableTask(

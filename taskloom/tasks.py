@@ -161,7 +161,7 @@ class RetryableTask(Task[Any]):
         self,
         ctx: OrchestrationContext,
         policy: RetryPolicy,
-        start: Callable[[int | None], CompletableTask[Any]],
+        start: Callable[[int | None, int], CompletableTask[Any]],
     ) -> None:
         super().__init__()
         self._ctx = ctx
@@ -175,7 +175,7 @@ class RetryableTask(Task[Any]):
     def _run(self) -> None:
         # Every attempt and retry timer names the first attempt, so rewind can tell a
         # retry chain that failed from one that recovered.
-        attempt = self._start(self._first_id)
+        attempt = self._start(self._first_id, self.attempt)
         if self._first_id is None:
             self._first_id = attempt.task_id
         attempt._on_done(self._attempt_done)

@@ -8,45 +8,14 @@ reason, except when ``CI`` is set, where they fail.
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from backends import PG_URL, require_postgres
 
 from taskloom.storage import Store, open_store
-
-PG_URL = os.environ.get("TASKLOOM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _postgres_reachable() -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed (pip install -e '.[postgres]')"
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            pass
-        with psycopg.connect(PG_URL, connect_timeout=3):
-            pass
-    except Exception as exc:
-        return f"PostgreSQL at {PG_URL} is not reachable: {exc}"
-    return None
-
-
-_PG_PROBLEM: str | bool | None = False
-
-
-def require_postgres() -> None:
-    global _PG_PROBLEM
-    if _PG_PROBLEM is False:
-        _PG_PROBLEM = _postgres_reachable()
-    if _PG_PROBLEM:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs PostgreSQL: {_PG_PROBLEM}")
-        pytest.skip(str(_PG_PROBLEM))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -3,7 +3,7 @@ history events and store writes; on replay each is matched against history by ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from taskloom import history as h
@@ -23,6 +23,9 @@ class ScheduleTask(Action):
     input: str | None = None
     version: str | None = None
     retry_of: int | None = None  # the first attempt's id, for retries
+    # Which try of a retry policy this is: handed to the activity, not recorded in
+    # history, so it takes no part in replay matching.
+    attempt: int = field(default=1, compare=False)
 
     def describe(self) -> str:
         return f"call_activity({self.name!r}) #{self.id}"

@@ -197,7 +197,9 @@ def _apply_action(action: Action, rec: InstanceRecord, out: _Outbox, now: dateti
     iid, eid = rec.instance_id, rec.execution_id
     out.history.append(recording_event(action, now))
     if isinstance(action, ScheduleTask):
-        out.work_items.append(NewWorkItem(iid, eid, action.id, action.name, action.input, now))
+        out.work_items.append(
+            NewWorkItem(iid, eid, action.id, action.name, action.input, now, action.attempt - 1)
+        )
     elif isinstance(action, CreateTimer):
         fired = h.TimerFired(action.fire_at, timer_id=action.id, fire_at=action.fire_at)
         out.messages.append(Message(iid, fired, action.fire_at, eid))

@@ -79,6 +79,9 @@ class NewWorkItem:
     name: str
     input: str | None
     visible_at: datetime
+    # Leases before this one: a retry's n-th attempt starts at n - 1, so the first
+    # lease reports attempt n (and a redelivery after a crash counts as one more).
+    prior_attempts: int = 0
 
 
 @dataclass(frozen=True)

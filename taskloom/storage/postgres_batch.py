@@ -98,15 +98,15 @@ WITH c AS (
     WHERE u.owner IN (SELECT instance_id FROM fenced)
 ), work AS (
     INSERT INTO {s}.work_items
-        (hub, instance_id, execution_id, task_id, name, input, visible_at, ready_at)
+        (hub, instance_id, execution_id, task_id, name, input, visible_at, ready_at, attempt)
     SELECT %(hub)s, u.instance_id, u.execution_id, u.task_id, u.name, u.input,
-        u.visible_at, u.visible_at
+        u.visible_at, u.visible_at, u.attempt
     FROM unnest(
         %(work_owner)s::text[], %(work_instance)s::text[], %(work_execution)s::text[],
         %(work_task)s::int[], %(work_name)s::text[], %(work_input)s::text[],
-        %(work_visible)s::timestamptz[]
+        %(work_visible)s::timestamptz[], %(work_attempt)s::int[]
     ) WITH ORDINALITY AS u(owner, instance_id, execution_id, task_id, name, input,
-                           visible_at, ord)
+                           visible_at, attempt, ord)
     WHERE u.owner IN (SELECT instance_id FROM fenced)
     ORDER BY u.ord
 ), sent AS (
@@ -178,6 +178,7 @@ def commit_params(hub: str, commits: Sequence[EpisodeCommit]) -> dict[str, Any]:
         "work_name": [w.name for _, w in work],
         "work_input": [w.input for _, w in work],
         "work_visible": [w.visible_at for _, w in work],
+        "work_attempt": [w.prior_attempts for _, w in work],
         "message_owner": [owner for owner, _ in sent],
         **message_arrays([m for _, m in sent], "message_"),
     }

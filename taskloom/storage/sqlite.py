@@ -592,6 +592,7 @@ class SqliteStore(SqliteHostMixin, Store):
                     w.name,
                     w.input,
                     _us(w.visible_at),
+                    w.prior_attempts,
                 )
                 for w in commit.work_items
             ],

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from conftest import PG_URL, require_postgres
+from backends import PG_URL, require_postgres
 
 from taskloom.errors import ConfigurationError, StoreError, TaskloomError
 from taskloom.history import ExecutionStarted, OrchestratorStarted, TaskCompleted

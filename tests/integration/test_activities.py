@@ -7,9 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from apps import Claim
-from conftest import Env
+from envs import Env
 
 import taskloom as tl
 
@@ -87,11 +86,6 @@ async def test_retry_policy_exhausted_fails_instance(env: Env, tmp_path: Path) -
     assert kinds.count("TaskFailed") == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="activity_info().attempt is the work item's lease-delivery count, not the "
-    "retry-policy attempt: every retry is a new work item with attempt=1",
-)
 async def test_activity_info_attempt_counts_retries(env: Env) -> None:
     iid = await env.client.start_new("retry_attempt_info")
     state = await env.client.wait_for_completion(iid, timeout=DONE)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from apps import app
-from conftest import OPTIONS, Env
+from envs import OPTIONS, Env
 
 import taskloom as tl
 from taskloom.runtime.worker import Worker

@@ -4,7 +4,7 @@ names, unserialisable input, instance id reuse and bad store URLs."""
 from __future__ import annotations
 
 import pytest
-from conftest import Env
+from envs import Env
 
 import taskloom as tl
 

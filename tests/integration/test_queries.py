@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import Env, SyncEnv
+from envs import Env, SyncEnv
 
 import taskloom as tl
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Env
+from envs import Env
 
 import taskloom as tl
 

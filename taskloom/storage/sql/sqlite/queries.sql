@@ -17,8 +17,8 @@ INSERT INTO messages (hub, instance_id, execution_id, visible_at, event)
 VALUES (?, ?, ?, ?, ?)
 
 -- name: insert_work_item
-INSERT INTO work_items (hub, instance_id, execution_id, task_id, name, input, visible_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO work_items (hub, instance_id, execution_id, task_id, name, input, visible_at, attempt)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: next_lease_tokens
 UPDATE taskloom_counters SET value = value + ? WHERE name = 'lease_token' RETURNING value
