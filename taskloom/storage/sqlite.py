@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -34,6 +34,7 @@ from taskloom.errors import InstanceExistsError, StoreError
 from taskloom.history import HistoryEvent, dumps_event, loads_event
 from taskloom.models import FailureDetails, Status
 from taskloom.storage import local_bus
+from taskloom.storage import sqlite_codec as codec
 from taskloom.storage.base import (
     ActivityResult,
     EpisodeCommit,
@@ -52,10 +53,6 @@ from taskloom.storage.sqlite_host import SqliteHostMixin
 
 __all__ = ["SqliteStore"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-# Stay well below SQLITE_MAX_VARIABLE_NUMBER (32766 today, 999 in old builds).
-_CHUNK = 500
 _TERMINAL = tuple(s.value for s in Status if s.is_terminal)
 _INSTANCE_DATA = ("history", "messages", "work_items")
 
@@ -124,38 +121,6 @@ def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Conne
         raise
 
 
-def _us(moment: datetime) -> int:
-    """Microseconds since the epoch; a naive datetime is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _us_or_none(moment: datetime | None) -> int | None:
-    return None if moment is None else _us(moment)
-
-
-def _dt(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
-
-
-def _dt_or_none(value: int | None) -> datetime | None:
-    return None if value is None else _dt(value)
-
-
-def _seconds_to_us(seconds: float) -> int:
-    return round(seconds * 1_000_000)
-
-
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
-
-
 def _record_params(hub: str, record: InstanceRecord) -> dict[str, Any]:
     failure = None if record.failure is None else json.dumps(record.failure.to_dict())
     return {
@@ -169,11 +134,11 @@ def _record_params(hub: str, record: InstanceRecord) -> dict[str, Any]:
         "output": record.output,
         "custom_status": record.custom_status,
         "failure": failure,
-        "created_at": _us(record.created_at),
-        "updated_at": _us(record.updated_at),
-        "completed_at": _us_or_none(record.completed_at),
+        "created_at": codec.us(record.created_at),
+        "updated_at": codec.us(record.updated_at),
+        "completed_at": codec.us_or_none(record.completed_at),
         "parent_instance_id": record.parent_instance_id,
-        "scheduled_start_at": _us_or_none(record.scheduled_start_at),
+        "scheduled_start_at": codec.us_or_none(record.scheduled_start_at),
         "history_len": record.history_len,
     }
 
@@ -185,16 +150,16 @@ def _record(row: sqlite3.Row) -> InstanceRecord:
         execution_id=row["execution_id"],
         name=row["name"],
         status=Status(row["status"]),
-        created_at=_dt(row["created_at"]),
-        updated_at=_dt(row["updated_at"]),
+        created_at=codec.dt(row["created_at"]),
+        updated_at=codec.dt(row["updated_at"]),
         version=row["version"],
         input=row["input"],
         output=row["output"],
         custom_status=row["custom_status"],
         failure=None if failure is None else FailureDetails.from_dict(json.loads(failure)),
-        completed_at=_dt_or_none(row["completed_at"]),
+        completed_at=codec.dt_or_none(row["completed_at"]),
         parent_instance_id=row["parent_instance_id"],
-        scheduled_start_at=_dt_or_none(row["scheduled_start_at"]),
+        scheduled_start_at=codec.dt_or_none(row["scheduled_start_at"]),
         history_len=row["history_len"],
     )
 
@@ -203,7 +168,7 @@ def _message(row: sqlite3.Row) -> Message:
     return Message(
         instance_id=row["instance_id"],
         event=loads_event(row["event"]),
-        visible_at=_dt(row["visible_at"]),
+        visible_at=codec.dt(row["visible_at"]),
         execution_id=row["execution_id"],
         id=row["id"],
     )
@@ -233,7 +198,7 @@ def _where(hub: str, query: InstanceQuery) -> tuple[list[str], list[Any]]:
     params: list[Any] = [hub]
     if query.statuses is not None:
         statuses = sorted(s.value for s in query.statuses)
-        clauses.append(f"status IN ({_marks(len(statuses))})" if statuses else "0")
+        clauses.append(f"status IN ({codec.marks(len(statuses))})" if statuses else "0")
         params.extend(statuses)
     if query.name is not None:
         clauses.append("name = ?")
@@ -244,10 +209,10 @@ def _where(hub: str, query: InstanceQuery) -> tuple[list[str], list[Any]]:
         params.extend([len(query.instance_id_prefix), query.instance_id_prefix])
     if query.created_from is not None:
         clauses.append("created_at >= ?")
-        params.append(_us(query.created_from))
+        params.append(codec.us(query.created_from))
     if query.created_to is not None:
         clauses.append("created_at <= ?")
-        params.append(_us(query.created_to))
+        params.append(codec.us(query.created_to))
     if query.parent_instance_id is not None:
         clauses.append("parent_instance_id = ?")
         params.append(query.parent_instance_id)
@@ -392,10 +357,11 @@ class SqliteStore(SqliteHostMixin, Store):
     def _delete_in(
         self, conn: sqlite3.Connection, tables: Sequence[str], instance_ids: Sequence[str]
     ) -> None:
-        for chunk in _chunks(instance_ids):
+        for chunk in codec.chunks(instance_ids):
             for table in tables:
+                marks = codec.marks(len(chunk))
                 conn.execute(
-                    f"DELETE FROM {table} WHERE hub = ? AND instance_id IN ({_marks(len(chunk))})",
+                    f"DELETE FROM {table} WHERE hub = ? AND instance_id IN ({marks})",
                     (self.hub, *chunk),
                 )
 
@@ -418,7 +384,13 @@ class SqliteStore(SqliteHostMixin, Store):
         conn.executemany(
             _Q["insert_message"],
             [
-                (self.hub, m.instance_id, m.execution_id, _us(m.visible_at), dumps_event(m.event))
+                (
+                    self.hub,
+                    m.instance_id,
+                    m.execution_id,
+                    codec.us(m.visible_at),
+                    dumps_event(m.event),
+                )
                 for m in messages
             ],
         )
@@ -456,10 +428,10 @@ class SqliteStore(SqliteHostMixin, Store):
         ids = list(dict.fromkeys(instance_ids))
         histories: dict[str, list[HistoryEvent]] = {i: [] for i in ids}
         with self._read("read histories") as conn:
-            for chunk in _chunks(ids):
+            for chunk in codec.chunks(ids):
                 rows = conn.execute(
                     "SELECT instance_id, event FROM history WHERE hub = ? AND instance_id IN "
-                    f"({_marks(len(chunk))}) ORDER BY instance_id, seq",
+                    f"({codec.marks(len(chunk))}) ORDER BY instance_id, seq",
                     (self.hub, *chunk),
                 )
                 for row in rows:
@@ -490,7 +462,7 @@ class SqliteStore(SqliteHostMixin, Store):
         self, query: InstanceQuery, instance_ids: Sequence[str] | None = None
     ) -> int:
         clauses, params = _where(self.hub, query)
-        clauses.append(f"status IN ({_marks(len(_TERMINAL))})")
+        clauses.append(f"status IN ({codec.marks(len(_TERMINAL))})")
         params.extend(_TERMINAL)
         sql = f"SELECT instance_id FROM instances WHERE {' AND '.join(clauses)}"
         with self._write("purge instances") as conn:
@@ -498,8 +470,8 @@ class SqliteStore(SqliteHostMixin, Store):
                 doomed = [r[0] for r in conn.execute(sql, params)]
             else:
                 doomed = []
-                for chunk in _chunks(list(dict.fromkeys(instance_ids))):
-                    in_chunk = f"{sql} AND instance_id IN ({_marks(len(chunk))})"
+                for chunk in codec.chunks(list(dict.fromkeys(instance_ids))):
+                    in_chunk = f"{sql} AND instance_id IN ({codec.marks(len(chunk))})"
                     doomed += [r[0] for r in conn.execute(in_chunk, (*params, *chunk))]
             self._delete_in(conn, (*_INSTANCE_DATA, "instances"), doomed)
         return len(doomed)
@@ -509,7 +481,7 @@ class SqliteStore(SqliteHostMixin, Store):
     async def lease_episodes(
         self, now: datetime, limit: int, lease_for: float, owner: str
     ) -> list[LeasedEpisode]:
-        at = _us(now)
+        at = codec.us(now)
         params = (self.hub, at, at, limit)
         # Look without the writer lock first, so idle pollers never queue on it.
         if limit < 1 or not self._scalar("look for work", _Q["episode_candidates"], params):
@@ -521,11 +493,11 @@ class SqliteStore(SqliteHostMixin, Store):
                 return []
             last = conn.execute(_Q["next_lease_tokens"], (len(ids),)).fetchone()[0]
             tokens = dict(zip(ids, range(last - len(ids) + 1, last + 1), strict=True))
-            expires = at + _seconds_to_us(lease_for)
+            expires = at + codec.seconds_to_us(lease_for)
             conn.executemany(
                 _Q["lease_instance"], [(owner, tokens[i], expires, self.hub, i) for i in ids]
             )
-            marks = _marks(len(ids))
+            marks = codec.marks(len(ids))
             records = {
                 r["instance_id"]: _record(r)
                 for r in conn.execute(
@@ -575,10 +547,10 @@ class SqliteStore(SqliteHostMixin, Store):
             _Q["insert_history"],
             [(*key, seq, dumps_event(e)) for seq, e in enumerate(commit.history, start)],
         )
-        for chunk in _chunks(list(commit.consumed)):
+        for chunk in codec.chunks(list(commit.consumed)):
             conn.execute(
                 "DELETE FROM messages WHERE hub = ? AND instance_id = ? "
-                f"AND id IN ({_marks(len(chunk))})",
+                f"AND id IN ({codec.marks(len(chunk))})",
                 (*key, *chunk),
             )
         conn.executemany(
@@ -591,7 +563,7 @@ class SqliteStore(SqliteHostMixin, Store):
                     w.task_id,
                     w.name,
                     w.input,
-                    _us(w.visible_at),
+                    codec.us(w.visible_at),
                     w.prior_attempts,
                 )
                 for w in commit.work_items
@@ -616,20 +588,20 @@ class SqliteStore(SqliteHostMixin, Store):
     async def lease_activities(
         self, now: datetime, limit: int, lease_for: float, owner: str
     ) -> list[WorkItem]:
-        at = _us(now)
+        at = codec.us(now)
         params = (self.hub, at, limit)
         if limit < 1 or not self._scalar("look for work", _Q["activity_candidates"], params):
             return []
-        expires = at + _seconds_to_us(lease_for)
+        expires = at + codec.seconds_to_us(lease_for)
         with self._write("lease activities") as conn:
             ids = [r[0] for r in conn.execute(_Q["activity_candidates"], params)]
             rows: list[sqlite3.Row] = []
-            for chunk in _chunks(ids):
+            for chunk in codec.chunks(ids):
                 # Moving visible_at to the expiry hides the item until its lease lapses.
                 rows += conn.execute(
                     "UPDATE work_items SET lease_owner = ?, lease_token = lease_token + 1, "
                     "lease_expires = ?, visible_at = ?, attempt = attempt + 1 "
-                    f"WHERE hub = ? AND id IN ({_marks(len(chunk))}) RETURNING *",
+                    f"WHERE hub = ? AND id IN ({codec.marks(len(chunk))}) RETURNING *",
                     (owner, expires, expires, self.hub, *chunk),
                 ).fetchall()
         position = {work_item_id: n for n, work_item_id in enumerate(ids)}
@@ -654,7 +626,7 @@ class SqliteStore(SqliteHostMixin, Store):
     async def renew_activities(
         self, leases: Sequence[tuple[int, int]], now: datetime, lease_for: float
     ) -> list[bool]:
-        expires = _us(now) + _seconds_to_us(lease_for)
+        expires = codec.us(now) + codec.seconds_to_us(lease_for)
         with self._write("renew activity leases") as conn:
             return [
                 conn.execute(_Q["renew_activity"], (expires, expires, self.hub, i, t)).rowcount == 1
@@ -664,9 +636,9 @@ class SqliteStore(SqliteHostMixin, Store):
     # -- time -----------------------------------------------------------------------
 
     async def next_wakeup(self, now: datetime) -> datetime | None:
-        params = {"hub": self.hub, "now": _us(now)}
-        return _dt_or_none(self._scalar("find the next wake-up", _Q["next_wakeup"], params))
+        params = {"hub": self.hub, "now": codec.us(now)}
+        return codec.dt_or_none(self._scalar("find the next wake-up", _Q["next_wakeup"], params))
 
     async def has_runnable(self, now: datetime) -> bool:
-        params = {"hub": self.hub, "now": _us(now)}
+        params = {"hub": self.hub, "now": codec.us(now)}
         return bool(self._scalar("look for work", _Q["has_runnable"], params))

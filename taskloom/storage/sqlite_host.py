@@ -16,11 +16,12 @@ owner, so the same token can never ack or fail the message a second time.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from taskloom.storage import sqlite_codec as codec
 from taskloom.storage.host_base import (
     SCHEDULE_QUEUE,
     HostStore,
@@ -31,11 +32,6 @@ from taskloom.storage.host_base import (
 
 __all__ = ["SqliteHostMixin"]
 
-# The time encoding of sqlite.py (INTEGER microseconds since the epoch). Repeated here
-# because sqlite.py imports this module, so importing its helpers back would be a cycle.
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-_CHUNK = 500
 
 _MESSAGE_COLUMNS = "id, queue, body, dequeue_count, lease_token, inserted_at, error"
 _INSERT_MESSAGE = (
@@ -47,30 +43,6 @@ _SCHEDULE_COLUMNS = "name, spec, next_tick, paused, last_tick"
 _KEY_COLUMNS = "id, name, role, key_hash, created_at, revoked_at"
 
 
-def _us(moment: datetime) -> int:
-    """Microseconds since the epoch; a naive datetime is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _dt(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
-
-
-def _dt_or_none(value: int | None) -> datetime | None:
-    return None if value is None else _dt(value)
-
-
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
-
-
-def _chunks(items: Sequence[int]) -> Iterator[Sequence[int]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
 def _message(row: sqlite3.Row) -> QueueMessage:
     return QueueMessage(
         id=row["id"],
@@ -78,7 +50,7 @@ def _message(row: sqlite3.Row) -> QueueMessage:
         body=row["body"],
         dequeue_count=row["dequeue_count"],
         lease_token=row["lease_token"],
-        inserted_at=_dt(row["inserted_at"]),
+        inserted_at=codec.dt(row["inserted_at"]),
         error=row["error"],
     )
 
@@ -87,9 +59,9 @@ def _schedule(row: sqlite3.Row) -> ScheduleRecord:
     return ScheduleRecord(
         name=row["name"],
         spec=row["spec"],
-        next_tick=_dt(row["next_tick"]),
+        next_tick=codec.dt(row["next_tick"]),
         paused=bool(row["paused"]),
-        last_tick=_dt_or_none(row["last_tick"]),
+        last_tick=codec.dt_or_none(row["last_tick"]),
     )
 
 
@@ -99,8 +71,8 @@ def _key(row: sqlite3.Row) -> KeyRecord:
         name=row["name"],
         role=row["role"],
         key_hash=row["key_hash"],
-        created_at=_dt(row["created_at"]),
-        revoked_at=_dt_or_none(row["revoked_at"]),
+        created_at=codec.dt(row["created_at"]),
+        revoked_at=codec.dt_or_none(row["revoked_at"]),
     )
 
 
@@ -124,7 +96,8 @@ class SqliteHostMixin(HostStore):
     async def queue_put(self, queue: str, body: str, visible_at: datetime, now: datetime) -> int:
         with self._write(f"put a message on queue {queue!r}") as conn:
             cur = conn.execute(
-                _INSERT_MESSAGE, (self.hub, queue, body, _us(visible_at), _us(now), 0, None)
+                _INSERT_MESSAGE,
+                (self.hub, queue, body, codec.us(visible_at), codec.us(now), 0, None),
             )
             message_id = cur.lastrowid
         self._notify()
@@ -137,9 +110,9 @@ class SqliteHostMixin(HostStore):
         names = list(dict.fromkeys(queues))
         if limit < 1 or not names:
             return []
-        at = _us(now)
+        at = codec.us(now)
         candidates = (
-            f"SELECT id FROM queue_messages WHERE hub = ? AND queue IN ({_marks(len(names))}) "
+            f"SELECT id FROM queue_messages WHERE hub = ? AND queue IN ({codec.marks(len(names))}) "
             "AND visible_at <= ? ORDER BY visible_at, id LIMIT ?"
         )
         params = (self.hub, *names, at, limit)
@@ -152,11 +125,11 @@ class SqliteHostMixin(HostStore):
         with self._write(f"lease messages of {names}") as conn:
             # Again under the lock: another process may have leased some meanwhile.
             ids = [r[0] for r in conn.execute(candidates, params)]
-            for chunk in _chunks(ids):
+            for chunk in codec.chunks(ids):
                 rows += conn.execute(
                     "UPDATE queue_messages SET lease_owner = ?, lease_token = lease_token + 1, "
                     "dequeue_count = dequeue_count + 1, visible_at = ? "
-                    f"WHERE hub = ? AND id IN ({_marks(len(chunk))}) "
+                    f"WHERE hub = ? AND id IN ({codec.marks(len(chunk))}) "
                     f"RETURNING {_MESSAGE_COLUMNS}",
                     (owner, hidden_until, self.hub, *chunk),
                 ).fetchall()
@@ -200,7 +173,7 @@ class SqliteHostMixin(HostStore):
                         self.hub,
                         f"{row['queue']}-poison",
                         row["body"],
-                        _us(now),
+                        codec.us(now),
                         row["inserted_at"],
                         row["dequeue_count"],
                         error,
@@ -211,7 +184,7 @@ class SqliteHostMixin(HostStore):
                 conn.execute(
                     "UPDATE queue_messages SET visible_at = ?, error = ?, lease_owner = NULL "
                     "WHERE id = ?",
-                    (_us(retry_at), error, message_id),
+                    (codec.us(retry_at), error, message_id),
                 )
                 outcome = "retry"
         self._notify()
@@ -234,7 +207,7 @@ class SqliteHostMixin(HostStore):
                 "INSERT INTO schedules (hub, name, spec, next_tick) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (hub, name) DO UPDATE SET spec = excluded.spec, "
                 "next_tick = excluded.next_tick WHERE schedules.spec <> excluded.spec",
-                (self.hub, name, spec, _us(next_tick)),
+                (self.hub, name, spec, codec.us(next_tick)),
             )
             row = conn.execute(
                 f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE hub = ? AND name = ?",
@@ -258,12 +231,12 @@ class SqliteHostMixin(HostStore):
                 conn.execute(
                     "UPDATE schedules SET next_tick = ?, last_tick = ? "
                     "WHERE hub = ? AND name = ? AND next_tick = ? AND paused = 0",
-                    (_us(next_tick), _us(tick), self.hub, name, _us(tick)),
+                    (codec.us(next_tick), codec.us(tick), self.hub, name, codec.us(tick)),
                 ).rowcount
                 == 1
             )
             if claimed:
-                at = _us(now)
+                at = codec.us(now)
                 conn.execute(_INSERT_MESSAGE, (self.hub, SCHEDULE_QUEUE, body, at, at, 0, None))
         if claimed:
             self._notify()
@@ -272,7 +245,7 @@ class SqliteHostMixin(HostStore):
     async def schedule_set_paused(
         self, name: str, paused: bool, next_tick: datetime | None
     ) -> bool:
-        tick = None if next_tick is None else _us(next_tick)
+        tick = None if next_tick is None else codec.us(next_tick)
         with self._write(f"pause or resume schedule {name!r}") as conn:
             updated = conn.execute(
                 "UPDATE schedules SET paused = ?, next_tick = COALESCE(?, next_tick) "
@@ -284,11 +257,19 @@ class SqliteHostMixin(HostStore):
     # -- keys and secrets -----------------------------------------------------------
 
     async def key_create(self, key: KeyRecord) -> None:
-        revoked = None if key.revoked_at is None else _us(key.revoked_at)
+        revoked = None if key.revoked_at is None else codec.us(key.revoked_at)
         with self._write(f"create API key {key.id!r}") as conn:
             conn.execute(
                 f"INSERT INTO api_keys (hub, {_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (self.hub, key.id, key.name, key.role, key.key_hash, _us(key.created_at), revoked),
+                (
+                    self.hub,
+                    key.id,
+                    key.name,
+                    key.role,
+                    key.key_hash,
+                    codec.us(key.created_at),
+                    revoked,
+                ),
             )
 
     async def key_list(self) -> list[KeyRecord]:
@@ -305,7 +286,7 @@ class SqliteHostMixin(HostStore):
         with self._write(f"revoke API key {key_id!r}") as conn:
             updated = conn.execute(
                 "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE hub = ? AND id = ?",
-                (_us(now), self.hub, key_id),
+                (codec.us(now), self.hub, key_id),
             ).rowcount
         return updated == 1
 
