@@ -14,6 +14,8 @@ from taskloom.converter import DataConverter, default_converter
 from taskloom.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from fastapi import APIRouter
+
     from taskloom.client import Client
     from taskloom.runtime.worker import WorkerOptions
 
@@ -89,7 +91,7 @@ class App:
         self.orchestrators: dict[str, Callable[[OrchestrationContext], Any]] = {}
         self.schedules: dict[str, Schedule] = {}
         self.queue_triggers: dict[str, QueueTrigger] = {}
-        self._router: Any = None
+        self._router: APIRouter | None = None
         self._limits = {
             "max_concurrent_activities": max_concurrent_activities,
             "max_concurrent_orchestrations": max_concurrent_orchestrations,
@@ -218,7 +220,7 @@ class App:
         return register
 
     @property
-    def api(self) -> Any:
+    def api(self) -> APIRouter:
         """A FastAPI ``APIRouter`` for the app's own HTTP routes (served by ``taskloom
         serve`` beside the management API); handlers get a client with
         ``Depends(taskloom.http.client)``."""
