@@ -32,6 +32,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict taskloom
+	for app in samples/*/app.py; do $(BIN)/mypy --strict "$$app" || exit 1; done
 
 format: venv
 	$(BIN)/ruff format .
