@@ -218,7 +218,9 @@ class PostgresStore(PostgresHostMixin, Store):
                 max_size=self._max_size,
                 kwargs=self._kwargs,
                 open=False,
-                timeout=5.0,
+                # How long a caller queues for a free connection: a burst of thousands of
+                # concurrent calls is normal load, not an outage.
+                timeout=60.0,
                 name=f"taskloom:{self.hub}",
             )
             try:
