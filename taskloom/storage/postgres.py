@@ -49,8 +49,6 @@ Choices, and why:
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,17 +60,14 @@ from psycopg import AsyncConnection, AsyncCursor
 from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 from taskloom.errors import ConfigurationError, InstanceExistsError, StoreError
-from taskloom.history import HistoryEvent, dumps_event, loads_event
-from taskloom.models import FailureDetails, Status
+from taskloom.history import dumps_event, loads_event
+from taskloom.models import Status
 from taskloom.storage.base import (
     ActivityResult,
     EpisodeCommit,
-    InstanceQuery,
-    InstanceRecord,
     LeasedEpisode,
     Message,
     NewInstance,
-    QueryResult,
     Store,
     WorkItem,
     child_conflict_message,
@@ -104,6 +99,7 @@ from taskloom.storage.postgres_notify import (
     stable_key,
     validate_schema,
 )
+from taskloom.storage.postgres_reads import PostgresReadsMixin, instance_from_row
 
 __all__ = ["PostgresStore"]
 
@@ -116,44 +112,7 @@ Cur = AsyncCursor[tuple[Any, ...]]
 _TERMINAL = [s.value for s in Status if s.is_terminal]
 
 
-def _instance_from_row(row: Sequence[Any]) -> InstanceRecord:
-    failure = row[8]
-    return InstanceRecord(
-        instance_id=row[0],
-        execution_id=row[1],
-        name=row[2],
-        version=row[3],
-        status=Status(row[4]),
-        input=row[5],
-        output=row[6],
-        custom_status=row[7],
-        failure=FailureDetails.from_dict(json.loads(failure)) if failure else None,
-        created_at=row[9],
-        updated_at=row[10],
-        completed_at=row[11],
-        parent_instance_id=row[12],
-        scheduled_start_at=row[13],
-        history_len=row[14],
-    )
-
-
-def _encode_token(created_at: datetime, instance_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), instance_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created, instance_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(instance_id)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(
-            f"invalid continuation token {token!r}: pass back one a query returned"
-        ) from exc
-
-
-class PostgresStore(PostgresHostMixin, Store):
+class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
     """One task hub in a PostgreSQL database (see the module docstring)."""
 
     def __init__(
@@ -426,122 +385,6 @@ class PostgresStore(PostgresHostMixin, Store):
         await self._run(op)
         self._notify()
 
-    async def get_instance(self, instance_id: str) -> InstanceRecord | None:
-        async def op(conn: Conn) -> InstanceRecord | None:
-            cur = await conn.execute(
-                f"SELECT {INSTANCE_COLUMNS} FROM {self._s}.instances "
-                "WHERE hub = %s AND instance_id = %s",
-                [self.hub, instance_id],
-            )
-            row = await cur.fetchone()
-            return None if row is None else _instance_from_row(row)
-
-        return await self._run(op)
-
-    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
-        return (await self.load_histories([instance_id]))[instance_id]
-
-    async def load_histories(self, instance_ids: Sequence[str]) -> dict[str, list[HistoryEvent]]:
-        ids = list(dict.fromkeys(instance_ids))
-        if not ids:
-            return {}
-
-        async def op(conn: Conn) -> list[tuple[Any, ...]]:
-            cur = await conn.execute(
-                f"SELECT instance_id, event FROM {self._s}.history "
-                "WHERE hub = %s AND instance_id = ANY(%s::text[]) ORDER BY instance_id, seq",
-                [self.hub, ids],
-            )
-            return await cur.fetchall()
-
-        found: dict[str, list[HistoryEvent]] = {i: [] for i in ids}
-        for instance_id, event in await self._run(op):
-            found[instance_id].append(loads_event(event))
-        return found
-
-    def _filters(self, query: InstanceQuery) -> tuple[str, list[Any]]:
-        """WHERE conditions (after ``hub = %s``) and their parameters for a query."""
-        conds: list[str] = []
-        params: list[Any] = []
-        if query.statuses is not None:
-            conds.append("status = ANY(%s::text[])")
-            params.append([s.value for s in query.statuses])
-        if query.name is not None:
-            conds.append("name = %s")
-            params.append(query.name)
-        if query.instance_id_prefix:
-            prefix = query.instance_id_prefix
-            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            conds.append("instance_id LIKE %s")
-            params.append(escaped + "%")
-        if query.created_from is not None:
-            conds.append("created_at >= %s")
-            params.append(query.created_from)
-        if query.created_to is not None:
-            conds.append("created_at <= %s")
-            params.append(query.created_to)
-        if query.parent_instance_id is not None:
-            conds.append("parent_instance_id = %s")
-            params.append(query.parent_instance_id)
-        return "".join(f" AND {c}" for c in conds), params
-
-    async def query_instances(
-        self, query: InstanceQuery, page_size: int, continuation_token: str | None
-    ) -> QueryResult:
-        if page_size < 1:
-            raise ValueError(f"page_size must be at least 1, not {page_size}")
-        where, params = self._filters(query)
-        if continuation_token:
-            created, last_id = _decode_token(continuation_token)
-            where += " AND (created_at, instance_id) > (%s, %s)"
-            params += [created, last_id]
-
-        async def op(conn: Conn) -> list[tuple[Any, ...]]:
-            cur = await conn.execute(
-                f"SELECT {INSTANCE_COLUMNS} FROM {self._s}.instances WHERE hub = %s{where} "
-                "ORDER BY created_at, instance_id LIMIT %s",
-                [self.hub, *params, page_size + 1],
-            )
-            return await cur.fetchall()
-
-        rows = await self._run(op)
-        records = [_instance_from_row(r) for r in rows[:page_size]]
-        token = None
-        if len(rows) > page_size:
-            last = records[-1]
-            token = _encode_token(last.created_at, last.instance_id)
-        return QueryResult(records, token)
-
-    async def purge_instances(
-        self, query: InstanceQuery, instance_ids: Sequence[str] | None = None
-    ) -> int:
-        where, params = self._filters(query)
-        if instance_ids is not None:
-            if not instance_ids:
-                return 0
-            where += " AND instance_id = ANY(%s::text[])"
-            params.append(list(instance_ids))
-        s = self._s
-
-        async def op(conn: Conn) -> int:
-            # One statement: the CTEs delete the dependants of exactly the rows deleted.
-            cur = await conn.execute(
-                f"WITH gone AS (DELETE FROM {s}.instances WHERE hub = %s "
-                f"AND status = ANY(%s::text[]){where} RETURNING instance_id), "
-                f"h AS (DELETE FROM {s}.history WHERE hub = %s "
-                "AND instance_id IN (SELECT instance_id FROM gone)), "
-                f"m AS (DELETE FROM {s}.messages WHERE hub = %s "
-                "AND instance_id IN (SELECT instance_id FROM gone)), "
-                f"w AS (DELETE FROM {s}.work_items WHERE hub = %s "
-                "AND instance_id IN (SELECT instance_id FROM gone)) "
-                "SELECT count(*) FROM gone",
-                [self.hub, _TERMINAL, *params, self.hub, self.hub, self.hub],
-            )
-            row = await cur.fetchone()
-            return int(row[0]) if row else 0
-
-        return await self._run(op)
-
     # -- orchestration episodes -----------------------------------------------------
 
     async def lease_episodes(
@@ -604,7 +447,7 @@ class PostgresStore(PostgresHostMixin, Store):
                 for row in leased:
                     messages = inbox[row[0]]
                     if messages:
-                        episodes.append(LeasedEpisode(_instance_from_row(row), messages, row[-3]))
+                        episodes.append(LeasedEpisode(instance_from_row(row), messages, row[-3]))
                     else:  # consumed between our snapshot and our lock
                         emptied.append(row[0])
                 if emptied:
