@@ -109,8 +109,6 @@ T = TypeVar("T")
 Conn = AsyncConnection[tuple[Any, ...]]
 Cur = AsyncCursor[tuple[Any, ...]]
 
-_TERMINAL = [s.value for s in Status if s.is_terminal]
-
 
 class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
     """One task hub in a PostgreSQL database (see the module docstring)."""
