@@ -90,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("instance_id")
         cmd.add_argument("--reason")
     managed("purge", "delete a finished instance").add_argument("instance_id")
+    restart = managed("restart", "start an instance's orchestration again; prints the id")
+    restart.add_argument("instance_id")
+    restart.add_argument(
+        "--same-id", action="store_true", help="replace the finished instance, keep its id"
+    )
     listing = managed("list", "list instances")
     listing.add_argument("--status", action="append")
     listing.add_argument("--name")
@@ -149,6 +154,8 @@ def _manage(args: argparse.Namespace) -> int:
             getattr(client, cmd)(args.instance_id, args.reason)
         elif cmd == "purge":
             print(client.purge(args.instance_id))
+        elif cmd == "restart":
+            print(client.restart(args.instance_id, new_instance_id=not args.same_id))
         elif cmd == "list":
             page = client.query(
                 statuses=args.status,

@@ -86,12 +86,22 @@ class AsyncClient:
             raise ValueError(f"orchestration name must be a non-empty string, got {name!r}")
         if start_at is not None and start_at.tzinfo is None:
             raise ValueError("start_at must be an aware datetime (e.g. datetime.now(UTC))")
-        iid = instance_id or uuid.uuid4().hex
         text = (
             None
             if input is None
             else self.converter.dumps(input, what=f"input of orchestration {name!r}")
         )
+        return await self._create(name, text, instance_id, start_at, version)
+
+    async def _create(
+        self,
+        name: str,
+        text: str | None,
+        instance_id: str | None,
+        start_at: datetime | None,
+        version: str | None,
+    ) -> str:
+        iid = instance_id or uuid.uuid4().hex
         store = await self._ready()
         now = self.clock.now()
         eid = uuid.uuid4().hex
@@ -261,6 +271,14 @@ class AsyncClient:
             instance_id, h.ExecutionRewound(self.clock.now(), reason=reason), self.clock.now()
         )
         await self.store.enqueue_messages([message])
+
+    async def restart(self, instance_id: str, *, new_instance_id: bool = True) -> str:
+        """Start the instance's orchestration again with its input and version; under a
+        new random id, or (``new_instance_id=False``) replacing the finished instance."""
+        record = await self._require(instance_id)
+        reuse = None if new_instance_id else instance_id
+        # The stored input text is reused as is: it need not decode in this process.
+        return await self._create(record.name, record.input, reuse, None, record.version)
 
     async def _send(self, instance_id: str, event: h.HistoryEvent) -> None:
         record = await self._require(instance_id)
@@ -504,6 +522,9 @@ class Client:
 
     def purge(self, instance_id: str) -> int:
         return self._run(self._async.purge(instance_id))
+
+    def restart(self, instance_id: str, *, new_instance_id: bool = True) -> str:
+        return self._run(self._async.restart(instance_id, new_instance_id=new_instance_id))
 
     def purge_many(
         self,

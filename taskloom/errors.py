@@ -8,6 +8,7 @@
     ├── InstanceExistsError         start_new on an id that is still running
     ├── InstanceNotFoundError       an operation on an id the hub does not hold
     ├── InvalidStateError           an operation the instance's status does not allow
+    ├── ScheduleNotFoundError       a schedule name the hub does not hold (also LookupError)
     ├── StoreError                  the store failed (a driver error, translated)
     ├── OrchestrationError          raised inside orchestrator code
     │   ├── TaskFailedError         an activity or sub-orchestration failed (.details)
@@ -48,6 +49,11 @@ class InstanceNotFoundError(TaskloomError):
 
 class InvalidStateError(TaskloomError):
     """The instance's current status does not allow the operation."""
+
+
+class ScheduleNotFoundError(TaskloomError, LookupError):
+    """No schedule with this name is stored in the hub (a host registers an app's
+    schedules when it starts)."""
 
 
 class StoreError(TaskloomError):

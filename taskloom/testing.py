@@ -72,7 +72,7 @@ class TestEnv:
             self._store_url = f"sqlite:///{Path(self._tmp) / 'taskloom.db'}"
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self._call(self._start())
+        self.run(self._start())
         self.client = Client(_async=self.async_client, _loop=self._loop)
         return self
 
@@ -101,7 +101,7 @@ class TestEnv:
             self._parts.append(await start_http(self.app, self.async_client, "127.0.0.1", port))
 
     def __exit__(self, *exc: object) -> None:
-        self._call(self._stop())
+        self.run(self._stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)
@@ -115,7 +115,8 @@ class TestEnv:
         await self.worker.stop(drain_timeout=5)
         await self.store.close()
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the environment's loop (e.g. against ``env.store``)."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def now(self) -> datetime:

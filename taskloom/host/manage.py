@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from taskloom.errors import TaskloomError
+from taskloom.errors import ScheduleNotFoundError, TaskloomError
 from taskloom.host import security
 from taskloom.host.schedules import Spec, host_store, tick_body
 from taskloom.models import Status
@@ -20,11 +20,6 @@ from taskloom.storage.base import InstanceQuery, Store
 from taskloom.storage.host_base import SCHEDULE_QUEUE, KeyRecord, QueueMessage, ScheduleRecord
 
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.TERMINATED})
-
-
-class ScheduleNotFoundError(TaskloomError, LookupError):
-    """No schedule with this name is stored in the hub (a host registers an app's
-    schedules when it starts)."""
 
 
 # -- schedules ---------------------------------------------------------------------

@@ -27,10 +27,11 @@ from taskloom.errors import (
     InstanceExistsError,
     InstanceNotFoundError,
     InvalidStateError,
+    ScheduleNotFoundError,
     SerializationError,
     StoreError,
 )
-from taskloom.http import links, management, payloads
+from taskloom.http import links, management, payloads, triggers
 from taskloom.http.auth import KeyCache
 from taskloom.storage.host_base import HostStore
 
@@ -43,6 +44,7 @@ access_log = logging.getLogger("taskloom.http.access")
 
 _STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (InstanceNotFoundError, 404),
+    (ScheduleNotFoundError, 404),
     (InvalidStateError, 410),
     (InstanceExistsError, 409),
     (SerializationError, 400),
@@ -75,6 +77,7 @@ def create_asgi_app(app: App, client: AsyncClient, *, open_without_keys: bool) -
 
     api.include_router(management.router)
     api.include_router(links.router)
+    api.include_router(triggers.router)
     api.include_router(app.api)
 
     api.add_exception_handler(RequestValidationError, _invalid_request)

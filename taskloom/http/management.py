@@ -315,12 +315,7 @@ _control("rewind", "Rewind a Failed instance to re-run its failed tasks")
 async def restart(
     request: Request, instanceId: str, restartWithNewInstanceId: bool = True, _: Any = auth.write
 ) -> Response:
-    client = _client(request)
-    await _known(client, instanceId)
-    state = await client.get_status(instanceId)
-    assert state is not None
-    new_id = None if restartWithNewInstanceId else instanceId
-    iid = await client.start_new(state.name, state.input, new_id, version=state.version)
+    iid = await _client(request).restart(instanceId, new_instance_id=restartWithNewInstanceId)
     log.info("restarted %s as %s", instanceId, iid, extra={"instance_id": iid})
     return _payload_response(request, iid)
 

@@ -144,6 +144,10 @@ def test_serve_and_manage_instances(
     by_prefix = manage("list", "--prefix", "w").stdout.splitlines()
     assert sorted(json.loads(line)["instanceId"] for line in by_prefix) == ["w1", "w2", "w3"]
 
+    # Restart the finished chain under its own id: same input, same output again.
+    assert manage("restart", "c1", "--same-id").stdout.strip() == "c1"
+    assert client.wait_for_completion("c1", 30).output == 13
+
     assert manage("purge", "c1").stdout.strip() == "1"
     assert manage("purge", "c1").stdout.strip() == "0"
     gone = manage("status", "c1", ok=False)
