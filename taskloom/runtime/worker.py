@@ -149,23 +149,38 @@ class Worker:
             )
             if not episodes:
                 return 0
-            histories = await self._histories(episodes)
-            planned: dict[str, Planned] = {}
-            for episode in episodes:
-                iid = episode.instance.instance_id
-                try:
-                    planned[iid] = self._plan(episode, histories.get(iid, []))
-                except Exception:
-                    log.exception("episode of instance %r failed; it will be retried", iid)
-                    self._cache.pop(iid, None)
-                    await self.store.abandon_episode(iid, episode.lease_token)
-            commits = [p.commit for p in planned.values()]
-            applied = await self.store.complete_episodes(commits, self.clock.now())
-            for (iid, plan), ok in zip(planned.items(), applied, strict=True):
-                self._remember(iid, plan, ok)
+            try:
+                await self._run_episodes(episodes)
+            except Exception:
+                # The store failed mid-batch: release the leases now rather than leave
+                # these instances idle until the leases expire. Our cached runs may
+                # have moved ahead of what was stored, so they go too.
+                for episode in episodes:
+                    self._cache.pop(episode.instance.instance_id, None)
+                    with contextlib.suppress(Exception):
+                        await self.store.abandon_episode(
+                            episode.instance.instance_id, episode.lease_token
+                        )
+                raise
             return len(episodes)
         finally:
             self._planning = False
+
+    async def _run_episodes(self, episodes: list[LeasedEpisode]) -> None:
+        histories = await self._histories(episodes)
+        planned: dict[str, Planned] = {}
+        for episode in episodes:
+            iid = episode.instance.instance_id
+            try:
+                planned[iid] = self._plan(episode, histories.get(iid, []))
+            except Exception:
+                log.exception("episode of instance %r failed; it will be retried", iid)
+                self._cache.pop(iid, None)
+                await self.store.abandon_episode(iid, episode.lease_token)
+        commits = [p.commit for p in planned.values()]
+        applied = await self.store.complete_episodes(commits, self.clock.now())
+        for (iid, plan), ok in zip(planned.items(), applied, strict=True):
+            self._remember(iid, plan, ok)
 
     async def _histories(self, episodes: list[LeasedEpisode]) -> dict[str, list[h.HistoryEvent]]:
         missing = [e.instance.instance_id for e in episodes if self._cached(e) is None]
