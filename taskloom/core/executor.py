@@ -357,10 +357,14 @@ class OrchestrationRun:
             if save_events:
                 result.carryover = [item for queue in st.event_buffer.values() for item in queue]
             result.carryover += [(e.name, e.input) for e in self._late_events]
-        elif status is Status.TERMINATED:
+        if status is Status.TERMINATED:
             result.open_children = list(self._children.values())
-        elif not self.is_done:
+        if not self.is_done:
             result.actions = list(st.pending_actions.values())
+        elif status is not Status.FAILED:
+            # Events sent just before finishing (notify, then return or continue as new)
+            # still go out; anything else scheduled with them is moot once the run ends.
+            result.actions = [a for a in st.pending_actions.values() if isinstance(a, SendEvent)]
         return result
 
 

@@ -169,7 +169,7 @@ def _commit(
         "updated_at": now,
     }
     if status is Status.CONTINUED_AS_NEW:
-        return _continue_as_new(episode, history, result, now, consumed)
+        return _continue_as_new(episode, history, result, now, consumed, out.messages)
     if status.is_terminal:
         _finish(rec, history, result, out, now)
         updates.update(output=result.output, failure=result.failure, completed_at=now)
@@ -284,6 +284,7 @@ def _continue_as_new(
     result: ExecutionResult,
     now: datetime,
     consumed: list[int],
+    sent: list[Message],
 ) -> Planned:
     rec = episode.instance
     started = _started_event(full) or _started_event(result.applied)
@@ -298,7 +299,7 @@ def _continue_as_new(
         rec.version,
         started.parent if started else None,
     )
-    messages = [Message(rec.instance_id, start, now)]
+    messages = [*sent, Message(rec.instance_id, start, now)]
     for name, data in result.carryover:
         messages.append(Message(rec.instance_id, h.EventRaised(now, name=name, input=data), now))
     instance = dataclasses.replace(

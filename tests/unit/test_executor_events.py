@@ -535,3 +535,26 @@ def test_retry_policy_argument_is_accepted_by_both_spellings(kind: str) -> None:
     assert [type(a).__name__ for a in result.actions] == [
         "ScheduleTask" if kind == "activity" else "CreateSubOrchestration"
     ]
+
+
+def test_an_event_sent_just_before_returning_still_goes_out() -> None:
+    def notify_then_finish(ctx: tl.OrchestrationContext) -> Any:
+        ctx.send_event("monitor", "Done", {"n": 1})
+        return "finished"
+        yield  # a generator
+
+    result = execute("i", resolver(main=notify_then_finish), [], episode(T0, started("main")))
+    assert result.status is Status.COMPLETED
+    assert result.actions == [SendEvent(0, "monitor", "Done", dumps({"n": 1}))]
+
+
+def test_an_event_sent_just_before_continue_as_new_still_goes_out() -> None:
+    def loop(ctx: tl.OrchestrationContext) -> Any:
+        ctx.send_event("monitor", "Tick", ctx.get_input())
+        ctx.continue_as_new(ctx.get_input() + 1)
+        return None
+        yield  # a generator
+
+    result = execute("i", resolver(main=loop), [], episode(T0, started("main", 1)))
+    assert result.status is Status.CONTINUED_AS_NEW
+    assert result.actions == [SendEvent(0, "monitor", "Tick", dumps(1))]
