@@ -277,13 +277,19 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
             return
         await cur.execute(
             f"INSERT INTO {self._s}.messages (hub, instance_id, execution_id, visible_at, event) "
-            "SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])",
+            "SELECT %s, u.* FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[]) "
+            "AS u(instance_id, execution_id, visible_at, event) "
+            # Messages for instances that do not exist are dropped: they could never be
+            # consumed (Durable Functions drops events sent to unknown instances too).
+            f"WHERE EXISTS (SELECT 1 FROM {self._s}.instances i "
+            "WHERE i.hub = %s AND i.instance_id = u.instance_id)",
             [
                 self.hub,
                 [m.instance_id for m in messages],
                 [m.execution_id for m in messages],
                 [m.visible_at for m in messages],
                 [dumps_event(m.event) for m in messages],
+                self.hub,
             ],
         )
 
@@ -402,10 +408,15 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
                 await cur.execute(
                     # Only the oldest ``scan`` visible messages are looked at, read in
                     # index order, so a deep backlog costs a bounded scan, not all of it.
+                    # Messages of leased instances are skipped inside the window, so one
+                    # busy instance cannot crowd everyone else out of it.
                     f"WITH ready AS (SELECT instance_id, min(visible_at) AS first_at, "
-                    "min(id) AS first_id FROM (SELECT instance_id, visible_at, id "
-                    f"FROM {s}.messages WHERE hub = %(hub)s AND visible_at <= %(now)s "
-                    "ORDER BY visible_at LIMIT %(scan)s) oldest GROUP BY instance_id), "
+                    "min(id) AS first_id FROM (SELECT m.instance_id, m.visible_at, m.id "
+                    f"FROM {s}.messages m JOIN {s}.instances o "
+                    "ON o.hub = m.hub AND o.instance_id = m.instance_id "
+                    "WHERE m.hub = %(hub)s AND m.visible_at <= %(now)s "
+                    "AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= %(now)s) "
+                    "ORDER BY m.visible_at LIMIT %(scan)s) oldest GROUP BY instance_id), "
                     "picked AS (SELECT i.instance_id, r.first_at, r.first_id "
                     f"FROM ready r JOIN {s}.instances i "
                     "ON i.hub = %(hub)s AND i.instance_id = r.instance_id "

@@ -118,6 +118,8 @@ WITH c AS (
         %(message_event)s::text[]
     ) WITH ORDINALITY AS u(owner, instance_id, execution_id, visible_at, event, ord)
     WHERE u.owner IN (SELECT instance_id FROM fenced)
+        AND EXISTS (SELECT 1 FROM {s}.instances t
+                    WHERE t.hub = %(hub)s AND t.instance_id = u.instance_id)
     ORDER BY u.ord
 )
 SELECT instance_id FROM fenced"""

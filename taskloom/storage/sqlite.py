@@ -384,13 +384,13 @@ class SqliteStore(SqliteHostMixin, Store):
         conn.executemany(
             _Q["insert_message"],
             [
-                (
-                    self.hub,
-                    m.instance_id,
-                    m.execution_id,
-                    codec.us(m.visible_at),
-                    dumps_event(m.event),
-                )
+                {
+                    "hub": self.hub,
+                    "instance_id": m.instance_id,
+                    "execution_id": m.execution_id,
+                    "visible_at": codec.us(m.visible_at),
+                    "event": dumps_event(m.event),
+                }
                 for m in messages
             ],
         )
