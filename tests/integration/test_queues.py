@@ -156,7 +156,7 @@ async def test_sigkilled_host_message_is_delivered_again(
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             return marker.exists()
 
-        await wait_until(started, 20, "the first host to take the message")
+        await wait_until(started, 60, "the first host to take the message")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -169,9 +169,9 @@ async def test_sigkilled_host_message_is_delivered_again(
 
     host = await start_host(app, store_url, hub)
     try:
-        await wait_until(lambda: _true(bool(got)), 10, "redelivery to the second host")
+        await wait_until(lambda: _true(bool(got)), 30, "redelivery to the second host")
         assert got == [{"job": 42}]
-        await wait_until(lambda: _no_messages(host, "slow"), 5, "acknowledged")
+        await wait_until(lambda: _no_messages(host, "slow"), 15, "acknowledged")
     finally:
         await host.stop()
         await sender.close()
