@@ -83,6 +83,39 @@ def _key_of(bearer: HTTPAuthorizationCredentials | None, code: str | None) -> st
     return code or None
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def _host_name(value: str) -> str:
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value.split("]", 1)[0] + "]"
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _refuse_foreign_browsers(request: Request) -> None:
+    """An open (keyless, loopback) host only answers local callers by local names.
+
+    A web page the developer visits can send requests to 127.0.0.1 (cross-site, with an
+    ``Origin`` header) or reach it under its own name through DNS rebinding (a foreign
+    ``Host``); neither may act as the keyless admin.
+    """
+    host = _host_name(request.headers.get("host", ""))
+    if host not in _LOOPBACK_NAMES:
+        raise HTTPException(
+            403,
+            f"this host has no API keys and only answers requests addressed to localhost "
+            f"or 127.0.0.1, not {host!r}; create a key (taskloom keys create) to serve others",
+        )
+    origin = request.headers.get("origin")
+    if origin is not None and _host_name(origin.split("://", 1)[-1]) not in _LOOPBACK_NAMES:
+        raise HTTPException(
+            403,
+            f"cross-site request from {origin!r} refused: this host has no API keys; "
+            "browsers may only call it from pages served by localhost",
+        )
+
+
 def authorize(permission: str) -> Any:
     """A FastAPI dependency that admits callers whose role has ``permission`` (``read``,
     ``write``, ``work`` or ``admin``) and returns their :class:`Principal`. User routes
@@ -97,6 +130,7 @@ def authorize(permission: str) -> Any:
         key = _key_of(bearer, code)
         if key is None:
             if request.app.state.taskloom_open and not await keys.any_keys():
+                _refuse_foreign_browsers(request)
                 principal = Principal(None, "admin")
             else:
                 raise HTTPException(
@@ -109,7 +143,10 @@ def authorize(permission: str) -> Any:
             record = await keys.lookup(key)
             if record is None:
                 raise HTTPException(
-                    401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+                    401,
+                    "unknown or revoked API key: check the key you sent, or ask an admin "
+                    "for a new one (taskloom keys create --role ...)",
+                    headers={"WWW-Authenticate": "Bearer"},
                 )
             principal = Principal(record.id, record.role, record.name)
         if not security.allows(principal.role, permission):

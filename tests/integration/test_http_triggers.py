@@ -114,3 +114,23 @@ def test_schedule_and_queue_routes_check_roles() -> None:
 
 def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def test_a_keyless_loopback_host_refuses_foreign_pages_and_rebound_names() -> None:
+    app, _ = make_app()
+    with tl.testing.TestEnv(app, http=True) as env, httpx.Client(base_url=env.base_url) as http:
+        start = f"{BASE}/orchestrators/echo"
+        assert http.post(start, json=1).status_code == 202
+        assert http.post(start, json=1, headers={"Origin": "http://localhost:3000"}).is_success
+        cross_site = http.post(start, json=1, headers={"Origin": "https://evil.example"})
+        assert cross_site.status_code == 403 and "cross-site" in cross_site.json()["detail"]
+        rebound = http.post(start, json=1, headers={"Host": "evil.example"})
+        assert rebound.status_code == 403 and "localhost" in rebound.json()["detail"]
+        # With a key, callers are known and the names they use do not matter.
+        from taskloom.host import manage
+
+        key = env.run(manage.create_key(env.store, "contributor", None, env.now())).key
+        keyed = http.post(
+            start, json=1, headers={"Host": "tasks.example", "Authorization": f"Bearer {key}"}
+        )
+        assert keyed.status_code == 202
