@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from taskloom.app import App
 from taskloom.client import AsyncClient, Client
 from taskloom.clock import VirtualClock
+from taskloom.host.queues import QueueRunner
 from taskloom.runtime.worker import Worker, WorkerOptions
 from taskloom.storage import Store, open_store
 
@@ -128,15 +129,20 @@ class TestEnv:
         self.clock.advance(delta)
         self._loop.call_soon_threadsafe(self.worker.wake)
 
+    def _idle(self) -> bool:
+        """The worker holds nothing and no queue or schedule handler is running."""
+        handlers = sum(part.in_flight for part in self._parts if isinstance(part, QueueRunner))
+        return self.worker.is_idle and handlers == 0
+
     async def _skip_time(self) -> bool:
         # Called by a waiting client on the worker's loop, so these checks and the
         # worker's state cannot change under us between awaits of our own.
-        if not self.worker.is_idle:
+        if not self._idle():
             return False
         now = self.clock.now()
         if await self.store.has_runnable(now):
             return False
-        if not self.worker.is_idle:
+        if not self._idle():
             return False
         upcoming = await self.store.next_wakeup(now)
         if upcoming is None or upcoming <= now:

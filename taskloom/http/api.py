@@ -126,10 +126,10 @@ async def _error(request: Request, exc: Exception) -> Response:
     try:
         response = _detail(exc)
     except Exception:
-        log.exception("unexpected error in %s %s", request.method, request.url.path)
+        log.exception("unexpected error in %s %s", request.method, _path(request))
         return JSONResponse({"detail": "internal error; see the server log"}, status_code=500)
     if response.status_code == 503:
-        log.error("store error in %s %s: %s", request.method, request.url.path, exc)
+        log.error("store error in %s %s: %s", request.method, _path(request), exc)
     return response
 
 

@@ -80,7 +80,9 @@ class Worker:
         self._activity_wake = asyncio.Event()
         self._results_ready = asyncio.Event()
         self._results: list[ActivityResult] = []
-        self._inflight: dict[int, WorkItem] = {}
+        # Keyed by (id, lease token): a lapsed lease may come back to this same worker.
+        self._inflight: dict[tuple[int, int], WorkItem] = {}
+        self._committing = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._planning = False
@@ -124,7 +126,8 @@ class Worker:
     @property
     def is_idle(self) -> bool:
         """Nothing in hand: no episode being planned, no activity running or unflushed."""
-        return not (self._planning or self._leasing or self._inflight or self._results)
+        busy = self._planning or self._leasing or self._committing
+        return not (busy or self._inflight or self._results)
 
     # -- episodes -------------------------------------------------------------------
 
@@ -245,7 +248,7 @@ class Worker:
                 finally:
                     self._leasing -= 1
                 for item in items:
-                    self._inflight[item.id] = item
+                    self._inflight[item.id, item.lease_token] = item
                     task = asyncio.create_task(self._activity(item))
                     task.add_done_callback(_log_crash)
             if not items or len(items) >= free:
@@ -257,7 +260,7 @@ class Worker:
             self._results.append(result)
             self._results_ready.set()
         finally:
-            self._inflight.pop(item.id, None)
+            self._inflight.pop((item.id, item.lease_token), None)
             self._activity_wake.set()
 
     async def _commit_loop(self) -> None:
@@ -273,11 +276,14 @@ class Worker:
 
     async def _flush(self) -> None:
         batch, self._results = self._results, []
+        self._committing += 1  # results in flight to the store still count as work in hand
         try:
             applied = await self.store.complete_activities(batch, self.clock.now())
         except BaseException:
             self._results = batch + self._results
             raise
+        finally:
+            self._committing -= 1
         for result, ok in zip(batch, applied, strict=True):
             if not ok:
                 log.warning(
