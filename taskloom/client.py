@@ -30,7 +30,7 @@ from taskloom.storage.host_base import HostStore, QueueMessage, ScheduleRecord
 T = TypeVar("T")
 IdleHook = Callable[[], Awaitable[bool]]
 
-_TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.TERMINATED})
+_TERMINAL = frozenset(s for s in Status if s.is_terminal)
 
 
 class AsyncClient:
@@ -321,12 +321,14 @@ class AsyncClient:
         created_to: datetime | None = None,
         statuses: Any = None,
     ) -> int:
-        """Delete finished instances created in the range; returns how many."""
-        store = await self._ready()
-        wanted = _statuses(statuses)
-        terminal = frozenset(_TERMINAL if wanted is None else wanted & _TERMINAL)
-        query = InstanceQuery(statuses=terminal, created_from=created_from, created_to=created_to)
-        return await store.purge_instances(query)
+        """Delete finished instances created in the range; returns how many. Works a
+        page at a time, so a large purge never holds the store in one long transaction."""
+        return await manage.purge_in_pages(
+            await self._ready(),
+            statuses=_statuses(statuses),
+            created_from=created_from,
+            created_to=created_to,
+        )
 
     # -- queues and HTTP helpers (the host issue) ------------------------------------
 

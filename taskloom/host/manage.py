@@ -19,7 +19,7 @@ from taskloom.models import Status
 from taskloom.storage.base import InstanceQuery, Store
 from taskloom.storage.host_base import SCHEDULE_QUEUE, KeyRecord, QueueMessage, ScheduleRecord
 
-TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.TERMINATED})
+TERMINAL = frozenset(s for s in Status if s.is_terminal)
 
 
 # -- schedules ---------------------------------------------------------------------
