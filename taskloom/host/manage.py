@@ -85,13 +85,23 @@ class CreatedKey:
     record: KeyRecord
 
 
+class KeyNameTakenError(TaskloomError, ValueError):
+    """An unrevoked key already has this name."""
+
+
 async def create_key(store: Store, role: str, name: str | None, now: datetime) -> CreatedKey:
-    """Make an API key with ``role``; only its SHA-256 is stored."""
+    """Make an API key with ``role``; only its SHA-256 is stored. Names of unrevoked
+    keys are unique, so ``keys list`` and logs tell keys apart."""
     security.check_role(role)
+    hosts = host_store(store)
+    if name is not None and any(
+        k.name == name and k.revoked_at is None for k in await hosts.key_list()
+    ):
+        raise KeyNameTakenError(f"a key named {name!r} exists; revoke it or pick another name")
     key = security.new_key()
     key_id = uuid.uuid4().hex[:12]
     record = KeyRecord(key_id, name or f"{role}-{key_id[:6]}", role, security.hash_key(key), now)
-    await host_store(store).key_create(record)
+    await hosts.key_create(record)
     return CreatedKey(key, record)
 
 

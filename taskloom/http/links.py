@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import html
 import logging
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from taskloom.host import security
+from taskloom.host import manage, security
 from taskloom.http import auth, payloads
 from taskloom.http.schemas import CreatedKey, KeyInfo, NewKey, Revoked, errors
 from taskloom.storage.host_base import HostStore, KeyRecord
@@ -119,22 +117,15 @@ async def list_keys(request: Request, _: Any = auth.admin) -> Response:
     summary="Create an API key; the response holds the key, once",
 )
 async def create_key(request: Request, body: NewKey, _: Any = auth.admin) -> Response:
-    security.check_role(body.role)
-    store = _host_store(request)
-    if any(k.name == body.name and k.revoked_at is None for k in await store.key_list()):
-        raise HTTPException(409, f"a key named {body.name!r} exists; revoke it or pick a name")
-    key = security.new_key()
-    record = KeyRecord(
-        id=uuid.uuid4().hex[:12],
-        name=body.name,
-        role=body.role,
-        key_hash=security.hash_key(key),
-        created_at=datetime.now(UTC),
-    )
-    await store.key_create(record)
+    client = request.app.state.taskloom_client
+    try:
+        created = await manage.create_key(client.store, body.role, body.name, client.clock.now())
+    except manage.KeyNameTakenError as exc:
+        raise HTTPException(409, str(exc)) from None
     request.app.state.taskloom_keys.forget()
+    record = created.record
     log.info("created key %s (%s) with role %s", record.id, record.name, record.role)
-    return JSONResponse({**_key_json(record), "key": key}, status_code=201)
+    return JSONResponse({**_key_json(record), "key": created.key}, status_code=201)
 
 
 @router.delete(
@@ -145,8 +136,8 @@ async def create_key(request: Request, body: NewKey, _: Any = auth.admin) -> Res
     summary="Revoke an API key",
 )
 async def revoke_key(request: Request, keyId: str, _: Any = auth.admin) -> Response:
-    usable = keyId.isprintable()
-    if not usable or not await _host_store(request).key_revoke(keyId, datetime.now(UTC)):
+    now = request.app.state.taskloom_client.clock.now()
+    if not keyId.isprintable() or not await _host_store(request).key_revoke(keyId, now):
         raise HTTPException(404, f"no active key with id {keyId!r}")
     request.app.state.taskloom_keys.forget()
     log.info("revoked key %s", keyId)
