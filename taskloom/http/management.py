@@ -170,9 +170,11 @@ async def get_status(
     showInput: bool = True,
     _: Any = auth.read,
 ) -> Response:
-    client = _client(request)
-    await _known(client, instanceId)
-    state = await client.get_status(instanceId, show_history=showHistory, show_input=showInput)
+    state = None
+    if all(ord(c) >= 32 for c in instanceId):
+        state = await _client(request).get_status(
+            instanceId, show_history=showHistory, show_input=showInput
+        )
     if state is None:
         raise HTTPException(404, f"no instance {instanceId!r} in this task hub")
     body = status_body(state, show_input=showInput, show_history_output=showHistoryOutput)
