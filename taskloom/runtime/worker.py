@@ -177,9 +177,15 @@ class Worker:
             try:
                 planned[iid] = self._plan(episode, histories.get(iid, []))
             except Exception:
-                log.exception("episode of instance %r failed; it will be retried", iid)
+                # Not abandoned: the lease running out is the back-off, so a fault that
+                # repeats cannot spin a worker.
+                log.exception(
+                    "episode of instance %r failed inside taskloom; it is retried when its "
+                    "lease expires in %s s (please report this with the traceback)",
+                    iid,
+                    self.options.lease_for,
+                )
                 self._cache.pop(iid, None)
-                await self.store.abandon_episode(iid, episode.lease_token)
         commits = [p.commit for p in planned.values()]
         applied = await self.store.complete_episodes(commits, self.clock.now())
         for (iid, plan), ok in zip(planned.items(), applied, strict=True):
