@@ -4,38 +4,21 @@ ledger table. Roles come from API keys made through the management API."""
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
+from sample_loader import load_sample
 
 import taskloom as tl
 
-SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "claim_approval"
 KEYS = "/runtime/webhooks/durabletask/keys"
-
-
-def load_sample() -> ModuleType:
-    """Import samples/claim_approval/app.py under a name no other test uses."""
-    name = "sample_claim_approval_app"
-    if name in sys.modules:
-        return sys.modules[name]
-    sys.path.insert(0, str(SAMPLE))  # for its sibling module, claims_ledger
-    spec = importlib.util.spec_from_file_location(name, SAMPLE / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -89,7 +72,7 @@ def wait_until(
 
 @pytest.fixture(scope="module")
 def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
-    sample = load_sample()
+    sample = load_sample("claim_approval")
     db = tmp_path_factory.mktemp("claims") / "claims.db"
     sample.app.add_service("ledger", sample.ClaimsLedger(db))
     with tl.testing.TestEnv(sample.app, http=True) as env:

@@ -5,7 +5,6 @@ the services swapped for test doubles, once under a real ``taskloom serve``."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -16,30 +15,15 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
+from sample_loader import load_sample
 
 import taskloom as tl
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "samples" / "data_pipeline"
 STAMP = datetime(2026, 1, 31, 6, 0, tzinfo=UTC)
-
-
-def load_sample() -> ModuleType:
-    """Import samples/data_pipeline/app.py under a name no other test uses."""
-    name = "sample_data_pipeline_app"
-    if name in sys.modules:
-        return sys.modules[name]
-    sys.path.insert(0, str(SAMPLE))  # for its sibling module, warehouse
-    spec = importlib.util.spec_from_file_location(name, SAMPLE / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def wait_until(read: Callable[[], Any], ok: Callable[[Any], bool], what: str) -> Any:
@@ -71,7 +55,7 @@ def test_a_malformed_file_fails_only_its_branch(tmp_path: Path) -> None:
     (folder / "notes.txt").write_text("not data: ignored")
     db = tmp_path / "warehouse.db"
 
-    sample = load_sample()
+    sample = load_sample("data_pipeline")
     sample.app.add_service("warehouse", sample.Warehouse(db))
     sample.app.add_service("inbox", sample.Inbox(inbox))
     sample.app.add_service("clock", lambda: STAMP)

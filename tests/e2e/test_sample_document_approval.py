@@ -5,40 +5,27 @@ document library folder and the master index table."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sqlite3
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+from sample_loader import load_sample
 
 import taskloom as tl
 
-SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "document_approval"
 LINK = re.compile(r"^(Approve|Reject): (\S+)$", re.MULTILINE)
 TIMEOUT = 20
 T = TypeVar("T")
 
 
-def _load(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{path.stem}_{uuid.uuid4().hex}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-sinks = _load(SAMPLE / "smtp_sink.py")
+sinks = load_sample("document_approval", "smtp_sink")
 
 
 @dataclass
@@ -97,7 +84,7 @@ def click(url: str) -> httpx.Response:
 
 @pytest.fixture
 def sample(tmp_path: Path) -> Iterator[Sample]:
-    module = _load(SAMPLE / "app.py")
+    module = load_sample("document_approval")
     app: tl.App = module.app
     with sinks.SmtpSink() as sink:
         app.add_service("smtp", module.Smtp(host="127.0.0.1", port=sink.port))

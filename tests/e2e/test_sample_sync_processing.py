@@ -4,39 +4,21 @@ queue trigger starts one MainWorkflow per item and minute and skips duplicates, 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from sample_loader import load_sample
 
 import taskloom as tl
 from taskloom import history as h
 
-SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sync_processing"
 START = datetime(2026, 1, 31, 9, 0, 1, tzinfo=UTC)  # the first tick comes at 09:00:15
 CUSTOMERS = "Workflow-1-Customers-20260131-0900"
 ORDERS = "Workflow-2-Orders-20260131-0900"
-
-
-def load_sample() -> ModuleType:
-    """Import samples/sync_processing/app.py under a name no other test uses."""
-    name = "sample_sync_processing_app"
-    if name in sys.modules:
-        return sys.modules[name]
-    sys.path.insert(0, str(SAMPLE))  # for its sibling module, sync_items
-    spec = importlib.util.spec_from_file_location(name, SAMPLE / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def wait_until(read: Callable[[], Any], what: str, timeout: float = 10) -> Any:
@@ -59,7 +41,7 @@ def test_ticks_start_each_workflow_once_and_item_2_fails_and_is_reported(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="sync_processing")
-    sample = load_sample()
+    sample = load_sample("sync_processing")
     sample.app.add_service("settings", sample.Settings(work_seconds=0.01))
     with tl.testing.TestEnv(sample.app, start=START) as env:
         assert workflow_ids(env) == []  # nothing before the first tick
