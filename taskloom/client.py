@@ -267,9 +267,9 @@ class AsyncClient:
                 f"instance {instance_id!r} is {record.status.value}; only Failed instances "
                 "can be rewound"
             )
-        message = Message(
-            instance_id, h.ExecutionRewound(self.clock.now(), reason=reason), self.clock.now()
-        )
+        now = self.clock.now()
+        rewound = h.ExecutionRewound(now, reason=reason)
+        message = Message(instance_id, rewound, now, key=uuid.uuid4().hex)
         await self.store.enqueue_messages([message])
 
     async def restart(self, instance_id: str, *, new_instance_id: bool = True) -> str:
@@ -287,7 +287,8 @@ class AsyncClient:
                 f"instance {instance_id!r} already finished ({record.status.value}); "
                 f"{event.kind} has no effect on it"
             )
-        await self.store.enqueue_messages([Message(instance_id, event, self.clock.now())])
+        message = Message(instance_id, event, self.clock.now(), key=uuid.uuid4().hex)
+        await self.store.enqueue_messages([message])
 
     async def _require(self, instance_id: str) -> InstanceRecord:
         store = await self._ready()

@@ -67,6 +67,9 @@ class Message:
     visible_at: datetime
     execution_id: str | None = None
     id: int = 0
+    # Chosen by clients: a message whose key is already in the inbox is not added again,
+    # so a call retried after a lost COMMIT cannot deliver an event twice.
+    key: str | None = None
 
 
 @dataclass(frozen=True)

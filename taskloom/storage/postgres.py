@@ -276,19 +276,22 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
         if not messages:
             return
         await cur.execute(
-            f"INSERT INTO {self._s}.messages (hub, instance_id, execution_id, visible_at, event) "
-            "SELECT %s, u.* FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[]) "
-            "AS u(instance_id, execution_id, visible_at, event) "
+            f"INSERT INTO {self._s}.messages "
+            "(hub, instance_id, execution_id, visible_at, event, dedup_key) "
+            "SELECT %s, u.* FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[], "
+            "%s::text[]) AS u(instance_id, execution_id, visible_at, event, dedup_key) "
             # Messages for instances that do not exist are dropped: they could never be
             # consumed (Durable Functions drops events sent to unknown instances too).
             f"WHERE EXISTS (SELECT 1 FROM {self._s}.instances i "
-            "WHERE i.hub = %s AND i.instance_id = u.instance_id)",
+            "WHERE i.hub = %s AND i.instance_id = u.instance_id) "
+            "ON CONFLICT (hub, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING",
             [
                 self.hub,
                 [m.instance_id for m in messages],
                 [m.execution_id for m in messages],
                 [m.visible_at for m in messages],
                 [dumps_event(m.event) for m in messages],
+                [m.key for m in messages],
                 self.hub,
             ],
         )

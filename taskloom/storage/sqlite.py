@@ -390,6 +390,7 @@ class SqliteStore(SqliteHostMixin, Store):
                     "execution_id": m.execution_id,
                     "visible_at": codec.us(m.visible_at),
                     "event": dumps_event(m.event),
+                    "dedup_key": m.key,
                 }
                 for m in messages
             ],

@@ -3,6 +3,8 @@ dropped, and one busy leased instance does not crowd the others out of leasing."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from store_builders import T0, at, event, new_instance
 
 from taskloom.storage.base import Store
@@ -30,3 +32,14 @@ async def test_a_busy_leased_instance_does_not_starve_the_others(store: Store) -
     # "busy" is leased and holds the 1,500 oldest visible messages.
     second = await store.lease_episodes(at(3), 10, 30.0, "w")
     assert [e.instance.instance_id for e in second] == ["quiet"]
+
+
+async def test_a_keyed_message_enqueued_twice_is_delivered_once(store: Store) -> None:
+    await store.create_instance(new_instance("once"))
+    retried = replace(event("once", "approve"), key="client-call-1")
+    await store.enqueue_messages([retried])
+    await store.enqueue_messages([retried])  # the same call, retried after a lost reply
+    await store.enqueue_messages([replace(retried, key=None)])  # unkeyed: always added
+    [episode] = await store.lease_episodes(at(1), 10, 30.0, "w")
+    raised = [m for m in episode.messages if m.event.kind == "EventRaised"]
+    assert len(raised) == 2

@@ -15,9 +15,10 @@ VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 -- name: insert_message
 -- A message for an instance that does not exist is dropped, as Durable Functions drops
 -- events sent to unknown instances: kept, it could never be consumed.
-INSERT INTO messages (hub, instance_id, execution_id, visible_at, event)
-SELECT :hub, :instance_id, :execution_id, :visible_at, :event
+INSERT INTO messages (hub, instance_id, execution_id, visible_at, event, dedup_key)
+SELECT :hub, :instance_id, :execution_id, :visible_at, :event, :dedup_key
 WHERE EXISTS (SELECT 1 FROM instances WHERE hub = :hub AND instance_id = :instance_id)
+ON CONFLICT (hub, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
 
 -- name: insert_work_item
 INSERT INTO work_items (hub, instance_id, execution_id, task_id, name, input, visible_at, attempt)
