@@ -252,3 +252,37 @@ def check_history(events: Iterable[Any]) -> dict[str, int]:
     assert set(fired) == set(timers), events
     assert kinds["ExecutionCompleted"] == 1, f"{kinds['ExecutionCompleted']} completions: {events}"
     return dict(kinds)
+
+
+def finish_all(
+    client: tl.Client, workers: Workers, started: dict[str, tuple[str, int]], timeout: float
+) -> None:
+    """Wait for every instance to complete with the output its kind should give."""
+    deadline = time.monotonic() + timeout
+    for iid, (kind, x) in started.items():
+        try:
+            state = client.wait_for_completion(iid, max(0.1, deadline - time.monotonic()))
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{workers.output()}") from None
+        assert state.runtime_status is tl.Status.COMPLETED, (iid, state.failure_details)
+        assert state.output == EXPECTED[kind](x), iid
+
+
+def check_all(
+    client: tl.Client,
+    workers: Workers,
+    started: dict[str, tuple[str, int]],
+    *,
+    count_tasks: bool = True,
+) -> None:
+    """Every history is consistent, every scheduled task ran at least once and (with
+    ``count_tasks``) each instance scheduled as many activities as its kind has."""
+    ran = Counter((e.instance_id, e.task_id) for e in starts(workers.log))
+    for iid, (kind, _) in started.items():
+        history = client.get_history(iid)
+        kinds = check_history(history)
+        if count_tasks:
+            assert kinds["TaskScheduled"] == ACTIVITIES[kind], (iid, kinds)
+        for event in history:
+            if event.kind == "TaskScheduled":
+                assert ran[iid, event.event_id] >= 1, f"{iid} task {event.event_id} never ran"

@@ -3,14 +3,13 @@ activity result is applied once, also when one of the workers is SIGKILLed mid-r
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from crash_app import ACTIVITIES, EXPECTED, Workers, check_history, starts, wait_until
+from crash_app import Workers, check_all, finish_all, starts, wait_until
 
 import taskloom as tl
 
@@ -23,30 +22,6 @@ def tmp_workers(tmp_path: Path) -> Iterator[list[Workers]]:
     finally:
         for w in made:
             w.close()
-
-
-def finish_all(
-    client: tl.Client, workers: Workers, started: dict[str, tuple[str, int]], timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    for iid, (kind, x) in started.items():
-        try:
-            state = client.wait_for_completion(iid, max(0.1, deadline - time.monotonic()))
-        except TimeoutError as exc:
-            raise AssertionError(f"{exc}\n{workers.output()}") from None
-        assert state.runtime_status is tl.Status.COMPLETED, (iid, state.failure_details)
-        assert state.output == EXPECTED[kind](x), iid
-
-
-def check_all(client: tl.Client, workers: Workers, started: dict[str, tuple[str, int]]) -> None:
-    ran = Counter((e.instance_id, e.task_id) for e in starts(workers.log))
-    for iid, (kind, _) in started.items():
-        history = client.get_history(iid)
-        kinds = check_history(history)
-        assert kinds["TaskScheduled"] == ACTIVITIES[kind], (iid, kinds)
-        for event in history:
-            if event.kind == "TaskScheduled":
-                assert ran[iid, event.event_id] >= 1, f"{iid} task {event.event_id} never ran"
 
 
 @pytest.mark.slow

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from crash_app import Workers, starts, wait_until
-from test_multiprocess import check_all, finish_all
+from crash_app import Workers, check_all, finish_all, starts, wait_until
 
 import taskloom as tl
 
