@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import host_helpers
 from apps import app
 
 import taskloom as tl
@@ -40,15 +41,7 @@ class Env:
         what: str = "condition",
     ) -> T:
         """Poll ``probe`` until it returns a truthy value; fail after ``timeout`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            value = await probe()
-            if value:
-                return value
-            if loop.time() > deadline:
-                raise AssertionError(f"{what} not reached within {timeout} s (last: {value!r})")
-            await asyncio.sleep(0.02)
+        return await host_helpers.wait_until(probe, timeout, what)
 
     async def wait_for_status(
         self, instance_id: str, status: tl.Status, timeout: float = 10.0
