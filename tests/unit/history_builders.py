@@ -10,12 +10,13 @@ events, one recording event per action, and ``ExecutionCompleted`` when the run 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from taskloom import history as h
+from taskloom.context import OrchestrationContext
 from taskloom.converter import default_converter
 from taskloom.core.actions import (
     Action,
@@ -230,3 +231,15 @@ class Driver:
 def resolver(**fns: Callable[..., Any]) -> Resolver:
     """``resolver(main=fn)``: a name -> orchestrator lookup."""
     return fns.get
+
+
+# -- orchestrators shared by several test modules ------------------------------------
+
+Gen = Generator[Any, Any, Any]
+
+
+def chain(ctx: OrchestrationContext) -> Gen:
+    """Two activities in a row: ``a(input)`` then ``b(result of a)``."""
+    a = yield ctx.call_activity("a", ctx.get_input())
+    b = yield ctx.call_activity("b", a)
+    return [a, b]

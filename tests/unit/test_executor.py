@@ -6,14 +6,15 @@ Every test builds a history with the helpers of ``history_builders``, runs the p
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from datetime import timedelta
 from typing import Any
 
 from history_builders import (
     T0,
     Driver,
+    Gen,
     at,
+    chain,
     completed,
     dumps,
     episode,
@@ -37,15 +38,6 @@ from taskloom.core.actions import CreateTimer, ScheduleTask
 from taskloom.core.executor import OrchestrationRun, execute
 from taskloom.errors import TaskFailedError
 from taskloom.models import Status
-
-Gen = Generator[Any, Any, Any]
-
-
-def chain(ctx: tl.OrchestrationContext) -> Gen:
-    a = yield ctx.call_activity("a", ctx.get_input())
-    b = yield ctx.call_activity("b", a)
-    return [a, b]
-
 
 # -- ExecutionStarted -----------------------------------------------------------------
 

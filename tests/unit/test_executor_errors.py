@@ -3,14 +3,16 @@ executor defects (marked ``xfail(strict=True)`` until fixed)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from history_builders import (
     T0,
     Driver,
+    Gen,
     at,
+    chain,
     completed,
     dumps,
     episode,
@@ -32,15 +34,6 @@ import taskloom as tl
 from taskloom.core.actions import ScheduleTask
 from taskloom.core.executor import execute
 from taskloom.models import Status
-
-Gen = Generator[Any, Any, Any]
-
-
-def chain(ctx: tl.OrchestrationContext) -> Gen:
-    a = yield ctx.call_activity("a", ctx.get_input())
-    b = yield ctx.call_activity("b", a)
-    return [a, b]
-
 
 # -- non-determinism ------------------------------------------------------------------
 
