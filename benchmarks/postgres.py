@@ -16,21 +16,14 @@ import subprocess
 import sys
 import time
 
+from benchmarks.run import burst
 from benchmarks.workflows import app
 from taskloom.client import AsyncClient
-from taskloom.models import Status
 
 
 async def round_trip(url: str, count: int) -> float:
     async with AsyncClient(url, hub=app.name) as client:
-        began = time.perf_counter()
-        ids = await asyncio.gather(
-            *(client.start_new("MainWorkflow", {"id": i}, f"pg-{i}") for i in range(count))
-        )
-        for iid in ids:
-            state = await client.wait_for_completion(iid, timeout=600)
-            assert state.runtime_status is Status.COMPLETED, state.failure_details
-        return count / (time.perf_counter() - began)
+        return await burst(client, count, "pg")
 
 
 async def purge(url: str) -> None:
