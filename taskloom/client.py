@@ -24,7 +24,7 @@ from taskloom.host import manage, security
 from taskloom.http import payloads
 from taskloom.models import OrchestrationState, Page, Status
 from taskloom.storage import Store, open_store
-from taskloom.storage.base import InstanceQuery, InstanceRecord, Message, NewInstance
+from taskloom.storage.base import AT_ONCE, InstanceQuery, InstanceRecord, Message, NewInstance
 from taskloom.storage.host_base import HostStore, QueueMessage, ScheduleRecord
 
 T = TypeVar("T")
@@ -117,7 +117,7 @@ class AsyncClient:
             scheduled_start_at=start_at,
         )
         event = h.ExecutionStarted(now, -1, name, iid, eid, text, version, None, start_at)
-        visible = start_at if start_at is not None and start_at > now else now
+        visible = start_at if start_at is not None and start_at > now else AT_ONCE
         await store.create_instance(NewInstance(record, Message(iid, event, visible)))
         return iid
 
@@ -269,7 +269,7 @@ class AsyncClient:
             )
         now = self.clock.now()
         rewound = h.ExecutionRewound(now, reason=reason)
-        message = Message(instance_id, rewound, now, key=uuid.uuid4().hex)
+        message = Message(instance_id, rewound, AT_ONCE, key=uuid.uuid4().hex)
         await self.store.enqueue_messages([message])
 
     async def restart(self, instance_id: str, *, new_instance_id: bool = True) -> str:
@@ -287,7 +287,7 @@ class AsyncClient:
                 f"instance {instance_id!r} already finished ({record.status.value}); "
                 f"{event.kind} has no effect on it"
             )
-        message = Message(instance_id, event, self.clock.now(), key=uuid.uuid4().hex)
+        message = Message(instance_id, event, AT_ONCE, key=uuid.uuid4().hex)
         await self.store.enqueue_messages([message])
 
     async def _require(self, instance_id: str) -> InstanceRecord:
@@ -340,7 +340,8 @@ class AsyncClient:
         body = self.converter.dumps(message, what=f"message for queue {queue!r}")
         store = await self._host_store()
         now = self.clock.now()
-        return await store.queue_put(queue, body, now + (delay or timedelta(0)), now)
+        visible = now + delay if delay else AT_ONCE
+        return await store.queue_put(queue, body, visible, now)
 
     async def _host_store(self) -> HostStore:
         store = await self._ready()

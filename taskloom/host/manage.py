@@ -16,7 +16,7 @@ from taskloom.errors import ScheduleNotFoundError, TaskloomError
 from taskloom.host import security
 from taskloom.host.schedules import Spec, host_store, tick_body
 from taskloom.models import Status
-from taskloom.storage.base import InstanceQuery, Store
+from taskloom.storage.base import AT_ONCE, InstanceQuery, Store
 from taskloom.storage.host_base import SCHEDULE_QUEUE, KeyRecord, QueueMessage, ScheduleRecord
 
 TERMINAL = frozenset(s for s in Status if s.is_terminal)
@@ -62,7 +62,7 @@ async def trigger_schedule(store: Store, name: str, now: datetime) -> int:
     The handler gets ``now`` as its scheduled time. Returns the queue message id."""
     await get_schedule(store, name)
     body = tick_body(name, now, kind="manual")
-    return await host_store(store).queue_put(SCHEDULE_QUEUE, body, now, now)
+    return await host_store(store).queue_put(SCHEDULE_QUEUE, body, AT_ONCE, now)
 
 
 # -- queues ------------------------------------------------------------------------

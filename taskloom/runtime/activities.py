@@ -12,7 +12,7 @@ from taskloom.app import ActivityInfo, App, _activity_info
 from taskloom.clock import Clock
 from taskloom.errors import ConfigurationError
 from taskloom.models import FailureDetails
-from taskloom.storage.base import ActivityResult, Message, WorkItem
+from taskloom.storage.base import AT_ONCE, ActivityResult, Message, WorkItem
 
 if TYPE_CHECKING:
     from taskloom.client import AsyncClient, Client
@@ -44,7 +44,7 @@ async def run_activity(
     except Exception as exc:
         failure = FailureDetails.from_exception(exc)
         event = h.TaskFailed(clock.now(), task_scheduled_id=item.task_id, failure=failure)
-    message = Message(item.instance_id, event, clock.now(), item.execution_id)
+    message = Message(item.instance_id, event, AT_ONCE, item.execution_id)
     return ActivityResult(item.id, item.lease_token, message)
 
 

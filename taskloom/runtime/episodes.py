@@ -26,6 +26,7 @@ from taskloom.core.executor import ExecutionResult, OrchestrationRun
 from taskloom.core.rewind import rewind_history
 from taskloom.models import FailureDetails, Status
 from taskloom.storage.base import (
+    AT_ONCE,
     EpisodeCommit,
     InstanceRecord,
     LeasedEpisode,
@@ -106,7 +107,7 @@ def _rewind(
     planned = _commit(episode, rewound.history, run, result, now, consumed, replace=True)
     # Each failed child is rewound too; it reports to this parent again when it completes.
     rewinds = [
-        Message(child, h.ExecutionRewound(timestamp=now, reason=reason), now)
+        Message(child, h.ExecutionRewound(timestamp=now, reason=reason), AT_ONCE)
         for child in rewound.failed_children
     ]
     commit = dataclasses.replace(
@@ -198,7 +199,7 @@ def _apply_action(action: Action, rec: InstanceRecord, out: _Outbox, now: dateti
     out.history.append(recording_event(action, now))
     if isinstance(action, ScheduleTask):
         out.work_items.append(
-            NewWorkItem(iid, eid, action.id, action.name, action.input, now, action.attempt - 1)
+            NewWorkItem(iid, eid, action.id, action.name, action.input, AT_ONCE, action.attempt - 1)
         )
     elif isinstance(action, CreateTimer):
         fired = h.TimerFired(action.fire_at, timer_id=action.id, fire_at=action.fire_at)
@@ -227,10 +228,10 @@ def _apply_action(action: Action, rec: InstanceRecord, out: _Outbox, now: dateti
             input=action.input,
             parent_instance_id=iid,
         )
-        out.new_instances.append(NewInstance(record, Message(action.instance_id, start, now)))
+        out.new_instances.append(NewInstance(record, Message(action.instance_id, start, AT_ONCE)))
     elif isinstance(action, SendEvent):
         raised = h.EventRaised(now, name=action.name, input=action.input)
-        out.messages.append(Message(action.instance_id, raised, now))
+        out.messages.append(Message(action.instance_id, raised, AT_ONCE))
 
 
 def _started_event(events: Sequence[h.HistoryEvent]) -> h.ExecutionStarted | None:
@@ -267,7 +268,7 @@ def _finish(
             done = h.SubOrchestrationInstanceFailed(
                 now, task_scheduled_id=parent.task_scheduled_id, failure=failure
             )
-        out.messages.append(Message(parent.instance_id, done, now, parent.execution_id or None))
+        out.messages.append(Message(parent.instance_id, done, AT_ONCE, parent.execution_id or None))
     if status is Status.TERMINATED:
         terminate = next(
             (e for e in reversed(result.applied) if isinstance(e, h.ExecutionTerminated)), None
@@ -275,7 +276,7 @@ def _finish(
         if terminate is not None and terminate.recurse:
             for child in result.open_children:
                 event = h.ExecutionTerminated(now, reason=terminate.reason, recurse=True)
-                out.messages.append(Message(child, event, now))
+                out.messages.append(Message(child, event, AT_ONCE))
 
 
 def _continue_as_new(
@@ -299,9 +300,10 @@ def _continue_as_new(
         rec.version,
         started.parent if started else None,
     )
-    messages = [*sent, Message(rec.instance_id, start, now)]
+    messages = [*sent, Message(rec.instance_id, start, AT_ONCE)]
     for name, data in result.carryover:
-        messages.append(Message(rec.instance_id, h.EventRaised(now, name=name, input=data), now))
+        carried = h.EventRaised(now, name=name, input=data)
+        messages.append(Message(rec.instance_id, carried, AT_ONCE))
     instance = dataclasses.replace(
         rec,
         execution_id=eid,

@@ -8,7 +8,10 @@ Records (all frozen dataclasses, payloads as the converter's JSON text):
 
 - :class:`InstanceRecord`: one row per instance: identity, status, input/output, lease.
 - :class:`Message`: an event in an instance's inbox, visible from ``visible_at`` on.
-  Timers are ``TimerFired`` messages whose ``visible_at`` is the fire time. A message
+  Work meant for "now" (starts, events, results, replies) is stamped :data:`AT_ONCE`,
+  so it is visible to every worker at once whatever the sender's clock says; only
+  timers and delayed starts carry a real time (``TimerFired`` messages are visible from
+  the fire time, judged on the leasing worker's clock). A message
   carrying ``execution_id`` is meant for that execution only (results of a run that
   continued as new are dropped by the worker).
 - :class:`WorkItem`: an activity invocation on the work queue.
@@ -31,10 +34,15 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from taskloom.history import HistoryEvent
 from taskloom.models import FailureDetails, Status
+
+#: ``visible_at`` of messages, work items and queue messages meant for "now": the epoch,
+#: which is in every clock's past, so a sender whose clock runs ahead of a worker's (another
+#: host, or a virtual clock standing still) never hides work from it.
+AT_ONCE = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -314,4 +322,4 @@ def child_conflict_message(new: NewInstance, now: datetime) -> Message | None:
     event = SubOrchestrationInstanceFailed(
         timestamp=now, task_scheduled_id=parent.task_scheduled_id, failure=failure
     )
-    return Message(parent.instance_id, event, now, parent.execution_id or None)
+    return Message(parent.instance_id, event, AT_ONCE, parent.execution_id or None)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg import AsyncConnection, AsyncCursor
 
+from taskloom.storage.base import AT_ONCE
 from taskloom.storage.host_base import (
     SCHEDULE_QUEUE,
     HostStore,
@@ -183,7 +184,7 @@ class PostgresHostMixin(HostStore):
                     # original insertion time and delivery count for diagnosis.
                     await cur.execute(f"DELETE FROM {s}.queue_messages WHERE id = %s", [message_id])
                     await self._insert_message(
-                        cur, f"{queue}-poison", body, now, inserted_at, dequeue_count, error
+                        cur, f"{queue}-poison", body, AT_ONCE, inserted_at, dequeue_count, error
                     )
                     outcome = "poisoned"
                 else:
@@ -258,7 +259,7 @@ class PostgresHostMixin(HostStore):
                 )
                 if await cur.fetchone() is None:
                     return False
-                await self._insert_message(cur, SCHEDULE_QUEUE, body, now, now)
+                await self._insert_message(cur, SCHEDULE_QUEUE, body, AT_ONCE, now)
                 await self._send_notify(cur)
                 return True
 

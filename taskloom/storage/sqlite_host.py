@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from taskloom.storage import sqlite_codec as codec
+from taskloom.storage.base import AT_ONCE
 from taskloom.storage.host_base import (
     SCHEDULE_QUEUE,
     HostStore,
@@ -173,7 +174,7 @@ class SqliteHostMixin(HostStore):
                         self.hub,
                         f"{row['queue']}-poison",
                         row["body"],
-                        codec.us(now),
+                        codec.us(AT_ONCE),
                         row["inserted_at"],
                         row["dequeue_count"],
                         error,
@@ -237,7 +238,10 @@ class SqliteHostMixin(HostStore):
             )
             if claimed:
                 at = codec.us(now)
-                conn.execute(_INSERT_MESSAGE, (self.hub, SCHEDULE_QUEUE, body, at, at, 0, None))
+                conn.execute(
+                    _INSERT_MESSAGE,
+                    (self.hub, SCHEDULE_QUEUE, body, codec.us(AT_ONCE), at, 0, None),
+                )
         if claimed:
             self._notify()
         return claimed
