@@ -1,4 +1,5 @@
-"""The workloads the benchmarks run: seed 001's MainWorkflow and a long chain."""
+"""The workloads the benchmarks run: seed 001's MainWorkflow, a long chain, and an
+orchestration that waits for an event (``benchmarks.idle_cpu``)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,9 @@ def chain(ctx: tl.OrchestrationContext, count: int):  # type: ignore[no-untyped-
     for _ in range(count):
         value = yield ctx.call_activity(step, value)
     return value
+
+
+@app.orchestrator
+def wait_for_approval(ctx: tl.OrchestrationContext):  # type: ignore[no-untyped-def]
+    approval = yield ctx.wait_for_external_event("Approval")
+    return approval

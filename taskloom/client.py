@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -26,9 +26,9 @@ from taskloom.models import OrchestrationState, Page, Status
 from taskloom.storage import Store, open_store
 from taskloom.storage.base import AT_ONCE, InstanceQuery, InstanceRecord, Message, NewInstance
 from taskloom.storage.host_base import HostStore, QueueMessage, ScheduleRecord
+from taskloom.waiting import IdleHook, InstanceWatcher
 
 T = TypeVar("T")
-IdleHook = Callable[[], Awaitable[bool]]
 
 _TERMINAL = frozenset(s for s in Status if s.is_terminal)
 
@@ -51,6 +51,7 @@ class AsyncClient:
         self.clock: Clock = clock or SystemClock()
         self.idle_hook: IdleHook | None = None
         self._opened = False
+        self._watcher: InstanceWatcher | None = None
 
     async def _ready(self) -> Store:
         if not self._opened:
@@ -205,33 +206,9 @@ class AsyncClient:
         self, iid: str, timeout: float, done: Callable[[Status], bool], what: str
     ) -> OrchestrationState:
         store = await self._ready()
-        changed = asyncio.Event()
-        store.add_listener(changed.set)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        delay = 0.005
-        try:
-            while True:
-                changed.clear()
-                record = await store.get_instance(iid)
-                if record is None:
-                    raise InstanceNotFoundError(f"no instance {iid!r} in hub {store.hub!r}")
-                if done(record.status):
-                    return self._state(record)
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"instance {iid!r} did not {what} within {timeout} s "
-                        f"(status {record.status.value})"
-                    )
-                if self.idle_hook is not None and await self.idle_hook():
-                    continue
-                try:
-                    await asyncio.wait_for(changed.wait(), min(delay, left))
-                except TimeoutError:
-                    delay = min(delay * 2, 0.25)
-        finally:
-            store.remove_listener(changed.set)
+        if self._watcher is None:
+            self._watcher = InstanceWatcher(store, lambda: self.idle_hook)
+        return self._state(await self._watcher.wait(iid, done, timeout, what))
 
     # -- controlling ----------------------------------------------------------------
 

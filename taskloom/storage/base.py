@@ -226,6 +226,11 @@ class Store(abc.ABC):
     async def get_instance(self, instance_id: str) -> InstanceRecord | None: ...
 
     @abc.abstractmethod
+    async def get_statuses(self, instance_ids: Sequence[str]) -> dict[str, Status]:
+        """The status of each instance that exists among ``instance_ids``, in one round
+        trip (waiting clients check all the instances they wait for at once)."""
+
+    @abc.abstractmethod
     async def get_history(self, instance_id: str) -> list[HistoryEvent]:
         """The stored history, oldest first (empty for an unknown instance)."""
 

@@ -26,7 +26,7 @@ Choices, and why:
 - **One round trip per batch.** The hot writes (episode commits, activity results, the
   start of a free instance id) are each one set-based statement for the whole batch
   (:mod:`taskloom.storage.postgres_batch`), sent in psycopg pipeline mode together with
-  ``BEGIN``, the ``NOTIFY`` and ``COMMIT``; results are read after the COMMIT. The rare
+  ``BEGIN`` and ``COMMIT``; results are read after the COMMIT. The rare
   parts that depend on the statement's outcome (replaced histories, child instances)
   run after it, inside the same transaction.
 - **Retries.** A connection-level failure (server restart, killed backend, failover,
@@ -37,13 +37,18 @@ Choices, and why:
   transaction whose outcome was lost simply expire. ``create_instance`` treats an
   instance with its own execution id found on a retry as created. The one operation a
   lost COMMIT can duplicate is :meth:`enqueue_messages` (external events carry no key).
-- **Wake-ups.** Transactions that create work send ``pg_notify`` on a channel derived
-  from schema and hub (delivered at commit, de-duplicated per transaction), and the store
-  wakes its own listeners directly. One dedicated connection per store (outside the
-  pool) LISTENs and wakes local listeners on every notification; see
-  :class:`taskloom.storage.postgres_notify.NotifyListener` for its reconnect policy.
-  Workers therefore need no fixed polling delay on the hot path; timers are found
-  through :meth:`next_wakeup`, which new timers made elsewhere invalidate by a NOTIFY.
+- **Wake-ups.** No business transaction sends NOTIFY: a transaction that notifies takes
+  a database-wide lock at COMMIT, which would serialise every commit of a busy hub.
+  Instead, after each write that may wake someone (new work, a released lease, a status
+  change) the store wakes its own listeners and asks its
+  :class:`~taskloom.storage.postgres_notify.Announcer` for one ``pg_notify`` in a tiny
+  transaction of its own; requests made while one is in flight fold into one more, so a
+  process sends at most one at a time however fast it commits. One dedicated connection
+  per store (outside the pool) LISTENs and wakes local listeners on every notification
+  but its own; see :class:`~taskloom.storage.postgres_notify.NotifyListener` for its
+  reconnect policy. Workers and waiting clients (any host) therefore wake within a
+  round trip of a commit; a process killed between its COMMIT and its NOTIFY leaves the
+  others to their fallback poll. Timers are found through :meth:`next_wakeup`.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -90,6 +96,7 @@ from taskloom.storage.postgres_host import PostgresHostMixin
 from taskloom.storage.postgres_notify import (
     BACKOFF_MAX,
     BACKOFF_MIN,
+    Announcer,
     NotifyListener,
     channel_name,
     connect_error,
@@ -144,6 +151,9 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
         self._s = f'"{self.schema}"'
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener: NotifyListener | None = None
+        self._announcer: Announcer | None = None
+        # Our NOTIFY payload: the listener skips its own store's notifications.
+        self._token = uuid.uuid4().hex
         self._open_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -155,7 +165,9 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
         async with self._open_lock:
             if self._pool is not None:
                 return
-            listener = NotifyListener(self.url, self._kwargs, self._channel, self._notify)
+            listener = NotifyListener(
+                self.url, self._kwargs, self._channel, self._wake_locally, ignore=self._token
+            )
             try:
                 conn = await psycopg.AsyncConnection.connect(self.url, **self._kwargs)
             except psycopg.Error as exc:
@@ -188,10 +200,14 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
                 raise connect_error(self._params, exc) from exc
             listener.start(conn)
             self._pool, self._listener = pool, listener
+            self._announcer = Announcer(self._send_notification)
 
     async def close(self) -> None:
         async with self._open_lock:
             listener, self._listener = self._listener, None
+            announcer, self._announcer = self._announcer, None
+            if announcer is not None:
+                await announcer.close()
             pool, self._pool = self._pool, None
             if listener is not None:
                 await listener.stop()
@@ -260,17 +276,20 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
             except psycopg.Error as exc:
                 raise StoreError(f"PostgreSQL error on {describe(self._params)}: {exc}") from exc
 
-    async def _send_notify(self, cur: Cur) -> None:
-        """Queue a wake-up for every process serving this hub (sent at COMMIT).
+    def _notify(self) -> None:
+        """Wake this store's listeners now and every other process on the hub soon."""
+        super()._notify()
+        if self._announcer is not None:
+            self._announcer.announce()
 
-        PostgreSQL folds identical notifications of one transaction into one, and every
-        writing transaction here calls this at most once anyway. It runs on a cursor of
-        its own, so in pipeline mode it never replaces a result ``cur`` still holds.
-        """
-        await self._queue_notify(cur.connection)
+    def _wake_locally(self) -> None:
+        super()._notify()
 
-    async def _queue_notify(self, conn: Conn) -> None:
-        await conn.execute("SELECT pg_notify(%s, '')", [self._channel])
+    async def _send_notification(self) -> None:
+        async def op(conn: Conn) -> None:
+            await conn.execute("SELECT pg_notify(%s, %s)", [self._channel, self._token])
+
+        await self._run(op)
 
     async def _insert_messages(self, cur: Cur, messages: Sequence[Message]) -> None:
         if not messages:
@@ -355,21 +374,16 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
             attempts += 1
             async with conn.pipeline():
                 # A free id (the usual case) costs one round trip: BEGIN, the create
-                # statement, NOTIFY and COMMIT go out together. A taken id changes
-                # nothing there (that NOTIFY wakes listeners for nothing, harmlessly)
-                # and takes the slow path in a second transaction.
+                # statement and COMMIT go out together. A taken id changes nothing
+                # there and takes the slow path in a second transaction.
                 created = conn.cursor()
                 async with conn.transaction():
                     await created.execute(create_sql(self._s), create_params(self.hub, new))
-                    await self._queue_notify(conn)
                 row = await created.fetchone()
                 if row is not None and row[0]:
                     return None
                 async with conn.transaction(), conn.cursor() as cur:
-                    blocking = await self._replace(cur, new, retried=attempts > 1)
-                    if blocking is None:
-                        await self._queue_notify(conn)
-                    return blocking
+                    return await self._replace(cur, new, retried=attempts > 1)
 
         blocking = await self._run(op)
         if blocking is not None:
@@ -387,7 +401,6 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
         async def op(conn: Conn) -> None:
             async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
                 await self._insert_messages(cur, messages)
-                await self._queue_notify(conn)
 
         await self._run(op)
         self._notify()
@@ -479,13 +492,10 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
             return []
         # The whole batch is one transaction (one COMMIT, one WAL flush) and, in the usual
         # case, one round trip: BEGIN, one set-based statement per round (see
-        # commit_rounds; one in practice), NOTIFY and COMMIT are pipelined. Replaced
+        # commit_rounds; one in practice) and COMMIT are pipelined. Replaced
         # histories and child instances need the statement's outcome first.
         rounds = commit_rounds(commits)
         later = any(c.replace_history or c.new_instances for c in commits)
-        # Known before the fence: a commit that turns out stale wakes listeners for
-        # nothing, which is harmless.
-        wake = any(c.work_items or c.messages or c.new_instances for c in commits)
         sql = commit_sql(self._s)
 
         async def op(conn: Conn) -> list[bool]:
@@ -501,8 +511,6 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
                         await self._mark_applied(fenced, commits, applied)
                         done = [c for c, ok in zip(commits, applied, strict=True) if ok]
                         await self._finish_commits(conn, done, now)
-                    if wake:
-                        await self._queue_notify(conn)
                 if not later:
                     await self._mark_applied(fenced, commits, applied)
             return applied
@@ -559,10 +567,7 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
                     "AND lease_expires_at IS NOT NULL RETURNING 1",
                     [self.hub, instance_id, lease_token],
                 )
-                released = await cur.fetchone() is not None
-                if released:
-                    await self._queue_notify(conn)
-                return released
+                return await cur.fetchone() is not None
 
         if await self._run(op):
             self._notify()
@@ -608,13 +613,11 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
         params = activity_params(self.hub, [results[k] for k in sent])
 
         async def op(conn: Conn) -> list[bool]:
-            # One round trip: BEGIN, the fenced delete-and-enqueue, NOTIFY, COMMIT. All
-            # results stale (rare) makes that NOTIFY wake listeners for nothing.
+            # One round trip: BEGIN, the fenced delete-and-enqueue, COMMIT.
             async with conn.pipeline():
                 cur = conn.cursor()
                 async with conn.transaction():
                     await cur.execute(activity_sql(self._s), params)
-                    await self._queue_notify(conn)
                 done = {sent[row[0] - 1] for row in await cur.fetchall()}
             return [k in done for k in range(len(results))]
 

@@ -15,8 +15,8 @@ connection failures) and in its schema.
   ``next_tick``; concurrent claimers of one tick queue on the row lock and all but the
   first then find ``next_tick`` moved. The tick's queue message is inserted in the same
   transaction.
-- **Wake-ups.** Transactions that make messages visible send the store's NOTIFY (at
-  COMMIT) and wake the store's own listeners, so idle hosts pick them up at once.
+- **Wake-ups.** Writes that make messages visible call the store's ``_notify``: its own
+  listeners wake at once and other hosts through the store's coalesced NOTIFY.
 - **Retries.** A ``queue_put`` whose COMMIT was lost may be retried and put the message
   twice; queues are at-least-once anyway. A lost ``schedule_claim`` COMMIT retries as a
   lost claim (the tick is on the queue all the same).
@@ -72,8 +72,6 @@ class PostgresHostMixin(HostStore):
 
         async def _run(self, op: Callable[[Conn], Awaitable[T]]) -> T: ...
 
-        async def _send_notify(self, cur: Cur) -> None: ...
-
         def _notify(self) -> None: ...
 
     async def _insert_message(
@@ -103,7 +101,6 @@ class PostgresHostMixin(HostStore):
         async def op(conn: Conn) -> int:
             async with conn.transaction(), conn.cursor() as cur:
                 message_id = await self._insert_message(cur, queue, body, visible_at, now)
-                await self._send_notify(cur)
                 return message_id
 
         message_id = await self._run(op)
@@ -194,7 +191,6 @@ class PostgresHostMixin(HostStore):
                         [retry_at, error, message_id],
                     )
                     outcome = "retry"
-                await self._send_notify(cur)
                 return outcome
 
         outcome = await self._run(op)
@@ -260,7 +256,6 @@ class PostgresHostMixin(HostStore):
                 if await cur.fetchone() is None:
                     return False
                 await self._insert_message(cur, SCHEDULE_QUEUE, body, AT_ONCE, now)
-                await self._send_notify(cur)
                 return True
 
         claimed = await self._run(op)

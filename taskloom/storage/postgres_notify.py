@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -108,7 +108,8 @@ def connect_error(params: dict[str, Any], exc: BaseException) -> Exception:
 class NotifyListener:
     """Holds one dedicated connection that LISTENs on a hub's channel.
 
-    Every notification calls ``wake``. When the connection drops, the listener logs a
+    Every notification calls ``wake`` (but those whose payload is ``ignore``: the
+    store's own, whose listeners it woke directly). When the connection drops, the listener logs a
     warning, reconnects with exponential backoff and calls ``wake`` once connected
     again, because notifications sent while it was away are lost and work may be
     waiting. A silent network failure is caught by a ``SELECT 1`` whenever no
@@ -122,12 +123,15 @@ class NotifyListener:
         channel: str,
         wake: Callable[[], None],
         check_every: float = 30.0,
+        *,
+        ignore: str | None = None,
     ) -> None:
         self._url = url
         self._kwargs = kwargs
         self._channel = channel
         self._wake = wake
         self._check_every = check_every
+        self._ignore = ignore
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
         #: Set each time LISTEN is (re-)established; tests wait on it.
@@ -177,8 +181,9 @@ class NotifyListener:
                     # Notifications sent while we were away are gone: look for work.
                     self._wake()
                 delay = BACKOFF_MIN
-                async for _note in self._conn.notifies(timeout=self._check_every):
-                    self._wake()
+                async for note in self._conn.notifies(timeout=self._check_every):
+                    if self._ignore is None or note.payload != self._ignore:
+                        self._wake()
                 # No notification for a while: make sure the socket is still alive.
                 await self._conn.execute("SELECT 1")
             except asyncio.CancelledError:
@@ -193,3 +198,47 @@ class NotifyListener:
                 await self._drop()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
+
+
+class Announcer:
+    """Sends a hub's NOTIFY for one process, never more than one at a time.
+
+    :meth:`announce` after every commit that may wake someone; while a notification is
+    in flight, further calls fold into a single next one. So an idle process notifies
+    right after its commit, and a busy one sends about one notification per round
+    trip, however many transactions it commits meanwhile.
+    """
+
+    def __init__(self, send: Callable[[], Awaitable[None]]) -> None:
+        self._send = send
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        #: Notifications sent (tests and diagnostics).
+        self.sent = 0
+
+    def announce(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._flush(), name="taskloom-notify")
+
+    async def _flush(self) -> None:
+        while True:
+            self._again = False
+            try:
+                await self._send()
+                self.sent += 1
+            except Exception as exc:  # others fall back to their poll; say why
+                log.warning("NOTIFY not sent (%s); other processes see work at their poll", exc)
+            if not self._again:
+                return
+
+    async def close(self) -> None:
+        """Send what is pending, then stop."""
+        task = self._task
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), 5.0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -86,6 +86,19 @@ class PostgresReadsMixin:
 
         return await self._run(op)
 
+    async def get_statuses(self, instance_ids: Sequence[str]) -> dict[str, Status]:
+        ids = list(dict.fromkeys(instance_ids))
+
+        async def op(conn: Conn) -> dict[str, Status]:
+            cur = await conn.execute(
+                f"SELECT instance_id, status FROM {self._s}.instances "
+                "WHERE hub = %s AND instance_id = ANY(%s::text[])",
+                [self.hub, ids],
+            )
+            return {row[0]: Status(row[1]) for row in await cur.fetchall()}
+
+        return await self._run(op) if ids else {}
+
     async def get_history(self, instance_id: str) -> list[HistoryEvent]:
         return (await self.load_histories([instance_id]))[instance_id]
 

@@ -41,6 +41,7 @@ from taskloom.storage.base import (
     InstanceQuery,
     InstanceRecord,
     LeasedEpisode,
+    Listener,
     Message,
     NewInstance,
     QueryResult,
@@ -48,6 +49,7 @@ from taskloom.storage.base import (
     WorkItem,
     child_conflict_message,
 )
+from taskloom.storage.doorbell import Doorbell
 from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.sqlite_host import SqliteHostMixin
 
@@ -228,6 +230,7 @@ class SqliteStore(SqliteHostMixin, Store):
         self.hub = hub
         self.busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
+        self._doorbell: Doorbell | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, hub={self.hub!r})"
@@ -278,9 +281,23 @@ class SqliteStore(SqliteHostMixin, Store):
     def _notify(self) -> None:
         super()._notify()
         local_bus.publish(self._bus_key, self._wake_locally)
+        if self._doorbell is not None:
+            self._doorbell.ring()
 
     def _wake_locally(self) -> None:
         super()._notify()
+
+    def add_listener(self, listener: Listener) -> None:
+        super().add_listener(listener)
+        # Other processes ring only the processes that listen; the socket stays bound
+        # until close, so a client waiting many times in a row binds once.
+        if self._doorbell is not None:
+            self._doorbell.listen(self._wake_locally)
+
+    @property
+    def doorbell(self) -> Doorbell | None:
+        """This store's doorbell to other processes (None for ``:memory:`` or closed)."""
+        return self._doorbell
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -308,6 +325,10 @@ class SqliteStore(SqliteHostMixin, Store):
                 return
             self._conn = conn
         local_bus.subscribe(self._bus_key, self._wake_locally)
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            self._doorbell = Doorbell(self.path, self.hub)
+            if self._listeners:
+                self._doorbell.listen(self._wake_locally)
 
     async def _enable_wal(self, conn: sqlite3.Connection) -> None:
         # Switching a fresh file to WAL fails with SQLITE_BUSY at once, without calling
@@ -347,6 +368,9 @@ class SqliteStore(SqliteHostMixin, Store):
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
+        doorbell, self._doorbell = self._doorbell, None
+        if doorbell is not None:
+            doorbell.close()
         if conn is not None:
             local_bus.unsubscribe(self._bus_key, self._wake_locally)
             with self._errors("close the database"):
@@ -421,6 +445,20 @@ class SqliteStore(SqliteHostMixin, Store):
         with self._errors(f"read instance {instance_id!r}"):
             row = self._connection().execute(sql, (self.hub, instance_id)).fetchone()
         return None if row is None else _record(row)
+
+    async def get_statuses(self, instance_ids: Sequence[str]) -> dict[str, Status]:
+        ids = list(dict.fromkeys(instance_ids))
+        found: dict[str, Status] = {}
+        with self._errors("read statuses"):
+            conn = self._connection()
+            for chunk in codec.chunks(ids):
+                rows = conn.execute(
+                    "SELECT instance_id, status FROM instances WHERE hub = ? AND instance_id "
+                    f"IN ({codec.marks(len(chunk))})",
+                    (self.hub, *chunk),
+                )
+                found.update((row[0], Status(row[1])) for row in rows)
+        return found
 
     async def get_history(self, instance_id: str) -> list[HistoryEvent]:
         return (await self.load_histories([instance_id]))[instance_id]

@@ -1,0 +1,151 @@
+"""How clients wait for instances: one watcher per client checks every awaited instance
+with one status query per wake-up.
+
+A client that waits for 2,000 instances at once (``asyncio.gather`` over
+``wait_for_completion``) must not send 2,000 queries each time the store says something
+changed. The watcher keeps the awaited ids; on each wake-up from the store's listeners
+(in-process writes, doorbells of other processes on SQLite, ``LISTEN/NOTIFY`` on
+PostgreSQL) it reads all their statuses in one :meth:`Store.get_statuses` call and
+resolves the waiters whose condition holds, reading the full record only for those.
+Wake-ups that arrive while a check runs fold into one more check.
+
+Without a wake-up it checks again after ``fallback`` seconds, in case a notification was
+lost (a process outside the reach of doorbells, a LISTEN connection being re-made); under
+virtual time (an idle hook, as :class:`taskloom.testing.TestEnv` sets) it backs off from
+5 ms instead, giving the hook its chance to skip the clock once the worker is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from taskloom.errors import InstanceNotFoundError
+from taskloom.models import Status
+from taskloom.storage.base import InstanceRecord, Store
+
+IdleHook = Callable[[], Awaitable[bool]]
+
+#: Seconds between checks when no wake-up came (a safety net, not the hot path).
+FALLBACK = 1.0
+
+
+@dataclass
+class _Waiter:
+    done: Callable[[Status], bool]
+    future: asyncio.Future[InstanceRecord]
+    last: Status | None = field(default=None)
+
+
+class InstanceWatcher:
+    """Resolves waits on instances of one store (see the module docstring)."""
+
+    def __init__(
+        self, store: Store, idle_hook: Callable[[], IdleHook | None], fallback: float = FALLBACK
+    ) -> None:
+        self.store = store
+        self._idle_hook = idle_hook
+        self._fallback = fallback
+        self._waiters: dict[str, list[_Waiter]] = {}
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        #: Status checks made (tests and diagnostics).
+        self.checks = 0
+
+    async def wait(
+        self, instance_id: str, done: Callable[[Status], bool], timeout: float, what: str
+    ) -> InstanceRecord:
+        """The instance's record once ``done(status)`` holds; ``TimeoutError`` (naming the
+        last status seen) after ``timeout`` seconds; ``InstanceNotFoundError`` if the
+        instance does not exist."""
+        waiter = _Waiter(done, asyncio.get_running_loop().create_future())
+        self._waiters.setdefault(instance_id, []).append(waiter)
+        self._changed.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._pump(), name="taskloom-wait")
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
+        except TimeoutError:
+            status = "unknown" if waiter.last is None else waiter.last.value
+            raise TimeoutError(
+                f"instance {instance_id!r} did not {what} within {timeout} s (status {status})"
+            ) from None
+        finally:
+            self._discard(instance_id, waiter)
+
+    def _discard(self, instance_id: str, waiter: _Waiter) -> None:
+        waiters = self._waiters.get(instance_id)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[instance_id]
+        if not waiter.future.done():
+            waiter.future.cancel()
+
+    async def _pump(self) -> None:
+        self.store.add_listener(self._changed.set)
+        delay = 0.005
+        try:
+            while self._waiters:
+                self._changed.clear()
+                try:
+                    await self._check()
+                except Exception as exc:  # the store failed: every waiter hears of it
+                    for waiters in list(self._waiters.values()):
+                        for waiter in waiters:
+                            if not waiter.future.done():
+                                waiter.future.set_exception(exc)
+                    return
+                if not self._waiters:
+                    return
+                hook = self._idle_hook()
+                if hook is None:
+                    timeout = self._fallback
+                elif await hook():
+                    delay = 0.005
+                    continue
+                else:
+                    timeout, delay = delay, min(delay * 2, 0.25)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout)
+        finally:
+            self.store.remove_listener(self._changed.set)
+
+    async def _check(self) -> None:
+        self.checks += 1
+        ids = list(self._waiters)
+        statuses = await self.store.get_statuses(ids)
+        ready: list[str] = []
+        for iid in ids:
+            status = statuses.get(iid)
+            for waiter in self._waiters.get(iid, ()):
+                waiter.last = status
+                if waiter.future.done():
+                    continue
+                if status is None:
+                    waiter.future.set_exception(
+                        InstanceNotFoundError(f"no instance {iid!r} in hub {self.store.hub!r}")
+                    )
+                elif waiter.done(status) and iid not in ready:
+                    ready.append(iid)
+        for iid in ready:
+            record = await self.store.get_instance(iid)
+            for waiter in self._waiters.get(iid, ()):
+                if waiter.future.done():
+                    continue
+                if record is None:
+                    waiter.future.set_exception(
+                        InstanceNotFoundError(f"no instance {iid!r} in hub {self.store.hub!r}")
+                    )
+                elif waiter.done(record.status):
+                    waiter.future.set_result(record)
+        # Resolved waiters leave at once: the pump must not skip virtual time for a wait
+        # that is over but whose caller has not resumed yet.
+        for iid in ids:
+            pending = [w for w in self._waiters.get(iid, ()) if not w.future.done()]
+            if pending:
+                self._waiters[iid] = pending
+            else:
+                self._waiters.pop(iid, None)
