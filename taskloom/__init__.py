@@ -6,7 +6,9 @@ The names here are the public API (see ``docs/`` and the README).
 from __future__ import annotations
 
 from taskloom import testing
-from taskloom.app import ActivityInfo, App, activity_info
+from taskloom._version import __version__ as __version__
+from taskloom.activity_context import ActivityInfo, activity_info
+from taskloom.app import App
 from taskloom.client import AsyncClient, Client
 from taskloom.context import OrchestrationContext
 from taskloom.converter import DataConverter
@@ -27,8 +29,6 @@ from taskloom.errors import (
 from taskloom.models import FailureDetails, OrchestrationState, Page, Status
 from taskloom.retry import RetryPolicy
 from taskloom.tasks import Task, TimerTask
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ActivityInfo",

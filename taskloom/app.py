@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,27 +19,6 @@ if TYPE_CHECKING:
     from taskloom.runtime.worker import WorkerOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class ActivityInfo:
-    """What an activity knows about its invocation (see :func:`activity_info`)."""
-
-    instance_id: str
-    task_id: int
-    name: str
-    attempt: int
-
-
-_activity_info: contextvars.ContextVar[ActivityInfo] = contextvars.ContextVar("activity_info")
-
-
-def activity_info() -> ActivityInfo:
-    """The running activity's instance id, task id, name and attempt number."""
-    try:
-        return _activity_info.get()
-    except LookupError:
-        raise RuntimeError("activity_info() is only available inside a running activity") from None
 
 
 @dataclass(frozen=True)
@@ -177,7 +155,7 @@ class App:
         if every is not None and every < timedelta(seconds=1):
             raise ConfigurationError("a schedule's interval must be at least one second")
         if cron is not None:
-            from taskloom.host.cron import Cron, CronError
+            from taskloom.cron import Cron, CronError
 
             try:
                 Cron.parse(cron)

@@ -14,12 +14,12 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+from taskloom import manage
 from taskloom.client import AsyncClient
 from taskloom.clock import SystemClock
 from taskloom.errors import TaskloomError
-from taskloom.host import manage
-from taskloom.host.security import ROLES
 from taskloom.models import Status
+from taskloom.security import ROLES
 from taskloom.storage import Store, open_store
 from taskloom.storage.host_base import KeyRecord, QueueMessage
 

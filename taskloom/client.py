@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from taskloom import history as h
+from taskloom import manage, payloads, security
 from taskloom.clock import Clock, SystemClock
 from taskloom.converter import DataConverter, default_converter
 from taskloom.errors import (
@@ -20,8 +21,6 @@ from taskloom.errors import (
     InvalidStateError,
     SerializationError,
 )
-from taskloom.host import manage, security
-from taskloom.http import payloads
 from taskloom.models import OrchestrationState, Page, Status
 from taskloom.storage import Store, open_store
 from taskloom.storage.base import AT_ONCE, InstanceQuery, InstanceRecord, Message, NewInstance

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskloom.client import Client
 from taskloom.clock import Clock, SystemClock
-from taskloom.host.schedules import host_store, parse_tick_body
+from taskloom.manage import host_store, parse_tick_body
 from taskloom.storage.host_base import SCHEDULE_QUEUE, QueueMessage
 
 if TYPE_CHECKING:

@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from taskloom.clock import Clock, SystemClock
-from taskloom.errors import ConfigurationError
-from taskloom.host.cron import Cron
-from taskloom.storage.host_base import HostStore, ScheduleRecord
+from taskloom.manage import Spec, host_store, tick_body, trigger_schedule
+from taskloom.storage.host_base import ScheduleRecord
 
 if TYPE_CHECKING:
     from taskloom.app import App
@@ -38,88 +35,6 @@ if TYPE_CHECKING:
     from taskloom.storage.base import Store
 
 log = logging.getLogger("taskloom.schedules")
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def host_store(store: object) -> HostStore:
-    """``store`` as a :class:`HostStore`, or a ConfigurationError saying it is not one."""
-    if not isinstance(store, HostStore):
-        raise ConfigurationError(
-            f"{store!r} has no queues or schedules; use a SQLite or PostgreSQL store"
-        )
-    return store
-
-
-# -- schedule specs ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Spec:
-    """A parsed schedule spec: ``"cron:<expression>"`` or ``"every:<seconds>"``."""
-
-    text: str
-    cron: Cron | None = None
-    interval: float = 0.0
-
-    @classmethod
-    def parse(cls, text: str) -> Spec:
-        kind, _, rest = text.partition(":")
-        if kind == "cron":
-            return cls(text, cron=Cron.parse(rest))
-        if kind == "every":
-            try:
-                seconds = float(rest)
-            except ValueError:
-                seconds = 0.0
-            if seconds > 0:
-                return cls(text, interval=seconds)
-        raise ConfigurationError(f"bad schedule spec {text!r}: use 'cron:EXPR' or 'every:SECONDS'")
-
-    def after(self, moment: datetime) -> datetime:
-        """The first tick strictly after ``moment``. Intervals are aligned to the Unix
-        epoch, so hosts that start at different times agree on the ticks."""
-        if self.cron is not None:
-            return self.cron.next_after(moment)
-        step = timedelta(seconds=self.interval)
-        return _EPOCH + step * ((moment - _EPOCH) // step + 1)
-
-    def at_or_after(self, moment: datetime) -> datetime:
-        """The first tick at or after ``moment``."""
-        return self.after(moment - timedelta(microseconds=1))
-
-    def following(self, tick: datetime) -> datetime:
-        """The tick after ``tick``."""
-        if self.cron is not None:
-            return self.cron.next_after(tick)
-        return tick + timedelta(seconds=self.interval)
-
-
-# -- queue message bodies ----------------------------------------------------------
-
-
-def tick_body(name: str, tick: datetime, *, kind: str = "tick") -> str:
-    """The ``SCHEDULE_QUEUE`` message for one run of schedule ``name`` at ``tick``.
-
-    ``kind`` is ``"tick"`` (claimed by a runner), ``"manual"`` (triggered by hand) or
-    ``"skip"`` (a missed tick dropped by ``missed="skip"``: acknowledged, not run).
-    """
-    return json.dumps({"schedule": name, "tick": tick.isoformat(), "kind": kind})
-
-
-@dataclass(frozen=True)
-class TickMessage:
-    schedule: str
-    tick: datetime
-    kind: str
-
-
-def parse_tick_body(body: str) -> TickMessage:
-    data = json.loads(body)
-    return TickMessage(
-        str(data["schedule"]), datetime.fromisoformat(data["tick"]), str(data.get("kind", "tick"))
-    )
-
 
 # -- the runner --------------------------------------------------------------------
 
@@ -179,8 +94,6 @@ class ScheduleRunner:
 
     async def trigger(self, name: str) -> int:
         """Run schedule ``name`` now, by hand, without moving its ``next_tick``."""
-        from taskloom.host.manage import trigger_schedule
-
         return await trigger_schedule(self.store, name, self.clock.now())
 
     async def _loop(self) -> None:

@@ -2,8 +2,8 @@
 
 ``taskloom.http.client`` and ``taskloom.http.authorize`` are FastAPI dependencies for the
 app's own routes; ``authorize`` gives the handler the caller's ``taskloom.http.Principal``.
-They load FastAPI lazily: the client imports :mod:`taskloom.http.payloads` without the
-``server`` extra installed.
+They load FastAPI lazily, so a module can ``import taskloom.http`` without the ``server``
+extra installed.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from taskloom import payloads
+from taskloom._version import __version__
 from taskloom.errors import (
     ConfigurationError,
     InstanceExistsError,
@@ -31,7 +33,7 @@ from taskloom.errors import (
     SerializationError,
     StoreError,
 )
-from taskloom.http import links, management, payloads, triggers
+from taskloom.http import links, management, triggers
 from taskloom.http.auth import KeyCache
 from taskloom.storage.host_base import HostStore
 
@@ -59,8 +61,6 @@ def create_asgi_app(app: App, client: AsyncClient, *, open_without_keys: bool) -
     store = client.store
     if not isinstance(store, HostStore):
         raise ConfigurationError(f"{store!r} holds no API keys; use a SQLite or PostgreSQL store")
-    from taskloom import __version__
-
     api = FastAPI(
         title=f"taskloom: {app.name}",
         version=__version__,

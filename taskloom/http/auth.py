@@ -4,7 +4,7 @@ A request carries ``Authorization: Bearer KEY`` or ``?code=KEY``. The key's SHA-
 looked up in the store (:meth:`HostStore.key_lookup`), briefly cached. With no key on a
 host that is open (bound to loopback while the hub holds no keys), the caller acts as
 ``admin``. Outcomes: 401 for a missing, unknown or revoked key; 403 for a role without
-the route's permission (see :mod:`taskloom.host.security`).
+the route's permission (see :mod:`taskloom.security`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
-from taskloom.host import security
+from taskloom import security
 from taskloom.storage.host_base import HostStore, KeyRecord
 
 log = logging.getLogger("taskloom.http")

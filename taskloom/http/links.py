@@ -15,8 +15,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from taskloom.host import manage, security
-from taskloom.http import auth, payloads
+from taskloom import manage, payloads, security
+from taskloom.http import auth
 from taskloom.http.schemas import CreatedKey, KeyInfo, NewKey, Revoked, errors
 from taskloom.storage.host_base import HostStore, KeyRecord
 

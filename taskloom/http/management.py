@@ -19,9 +19,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import Response
 
+from taskloom import payloads
 from taskloom.client import AsyncClient
 from taskloom.history import event_to_dict
-from taskloom.http import auth, payloads
+from taskloom.http import auth
 from taskloom.http.bodies import JSON, json_body
 from taskloom.http.schemas import InstanceStatus, ManagementPayload, PurgeResult, errors
 from taskloom.models import OrchestrationState, Status

@@ -1,6 +1,6 @@
 """The JSON shapes of the management API, for the OpenAPI document.
 
-Handlers build their responses with :mod:`taskloom.http.payloads`; these models only
+Handlers build their responses with :mod:`taskloom.payloads`; these models only
 describe them (field names are the Durable Functions ones).
 """
 

@@ -15,8 +15,9 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from taskloom import payloads
 from taskloom.client import AsyncClient
-from taskloom.http import auth, payloads
+from taskloom.http import auth
 from taskloom.http.bodies import JSON, json_body
 from taskloom.http.schemas import errors
 

@@ -8,13 +8,14 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from taskloom import history as h
-from taskloom.app import ActivityInfo, App, _activity_info
+from taskloom.activity_context import ActivityInfo, _activity_info
 from taskloom.clock import Clock
 from taskloom.errors import ConfigurationError
 from taskloom.models import FailureDetails
 from taskloom.storage.base import AT_ONCE, ActivityResult, Message, WorkItem
 
 if TYPE_CHECKING:
+    from taskloom.app import App
     from taskloom.client import AsyncClient, Client
 
 CLIENT_SERVICE = "client"

@@ -18,16 +18,18 @@ import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskloom import history as h
-from taskloom.app import App
 from taskloom.client import AsyncClient, Client
 from taskloom.clock import Clock, SystemClock
 from taskloom.core.executor import OrchestrationRun
 from taskloom.runtime.activities import run_activity
 from taskloom.runtime.episodes import Planned, plan_episode
 from taskloom.storage.base import ActivityResult, LeasedEpisode, Store, WorkItem
+
+if TYPE_CHECKING:
+    from taskloom.app import App
 
 log = logging.getLogger("taskloom.worker")
 

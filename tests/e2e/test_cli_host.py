@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import taskloom as tl
-from taskloom.host.security import hash_key
+from taskloom.security import hash_key
 from taskloom.storage import open_store
 from taskloom.storage.host_base import HostStore
 from taskloom.testing import TestEnv

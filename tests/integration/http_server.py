@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from taskloom.host import security
+from taskloom import security
 from taskloom.storage import open_store
 from taskloom.storage.host_base import HostStore, KeyRecord
 

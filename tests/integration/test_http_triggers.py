@@ -89,7 +89,7 @@ def test_restart_reuses_input_under_a_new_or_the_same_id() -> None:
 
 
 def test_schedule_and_queue_routes_check_roles() -> None:
-    from taskloom.host import manage
+    from taskloom import manage
 
     app, _ = make_app()
     with tl.testing.TestEnv(app, http=True) as env, httpx.Client(base_url=env.base_url) as http:
@@ -127,7 +127,7 @@ def test_a_keyless_loopback_host_refuses_foreign_pages_and_rebound_names() -> No
         rebound = http.post(start, json=1, headers={"Host": "evil.example"})
         assert rebound.status_code == 403 and "localhost" in rebound.json()["detail"]
         # With a key, callers are known and the names they use do not matter.
-        from taskloom.host import manage
+        from taskloom import manage
 
         key = env.run(manage.create_key(env.store, "contributor", None, env.now())).key
         keyed = http.post(

@@ -13,8 +13,8 @@ import pytest
 from host_helpers import Host, start_host, wait_until
 
 import taskloom as tl
-from taskloom.host import manage
-from taskloom.host.schedules import Spec
+from taskloom import manage
+from taskloom.manage import Spec
 from taskloom.storage.host_base import SCHEDULE_QUEUE, ScheduleRecord
 
 pytestmark = pytest.mark.slow

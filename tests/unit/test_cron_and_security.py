@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from taskloom.host.cron import Cron, CronError
-from taskloom.host.security import (
+from taskloom.cron import Cron, CronError
+from taskloom.security import (
     EventLink,
     allows,
     check_role,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from taskloom.errors import ConfigurationError
-from taskloom.host.schedules import Spec, parse_tick_body, tick_body
+from taskloom.manage import Spec, parse_tick_body, tick_body
 
 T = datetime(2024, 5, 1, 12, 0, 7, 250000, tzinfo=UTC)
 

@@ -1,25 +1,116 @@
 """Management of a hub's schedules, queues, keys and bulk purges, on a store.
 
-The client, the CLI and the HTTP API call these; each takes an opened store (one that
-also implements :class:`~taskloom.storage.host_base.HostStore`) and, where time
-matters, ``now`` from the caller's clock.
+The client, the CLI, the HTTP API and the host's runners call these; each takes an
+opened store (one that also implements :class:`~taskloom.storage.host_base.HostStore`)
+and, where time matters, ``now`` from the caller's clock. The stored forms of
+schedules live here too: their specs (:class:`Spec`) and the ``SCHEDULE_QUEUE``
+message of each tick (:func:`tick_body`), so the client can manage schedules without
+importing the host that runs them.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-from taskloom.errors import ScheduleNotFoundError, TaskloomError
-from taskloom.host import security
-from taskloom.host.schedules import Spec, host_store, tick_body
+from taskloom import security
+from taskloom.cron import Cron
+from taskloom.errors import ConfigurationError, ScheduleNotFoundError, TaskloomError
 from taskloom.models import Status
 from taskloom.storage.base import AT_ONCE, InstanceQuery, Store
-from taskloom.storage.host_base import SCHEDULE_QUEUE, KeyRecord, QueueMessage, ScheduleRecord
+from taskloom.storage.host_base import (
+    SCHEDULE_QUEUE,
+    HostStore,
+    KeyRecord,
+    QueueMessage,
+    ScheduleRecord,
+)
 
 TERMINAL = frozenset(s for s in Status if s.is_terminal)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def host_store(store: object) -> HostStore:
+    """``store`` as a :class:`HostStore`, or a ConfigurationError saying it is not one."""
+    if not isinstance(store, HostStore):
+        raise ConfigurationError(
+            f"{store!r} has no queues or schedules; use a SQLite or PostgreSQL store"
+        )
+    return store
+
+
+# -- schedule specs ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed schedule spec: ``"cron:<expression>"`` or ``"every:<seconds>"``."""
+
+    text: str
+    cron: Cron | None = None
+    interval: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> Spec:
+        kind, _, rest = text.partition(":")
+        if kind == "cron":
+            return cls(text, cron=Cron.parse(rest))
+        if kind == "every":
+            try:
+                seconds = float(rest)
+            except ValueError:
+                seconds = 0.0
+            if seconds > 0:
+                return cls(text, interval=seconds)
+        raise ConfigurationError(f"bad schedule spec {text!r}: use 'cron:EXPR' or 'every:SECONDS'")
+
+    def after(self, moment: datetime) -> datetime:
+        """The first tick strictly after ``moment``. Intervals are aligned to the Unix
+        epoch, so hosts that start at different times agree on the ticks."""
+        if self.cron is not None:
+            return self.cron.next_after(moment)
+        step = timedelta(seconds=self.interval)
+        return _EPOCH + step * ((moment - _EPOCH) // step + 1)
+
+    def at_or_after(self, moment: datetime) -> datetime:
+        """The first tick at or after ``moment``."""
+        return self.after(moment - timedelta(microseconds=1))
+
+    def following(self, tick: datetime) -> datetime:
+        """The tick after ``tick``."""
+        if self.cron is not None:
+            return self.cron.next_after(tick)
+        return tick + timedelta(seconds=self.interval)
+
+
+# -- queue message bodies ----------------------------------------------------------
+
+
+def tick_body(name: str, tick: datetime, *, kind: str = "tick") -> str:
+    """The ``SCHEDULE_QUEUE`` message for one run of schedule ``name`` at ``tick``.
+
+    ``kind`` is ``"tick"`` (claimed by a runner), ``"manual"`` (triggered by hand) or
+    ``"skip"`` (a missed tick dropped by ``missed="skip"``: acknowledged, not run).
+    """
+    return json.dumps({"schedule": name, "tick": tick.isoformat(), "kind": kind})
+
+
+@dataclass(frozen=True)
+class TickMessage:
+    schedule: str
+    tick: datetime
+    kind: str
+
+
+def parse_tick_body(body: str) -> TickMessage:
+    data = json.loads(body)
+    return TickMessage(
+        str(data["schedule"]), datetime.fromisoformat(data["tick"]), str(data.get("kind", "tick"))
+    )
 
 
 # -- schedules ---------------------------------------------------------------------
