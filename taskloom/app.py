@@ -250,7 +250,7 @@ class App:
         """Worker settings: the app's limits, then ``overrides`` that are not None."""
         from taskloom.runtime.worker import WorkerOptions
 
-        chosen = {k: v for k, v in self._limits.items() if v is not None}
+        chosen: dict[str, Any] = {k: v for k, v in self._limits.items() if v is not None}
         chosen.update({k: v for k, v in overrides.items() if v is not None})
         return WorkerOptions(**chosen)
 

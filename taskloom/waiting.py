@@ -30,6 +30,8 @@ IdleHook = Callable[[], Awaitable[bool]]
 
 #: Seconds between checks when no wake-up came (a safety net, not the hot path).
 FALLBACK = 1.0
+#: Up to this many awaited instances, a check reads their records directly.
+_DIRECT = 2
 
 
 @dataclass
@@ -116,7 +118,13 @@ class InstanceWatcher:
     async def _check(self) -> None:
         self.checks += 1
         ids = list(self._waiters)
-        statuses = await self.store.get_statuses(ids)
+        if len(ids) <= _DIRECT:
+            # A few waiters: read their records at once (one round trip, not two).
+            records = {iid: await self.store.get_instance(iid) for iid in ids}
+            statuses = {iid: r.status for iid, r in records.items() if r is not None}
+        else:
+            records = {}
+            statuses = await self.store.get_statuses(ids)
         ready: list[str] = []
         for iid in ids:
             status = statuses.get(iid)
@@ -131,7 +139,7 @@ class InstanceWatcher:
                 elif waiter.done(status) and iid not in ready:
                     ready.append(iid)
         for iid in ready:
-            record = await self.store.get_instance(iid)
+            record = records[iid] if iid in records else await self.store.get_instance(iid)
             for waiter in self._waiters.get(iid, ()):
                 if waiter.future.done():
                     continue

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from taskloom.client import Client
 from taskloom.clock import Clock, SystemClock
 from taskloom.manage import host_store, parse_tick_body
+from taskloom.storage.base import QUEUES
 from taskloom.storage.host_base import SCHEDULE_QUEUE, QueueMessage
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ class QueueRunner:
         if not self._groups:
             return
         self._sync_client = Client(_async=self.client, _loop=asyncio.get_running_loop())
-        self.store.add_listener(self.wake)
+        self.store.add_listener(self.wake, QUEUES)
         self._task = asyncio.create_task(self._loop(), name="queues")
         queues = ", ".join(q for _, qs in self._groups for q in qs)
         log.info("queue runner %s listening on %s", self.owner, queues)

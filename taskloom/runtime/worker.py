@@ -18,6 +18,7 @@ import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from taskloom import history as h
@@ -26,7 +27,17 @@ from taskloom.clock import Clock, SystemClock
 from taskloom.core.executor import OrchestrationRun
 from taskloom.runtime.activities import run_activity
 from taskloom.runtime.episodes import Planned, plan_episode
-from taskloom.storage.base import ActivityResult, LeasedEpisode, Store, WorkItem
+from taskloom.storage.base import (
+    ACTIVITIES,
+    EPISODES,
+    TIMERS,
+    ActivityResult,
+    EagerActivities,
+    EagerEpisodes,
+    LeasedEpisode,
+    Store,
+    WorkItem,
+)
 
 if TYPE_CHECKING:
     from taskloom.app import App
@@ -44,6 +55,9 @@ class WorkerOptions:
     poll_interval: float = 0.5
     cache_size: int = 10_000
     activity_threads: int = 32
+    #: Lease scheduled activities and the next episode to ourselves in the commits that
+    #: create them (see ``docs/architecture.md``, "Eager dispatch").
+    eager: bool = True
 
 
 @dataclass
@@ -87,7 +101,13 @@ class Worker:
         self._committing = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._planning = False
+        self._planning = 0
+        # The next moment something becomes visible, as last read from the store; read
+        # again only after a wake-up or a poll, not after every idle turn.
+        self._next_due: datetime | None = None
+        self._timers_dirty = True
+        self._late = False
+        self._saturated = False
         self._leasing = 0
         self._pool = ThreadPoolExecutor(self.options.activity_threads, "taskloom-activity")
 
@@ -96,7 +116,9 @@ class Worker:
     async def start(self) -> None:
         # Sync activities run in the pool and reach the async client through this loop.
         self._clients = (self.client, Client(_async=self.client, _loop=asyncio.get_running_loop()))
-        self.store.add_listener(self.wake)
+        self.store.add_listener(self._wake_episodes, EPISODES)
+        self.store.add_listener(self._timers_changed, TIMERS)
+        self.store.add_listener(self._activity_wake.set, ACTIVITIES)
         loops = (self._episode_loop, self._activity_loop, self._commit_loop, self._renew_loop)
         self._tasks = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
         log.info("worker %s started for hub %r", self.owner, self.store.hub)
@@ -106,7 +128,9 @@ class Worker:
         if self._stopping:
             return
         self._stopping = True
-        self.store.remove_listener(self.wake)
+        self.store.remove_listener(self._wake_episodes)
+        self.store.remove_listener(self._timers_changed)
+        self.store.remove_listener(self._activity_wake.set)
         self.wake()
         deadline = asyncio.get_running_loop().time() + drain_timeout
         while (self._inflight or self._results) and asyncio.get_running_loop().time() < deadline:
@@ -122,8 +146,24 @@ class Worker:
 
     def wake(self) -> None:
         """New work may be visible: run the loops now rather than at the next poll."""
-        self._episode_wake.set()
+        self._wake_episodes()
         self._activity_wake.set()
+
+    def _wake_episodes(self) -> None:
+        if self._planning:
+            # The message may be for an instance we hold right now: look again once the
+            # batch in flight has committed and released it (see _after_batch).
+            self._late = True
+        self._episode_wake.set()
+
+    def _timers_changed(self) -> None:
+        self._timers_dirty = True
+        self._episode_wake.set()
+
+    def _after_batch(self) -> None:
+        if self._late:
+            self._late = False
+            self._episode_wake.set()
 
     @property
     def is_idle(self) -> bool:
@@ -147,29 +187,41 @@ class Worker:
     async def _episode_batch(self) -> int:
         opts = self.options
         now = self.clock.now()
-        self._planning = True
+        self._planning += 1
         try:
             episodes = await self.store.lease_episodes(
                 now, opts.max_concurrent_orchestrations, opts.lease_for, self.owner
             )
-            if not episodes:
-                return 0
-            try:
-                await self._run_episodes(episodes)
-            except Exception:
-                # The store failed mid-batch: release the leases now rather than leave
-                # these instances idle until the leases expire. Our cached runs may
-                # have moved ahead of what was stored, so they go too.
-                for episode in episodes:
-                    self._cache.pop(episode.instance.instance_id, None)
-                    with contextlib.suppress(Exception):
-                        await self.store.abandon_episode(
-                            episode.instance.instance_id, episode.lease_token
-                        )
-                raise
+            if episodes:
+                await self._run_or_release(episodes)
             return len(episodes)
         finally:
-            self._planning = False
+            self._planning -= 1
+
+    async def _run_or_release(self, episodes: list[LeasedEpisode]) -> None:
+        try:
+            await self._run_episodes(episodes)
+            self._after_batch()
+        except Exception:
+            # The store failed mid-batch: release the leases now rather than leave
+            # these instances idle until the leases expire. Our cached runs may
+            # have moved ahead of what was stored, so they go too.
+            for episode in episodes:
+                self._cache.pop(episode.instance.instance_id, None)
+                with contextlib.suppress(Exception):
+                    await self.store.abandon_episode(
+                        episode.instance.instance_id, episode.lease_token
+                    )
+            raise
+
+    async def _run_eager(self, episodes: list[LeasedEpisode]) -> None:
+        """Episodes leased with activity results: run now, as a batch of their own."""
+        try:
+            await self._run_or_release(episodes)
+        except Exception:
+            log.exception("eager episode batch failed; its instances were released")
+        finally:
+            self._planning -= 1
 
     async def _run_episodes(self, episodes: list[LeasedEpisode]) -> None:
         histories = await self._histories(episodes)
@@ -189,12 +241,29 @@ class Worker:
                 )
                 self._cache.pop(iid, None)
         commits = [p.commit for p in planned.values()]
-        applied = await self.store.complete_episodes(commits, self.clock.now())
+        now = self.clock.now()
+        eager = self._eager_activities(now)
+        applied = await self.store.complete_episodes(commits, now, eager)
         for (iid, plan), ok in zip(planned.items(), applied, strict=True):
             self._remember(iid, plan, ok)
+        if eager is not None:
+            self._dispatch(eager.leased)
+
+    def _eager_activities(self, now: datetime) -> EagerActivities | None:
+        """Lease the activities a commit schedules to ourselves while we have free slots."""
+        opts = self.options
+        free = opts.max_concurrent_activities - len(self._inflight)
+        if self._stopping or not opts.eager or free <= 0:
+            return None
+        return EagerActivities(self.owner, now + timedelta(seconds=opts.lease_for), free)
 
     async def _histories(self, episodes: list[LeasedEpisode]) -> dict[str, list[h.HistoryEvent]]:
-        missing = [e.instance.instance_id for e in episodes if self._cached(e) is None]
+        # A new instance (history_len 0) has nothing stored to read.
+        missing = [
+            e.instance.instance_id
+            for e in episodes
+            if e.instance.history_len and self._cached(e) is None
+        ]
         loaded = await self.store.load_histories(missing) if missing else {}
         for episode in episodes:
             cached = self._cached(episode)
@@ -255,12 +324,17 @@ class Worker:
                     log.exception("leasing activities failed; retrying")
                 finally:
                     self._leasing -= 1
-                for item in items:
-                    self._inflight[item.id, item.lease_token] = item
-                    task = asyncio.create_task(self._activity(item))
-                    task.add_done_callback(_log_crash)
-            if not items or len(items) >= free:
-                await self._idle(self._activity_wake)
+                self._dispatch(items)
+            # Full: a finishing activity frees a slot and wakes the loop (see _activity).
+            self._saturated = len(self._inflight) >= self.options.max_concurrent_activities
+            if not items or self._saturated:
+                await self._idle(self._activity_wake, timers=False)
+
+    def _dispatch(self, items: list[WorkItem]) -> None:
+        for item in items:
+            self._inflight[item.id, item.lease_token] = item
+            task = asyncio.create_task(self._activity(item))
+            task.add_done_callback(_log_crash)
 
     async def _activity(self, item: WorkItem) -> None:
         try:
@@ -269,7 +343,8 @@ class Worker:
             self._results_ready.set()
         finally:
             self._inflight.pop((item.id, item.lease_token), None)
-            self._activity_wake.set()
+            if self._saturated:
+                self._activity_wake.set()
 
     async def _commit_loop(self) -> None:
         while True:
@@ -285,13 +360,21 @@ class Worker:
     async def _flush(self) -> None:
         batch, self._results = self._results, []
         self._committing += 1  # results in flight to the store still count as work in hand
+        opts = self.options
+        now = self.clock.now()
+        eager = None
+        if opts.eager and not self._stopping:
+            eager = EagerEpisodes(self.owner, now, opts.lease_for)
         try:
-            applied = await self.store.complete_activities(batch, self.clock.now())
+            applied = await self.store.complete_activities(batch, now, eager)
         except BaseException:
             self._results = batch + self._results
             raise
         finally:
             self._committing -= 1
+        if eager is not None and eager.leased:
+            self._planning += 1  # released by _run_eager
+            asyncio.create_task(self._run_eager(eager.leased)).add_done_callback(_log_crash)
         for result, ok in zip(batch, applied, strict=True):
             if not ok:
                 log.warning(
@@ -314,17 +397,25 @@ class Worker:
 
     # -- waiting --------------------------------------------------------------------
 
-    async def _idle(self, wake: asyncio.Event) -> None:
+    async def _idle(self, wake: asyncio.Event, *, timers: bool = True) -> None:
+        # The activity loop needs no timer look-up: work items carry no delay, and a
+        # lapsed lease of a crashed worker is found at the poll.
         timeout = self.options.poll_interval
-        if not self.clock.is_virtual:
-            try:
-                nxt = await self.store.next_wakeup(self.clock.now())
-            except Exception:
-                nxt = None
-            if nxt is not None:
-                timeout = min(timeout, max(0.0, (nxt - self.clock.now()).total_seconds()))
-        with contextlib.suppress(TimeoutError):
+        if timers and not self.clock.is_virtual:
+            if self._timers_dirty:
+                self._timers_dirty = False
+                try:
+                    self._next_due = await self.store.next_wakeup(self.clock.now())
+                except Exception:
+                    self._next_due = None
+            if self._next_due is not None:
+                left = (self._next_due - self.clock.now()).total_seconds()
+                timeout = min(timeout, max(0.0, left))
+        try:
             await asyncio.wait_for(wake.wait(), timeout)
+        except TimeoutError:
+            if timers:  # a poll, or a timer came due: look again
+                self._timers_dirty = True
 
 
 def _log_crash(task: asyncio.Task[Any]) -> None:

@@ -32,7 +32,7 @@ and was taken over can never commit.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -155,6 +155,33 @@ class EpisodeCommit:
     new_instances: Sequence[NewInstance] = ()
 
 
+@dataclass
+class EagerActivities:
+    """Eager dispatch: asks :meth:`Store.complete_episodes` to insert the first ``limit``
+    work items of its applied commits already leased to ``owner`` until ``expires``, and
+    to append them to ``leased``. The committing worker runs them at once, saving the
+    lease transaction and a wake-up per activity (Temporal's eager activities); the
+    lease is an ordinary one, so a crash hands them to another worker when it lapses."""
+
+    owner: str
+    expires: datetime
+    limit: int
+    leased: list[WorkItem] = field(default_factory=list)
+
+
+@dataclass
+class EagerEpisodes:
+    """Eager episodes: asks :meth:`Store.complete_activities` to lease, in the same
+    transaction, the instances that its applied results went to and that no one else
+    holds, and to append them (with their visible messages) to ``leased``. The worker that
+    ran the activity runs the next episode at once, usually from its sticky cache."""
+
+    owner: str
+    now: datetime
+    lease_for: float
+    leased: list[LeasedEpisode] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class InstanceQuery:
     """Filters for :meth:`Store.query_instances`; ``None`` means any."""
@@ -175,6 +202,20 @@ class QueryResult:
 
 Listener = Callable[[], None]
 
+#: What a wake-up is about, one letter each; a listener names the kinds it cares for, so a
+#: waiting client is not woken by every activity and the activity loop not by every event.
+EPISODES = "e"  # an inbox got a visible message, or a lease with messages was released
+ACTIVITIES = "a"  # a work item nobody holds was added
+STATUS = "s"  # an instance row changed (waiting clients)
+TIMERS = "t"  # something will become visible later (next_wakeup may have moved)
+QUEUES = "q"  # durable queues and schedules
+ALL_KINDS = "eastq"
+
+
+def timed(messages: Iterable[Message]) -> str:
+    """:data:`TIMERS` if any message becomes visible later than at once, else ``""``."""
+    return TIMERS if any(m.visible_at != AT_ONCE for m in messages) else ""
+
 
 class Store(abc.ABC):
     """One task hub in one database. Backends: :mod:`taskloom.storage.sqlite`, ``postgres``."""
@@ -182,21 +223,27 @@ class Store(abc.ABC):
     hub: str
 
     def __init__(self) -> None:
-        self._listeners: list[Listener] = []
+        self._listeners: list[tuple[Listener, str]] = []
 
     # -- wake-ups -------------------------------------------------------------------
 
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener`` (on the store's loop) whenever work may have become runnable."""
-        self._listeners.append(listener)
+    def add_listener(self, listener: Listener, kinds: str = ALL_KINDS) -> None:
+        """Call ``listener`` (on the store's loop) whenever work of one of ``kinds`` may
+        have become runnable or visible, here or in another process."""
+        self._listeners.append((listener, kinds))
 
     def remove_listener(self, listener: Listener) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
+        self._listeners = [(f, k) for f, k in self._listeners if f != listener]
 
-    def _notify(self) -> None:
-        for listener in list(self._listeners):
-            listener()
+    def _notify(self, kinds: str = ALL_KINDS) -> None:
+        """After a write: wake every listener of ``kinds`` (subclasses reach other
+        processes too)."""
+        self._wake_locally(kinds)
+
+    def _wake_locally(self, kinds: str = ALL_KINDS) -> None:
+        for listener, wanted in list(self._listeners):
+            if any(k in wanted for k in kinds):
+                listener()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -263,9 +310,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def complete_episodes(
-        self, commits: Sequence[EpisodeCommit], now: datetime
+        self,
+        commits: Sequence[EpisodeCommit],
+        now: datetime,
+        eager: EagerActivities | None = None,
     ) -> list[bool]:
         """Apply each commit whose lease is still held; return which were applied.
+
+        With ``eager``, work items are inserted leased as :class:`EagerActivities` says.
 
         A child in ``new_instances`` whose id is held by a non-terminal instance is not
         created; instead the parent receives ``SubOrchestrationInstanceFailed``.
@@ -285,9 +337,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def complete_activities(
-        self, results: Sequence[ActivityResult], now: datetime
+        self,
+        results: Sequence[ActivityResult],
+        now: datetime,
+        eager: EagerEpisodes | None = None,
     ) -> list[bool]:
-        """Delete each work item still leased with its token and enqueue its result."""
+        """Delete each work item still leased with its token and enqueue its result.
+
+        With ``eager``, also lease the receiving instances as :class:`EagerEpisodes` says.
+        """
 
     @abc.abstractmethod
     async def renew_activities(
@@ -305,6 +363,28 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def has_runnable(self, now: datetime) -> bool:
         """Whether some message or work item is visible and unleased at ``now``."""
+
+
+def commit_kinds(
+    commits: Sequence[EpisodeCommit], applied: Sequence[bool], eager: EagerActivities | None
+) -> str:
+    """The wake-up kinds of a batch of episode commits (``applied`` says which took)."""
+    done = [c for c, ok in zip(commits, applied, strict=True) if ok]
+    kinds = STATUS
+    # A released lease needs no EPISODES wake of its own: a message that arrived during
+    # the episode woke the lease holder, which looks again after its commit.
+    if any(c.messages or c.new_instances for c in done):
+        kinds += EPISODES
+    scheduled = sum(len(c.work_items) for c in done)
+    if scheduled > (0 if eager is None else len(eager.leased)):
+        kinds += ACTIVITIES
+    return kinds + timed(m for c in done for m in c.messages)
+
+
+def result_kinds(results: Sequence[ActivityResult], eager: EagerEpisodes | None) -> str:
+    """EPISODES unless every applied result's instance was leased eagerly."""
+    leased = set() if eager is None else {e.instance.instance_id for e in eager.leased}
+    return "" if all(r.message.instance_id in leased for r in results) else EPISODES
 
 
 def child_conflict_message(new: NewInstance, now: datetime) -> Message | None:

@@ -10,6 +10,8 @@ event loop's ``epoll`` until a datagram arrives.
 - **Coalesced.** Rings within one event-loop iteration go out once, after it, so a
   worker committing many batches costs one datagram per peer per iteration, not per
   transaction; a receiver reads every pending datagram before it wakes its listeners.
+  A datagram's bytes are the kinds of wake-up (letters of :mod:`taskloom.storage.base`),
+  so a waiting client is not woken for an activity nor a worker for a queue message.
 - **Self-healing.** A socket left by a process that was killed refuses the datagram; the
   ringer removes the file. A receiver whose queue is full already has a wake pending, so
   that send is simply dropped.
@@ -68,11 +70,11 @@ class Doorbell:
         self._receiver: socket.socket | None = None
         self._receiver_name: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending = False
+        self._pending = ""
         self._peers: list[str] = []
         self._seen_mtime = -1
         self._scanned_at = 0.0
-        self._on_ring: Callable[[], None] | None = None
+        self._on_ring: Callable[[str], None] | None = None
         #: Datagrams sent and received (tests and diagnostics).
         self.sent = 0
         self.received = 0
@@ -105,9 +107,10 @@ class Doorbell:
 
     # -- listening ------------------------------------------------------------------
 
-    def listen(self, on_ring: Callable[[], None]) -> bool:
+    def listen(self, on_ring: Callable[[str], None]) -> bool:
         """Bind this process's socket and call ``on_ring`` on the running loop whenever
-        another process rings. Returns False where doorbells cannot work."""
+        another process rings, with the kinds of wake-up it rang for (letters, see
+        :mod:`taskloom.storage.base`). Returns False where doorbells cannot work."""
         if self._receiver is not None:
             self._on_ring = on_ring
             return True
@@ -140,40 +143,43 @@ class Doorbell:
         receiver = self._receiver
         if receiver is None:
             return
+        kinds: set[str] = set()
         while True:
             try:
-                receiver.recv(64)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
+                kinds.update(receiver.recv(64).decode("ascii", "replace"))
+            except OSError:  # drained (BlockingIOError) or gone
                 break
             self.received += 1
-        if self._on_ring is not None:
-            self._on_ring()
+        if self._on_ring is not None and kinds:
+            self._on_ring("".join(sorted(kinds)))
 
     # -- ringing --------------------------------------------------------------------
 
-    def ring(self) -> None:
-        """Wake every other process listening on this hub, once per loop iteration."""
-        if self._pending or not SUPPORTED:
+    def ring(self, kinds: str) -> None:
+        """Wake every other process listening on this hub, once per loop iteration, for
+        the union of the ``kinds`` rung during it."""
+        if not SUPPORTED:
+            return
+        first = not self._pending
+        self._pending += "".join(k for k in kinds if k not in self._pending)
+        if not first:
             return
         try:
             loop = self._loop or asyncio.get_running_loop()
         except RuntimeError:
             self._send_all()
             return
-        self._pending = True
         loop.call_soon(self._send_all)
 
     def _send_all(self) -> None:
-        self._pending = False
-        if not self._prepare():
+        payload, self._pending = self._pending.encode("ascii"), ""
+        if not payload or not self._prepare():
             return
         sender = self._sender
         assert sender is not None
         for name in self._current_peers():
             try:
-                sender.sendto(b"!", self._address(name))
+                sender.sendto(payload, self._address(name))
                 self.sent += 1
             except (BlockingIOError, InterruptedError):
                 pass  # its queue is full: a wake is pending there already

@@ -69,7 +69,11 @@ from taskloom.errors import ConfigurationError, InstanceExistsError, StoreError
 from taskloom.history import dumps_event, loads_event
 from taskloom.models import Status
 from taskloom.storage.base import (
+    ALL_KINDS,
+    EPISODES,
     ActivityResult,
+    EagerActivities,
+    EagerEpisodes,
     EpisodeCommit,
     LeasedEpisode,
     Message,
@@ -77,10 +81,12 @@ from taskloom.storage.base import (
     Store,
     WorkItem,
     child_conflict_message,
+    commit_kinds,
+    result_kinds,
+    timed,
 )
 from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.postgres_batch import (
-    INSTANCE_COLUMNS,
     activity_params,
     activity_sql,
     commit_params,
@@ -88,8 +94,11 @@ from taskloom.storage.postgres_batch import (
     commit_sql,
     create_params,
     create_sql,
+    eager_lease_sql,
     history_rows,
     insert_history_sql,
+    lease_episodes_sql,
+    leased_inboxes_sql,
     record_values,
 )
 from taskloom.storage.postgres_host import PostgresHostMixin
@@ -276,18 +285,16 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
             except psycopg.Error as exc:
                 raise StoreError(f"PostgreSQL error on {describe(self._params)}: {exc}") from exc
 
-    def _notify(self) -> None:
+    def _notify(self, kinds: str = ALL_KINDS) -> None:
         """Wake this store's listeners now and every other process on the hub soon."""
-        super()._notify()
+        self._wake_locally(kinds)
         if self._announcer is not None:
-            self._announcer.announce()
+            self._announcer.announce(kinds)
 
-    def _wake_locally(self) -> None:
-        super()._notify()
-
-    async def _send_notification(self) -> None:
+    async def _send_notification(self, kinds: str) -> None:
         async def op(conn: Conn) -> None:
-            await conn.execute("SELECT pg_notify(%s, %s)", [self._channel, self._token])
+            payload = f"{self._token}:{kinds}"
+            await conn.execute("SELECT pg_notify(%s, %s)", [self._channel, payload])
 
         await self._run(op)
 
@@ -403,7 +410,7 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
                 await self._insert_messages(cur, messages)
 
         await self._run(op)
-        self._notify()
+        self._notify(EPISODES + timed(messages))
 
     # -- orchestration episodes -----------------------------------------------------
 
@@ -414,79 +421,52 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
             return []
         s = self._s
         expires = now + timedelta(seconds=lease_for)
+        params = {
+            "hub": self.hub,
+            "now": now,
+            "limit": limit,
+            "scan": max(limit * 8, 1000),
+            "owner": owner,
+            "expires": expires,
+        }
 
         async def op(conn: Conn) -> list[LeasedEpisode]:
-            # Pipelined: BEGIN travels with the lease statement, COMMIT with the release.
-            async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
-                # Instances with visible messages, oldest visible message first; rows
-                # other workers are leasing right now are skipped, not waited for, and
-                # the lease condition is re-checked on the locked row version.
-                await cur.execute(
-                    # Only the oldest ``scan`` visible messages are looked at, read in
-                    # index order, so a deep backlog costs a bounded scan, not all of it.
-                    # Messages of leased instances are skipped inside the window, so one
-                    # busy instance cannot crowd everyone else out of it.
-                    f"WITH ready AS (SELECT instance_id, min(visible_at) AS first_at, "
-                    "min(id) AS first_id FROM (SELECT m.instance_id, m.visible_at, m.id "
-                    f"FROM {s}.messages m JOIN {s}.instances o "
-                    "ON o.hub = m.hub AND o.instance_id = m.instance_id "
-                    "WHERE m.hub = %(hub)s AND m.visible_at <= %(now)s "
-                    "AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= %(now)s) "
-                    "ORDER BY m.visible_at LIMIT %(scan)s) oldest GROUP BY instance_id), "
-                    "picked AS (SELECT i.instance_id, r.first_at, r.first_id "
-                    f"FROM ready r JOIN {s}.instances i "
-                    "ON i.hub = %(hub)s AND i.instance_id = r.instance_id "
-                    "WHERE i.lease_expires_at IS NULL OR i.lease_expires_at <= %(now)s "
-                    "ORDER BY r.first_at, r.first_id LIMIT %(limit)s "
-                    "FOR UPDATE OF i SKIP LOCKED) "
-                    f"UPDATE {s}.instances i SET lease_token = i.lease_token + 1, "
-                    "lease_owner = %(owner)s, lease_expires_at = %(expires)s "
-                    "FROM picked p WHERE i.hub = %(hub)s AND i.instance_id = p.instance_id "
-                    "RETURNING "
-                    + ", ".join(f"i.{c.strip()}" for c in INSTANCE_COLUMNS.split(","))
-                    + ", i.lease_token, p.first_at, p.first_id",
-                    {
-                        "hub": self.hub,
-                        "now": now,
-                        "limit": limit,
-                        "scan": max(limit * 8, 1000),
-                        "owner": owner,
-                        "expires": expires,
-                    },
-                )
+            # One round trip: BEGIN, the lease, the read of the leased inboxes, COMMIT.
+            # The read is a statement of its own, so its snapshot is taken after our
+            # row locks: it cannot return messages that a previous holder consumed in a
+            # commit landing between the lease statement's snapshot and its lock.
+            cur, inboxes = conn.cursor(), conn.cursor()
+            async with conn.pipeline():
+                async with conn.transaction():
+                    await cur.execute(lease_episodes_sql(s), params)
+                    await inboxes.execute(leased_inboxes_sql(s), params)
                 leased = sorted(await cur.fetchall(), key=lambda r: (r[-2], r[-1]))
-                if not leased:
-                    return []
-                ids = [r[0] for r in leased]
-                await cur.execute(
-                    f"SELECT id, instance_id, execution_id, visible_at, event FROM {s}.messages "
-                    "WHERE hub = %s AND instance_id = ANY(%s::text[]) AND visible_at <= %s "
-                    "ORDER BY id",
-                    [self.hub, ids, now],
-                )
-                inbox: dict[str, list[Message]] = {i: [] for i in ids}
-                for mid, iid, eid, visible, event in await cur.fetchall():
+                rows = await inboxes.fetchall()
+            if not leased:
+                return []
+            inbox: dict[str, list[Message]] = {r[0]: [] for r in leased}
+            for mid, iid, eid, visible, event in rows:
+                if iid in inbox:
                     inbox[iid].append(Message(iid, loads_event(event), visible, eid, mid))
-                episodes: list[LeasedEpisode] = []
-                emptied: list[str] = []
-                for row in leased:
-                    messages = inbox[row[0]]
-                    if messages:
-                        episodes.append(LeasedEpisode(instance_from_row(row), messages, row[-3]))
-                    else:  # consumed between our snapshot and our lock
-                        emptied.append(row[0])
-                if emptied:
-                    await cur.execute(
-                        f"UPDATE {s}.instances SET lease_owner = NULL, lease_expires_at = NULL "
-                        "WHERE hub = %s AND instance_id = ANY(%s::text[])",
-                        [self.hub, emptied],
-                    )
-                return episodes
+            episodes: list[LeasedEpisode] = []
+            emptied: list[tuple[str, int]] = []
+            for row in leased:
+                messages = inbox[row[0]]
+                if messages:
+                    episodes.append(LeasedEpisode(instance_from_row(row), messages, row[-3]))
+                else:  # consumed between our snapshot and our lock
+                    emptied.append((row[0], row[-3]))
+            if emptied:
+                await self._release(conn, emptied)
+            return episodes
 
         return await self._run(op)
 
     async def complete_episodes(
-        self, commits: Sequence[EpisodeCommit], now: datetime
+        self,
+        commits: Sequence[EpisodeCommit],
+        now: datetime,
+        eager: EagerActivities | None = None,
     ) -> list[bool]:
         if not commits:
             return []
@@ -500,36 +480,67 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
 
         async def op(conn: Conn) -> list[bool]:
             applied = [False] * len(commits)
+            if eager is not None:
+                eager.leased.clear()  # a retried attempt starts over
             async with conn.pipeline():
                 async with conn.transaction():
                     fenced: list[tuple[list[int], Cur]] = []
-                    for batch in rounds:
+                    for n, batch in enumerate(rounds):
                         cur = conn.cursor()
-                        await cur.execute(sql, commit_params(self.hub, [commits[k] for k in batch]))
+                        # Eager leases in the first round only (in practice the only one).
+                        params = commit_params(
+                            self.hub, [commits[k] for k in batch], eager if n == 0 else None
+                        )
+                        await cur.execute(sql, params)
                         fenced.append((batch, cur))
                     if later:
-                        await self._mark_applied(fenced, commits, applied)
+                        await self._mark_applied(fenced, commits, applied, eager)
                         done = [c for c, ok in zip(commits, applied, strict=True) if ok]
                         await self._finish_commits(conn, done, now)
                 if not later:
-                    await self._mark_applied(fenced, commits, applied)
+                    await self._mark_applied(fenced, commits, applied, eager)
             return applied
 
         applied = await self._run(op)
         if any(applied):
-            # Always wake local workers: messages that arrived during the episode make
-            # the instance runnable again now that its lease is released.
-            self._notify()
+            # Always wake workers: messages that arrived during the episode make the
+            # instance runnable again now that its lease is released.
+            self._notify(commit_kinds(commits, applied, eager))
         return applied
 
     @staticmethod
     async def _mark_applied(
-        fenced: list[tuple[list[int], Cur]], commits: Sequence[EpisodeCommit], applied: list[bool]
+        fenced: list[tuple[list[int], Cur]],
+        commits: Sequence[EpisodeCommit],
+        applied: list[bool],
+        eager: EagerActivities | None,
     ) -> None:
         for batch, cur in fenced:
-            ids = {row[0] for row in await cur.fetchall()}
+            rows = await cur.fetchall()
+            ids = {row[0] for row in rows if row[1] is None}
             for k in batch:
                 applied[k] = commits[k].instance.instance_id in ids
+            if eager is None:
+                continue
+            scheduled = {
+                (w.instance_id, w.task_id): w for k in batch for w in commits[k].work_items
+            }
+            for iid, item_id, task_id in rows:
+                if item_id is None:
+                    continue
+                w = scheduled[iid, task_id]
+                eager.leased.append(
+                    WorkItem(
+                        item_id,
+                        iid,
+                        w.execution_id,
+                        task_id,
+                        w.name,
+                        w.input,
+                        1,
+                        w.prior_attempts + 1,
+                    )
+                )
 
     async def _finish_commits(
         self, conn: Conn, done: Sequence[EpisodeCommit], now: datetime
@@ -570,7 +581,7 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
                 return await cur.fetchone() is not None
 
         if await self._run(op):
-            self._notify()
+            self._notify(EPISODES)
 
     # -- activities -----------------------------------------------------------------
 
@@ -601,7 +612,10 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
         return [WorkItem(*row[:8]) for row in rows]
 
     async def complete_activities(
-        self, results: Sequence[ActivityResult], now: datetime
+        self,
+        results: Sequence[ActivityResult],
+        now: datetime,
+        eager: EagerEpisodes | None = None,
     ) -> list[bool]:
         if not results:
             return []
@@ -613,18 +627,69 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
         params = activity_params(self.hub, [results[k] for k in sent])
 
         async def op(conn: Conn) -> list[bool]:
-            # One round trip: BEGIN, the fenced delete-and-enqueue, COMMIT.
+            # One round trip: BEGIN, the fenced delete-and-enqueue, the eager lease of the
+            # receiving instances (it sees the messages just inserted), COMMIT.
             async with conn.pipeline():
-                cur = conn.cursor()
+                cur, lease, inboxes = conn.cursor(), conn.cursor(), conn.cursor()
                 async with conn.transaction():
                     await cur.execute(activity_sql(self._s), params)
+                    if eager is not None:
+                        eager.leased.clear()  # a retried attempt starts over
+                        targets = [results[k].message.instance_id for k in sent]
+                        lease_params = self._eager_params(eager, targets)
+                        await lease.execute(eager_lease_sql(self._s), lease_params)
+                        await inboxes.execute(leased_inboxes_sql(self._s), lease_params)
                 done = {sent[row[0] - 1] for row in await cur.fetchall()}
+                if eager is not None:
+                    leased = await lease.fetchall()
+                    await self._eager_episodes(conn, leased, await inboxes.fetchall(), eager)
             return [k in done for k in range(len(results))]
 
         applied = await self._run(op)
         if any(applied):
-            self._notify()
+            took = [r for r, ok in zip(results, applied, strict=True) if ok]
+            self._notify(result_kinds(took, eager))
         return applied
+
+    def _eager_params(self, eager: EagerEpisodes, targets: list[str]) -> dict[str, Any]:
+        return {
+            "hub": self.hub,
+            "ids": sorted(set(targets)),
+            "now": eager.now,
+            "owner": eager.owner,
+            "expires": eager.now + timedelta(seconds=eager.lease_for),
+        }
+
+    async def _eager_episodes(
+        self,
+        conn: Conn,
+        leased: list[tuple[Any, ...]],
+        rows: list[tuple[Any, ...]],
+        eager: EagerEpisodes,
+    ) -> None:
+        """Episodes from the eager lease and its inbox read. A lease without messages
+        (consumed between the snapshot and the lock) is freed again, after the commit."""
+        inbox: dict[str, list[Message]] = {row[0]: [] for row in leased}
+        for mid, iid, eid, visible, event in rows:
+            if iid in inbox:
+                inbox[iid].append(Message(iid, loads_event(event), visible, eid, mid))
+        emptied: list[tuple[str, int]] = []
+        for row in leased:
+            if inbox[row[0]]:
+                eager.leased.append(LeasedEpisode(instance_from_row(row), inbox[row[0]], row[-1]))
+            else:
+                emptied.append((row[0], row[-1]))
+        if emptied:
+            await self._release(conn, emptied)
+
+    async def _release(self, conn: Conn, leases: list[tuple[str, int]]) -> None:
+        """Free instance leases given as (instance id, token) that found no messages."""
+        await conn.execute(
+            f"UPDATE {self._s}.instances i SET lease_owner = NULL, lease_expires_at = NULL "
+            "FROM unnest(%s::text[], %s::bigint[]) AS u(id, token) "
+            "WHERE i.hub = %s AND i.instance_id = u.id AND i.lease_token = u.token",
+            [[e[0] for e in leases], [e[1] for e in leases], self.hub],
+        )
 
     async def renew_activities(
         self, leases: Sequence[tuple[int, int]], now: datetime, lease_for: float

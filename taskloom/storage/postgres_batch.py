@@ -22,7 +22,13 @@ from typing import Any
 
 from taskloom.history import dumps_event
 from taskloom.models import FailureDetails
-from taskloom.storage.base import ActivityResult, EpisodeCommit, Message, NewInstance
+from taskloom.storage.base import (
+    ActivityResult,
+    EagerActivities,
+    EpisodeCommit,
+    Message,
+    NewInstance,
+)
 
 INSTANCE_COLUMNS = (
     "instance_id, execution_id, name, version, status, input, output, custom_status, "
@@ -60,7 +66,8 @@ def commit_rounds(commits: Sequence[EpisodeCommit]) -> list[list[int]]:
 
 
 def commit_sql(s: str) -> str:
-    """Fence and apply a round of episode commits; returns the applied instance ids.
+    """Fence and apply a round of episode commits; returns the applied instance ids
+    (``id, NULL, NULL``) and the work items leased eagerly (``instance, id, task``).
 
     The fence (see the store's docstring): the instance's token equals the commit's and a
     lease is still recorded. The commit releases the lease, so a retry finds none.
@@ -97,18 +104,24 @@ WITH c AS (
         AS u(owner, seq, event)
     WHERE u.owner IN (SELECT instance_id FROM fenced)
 ), work AS (
+    -- Items with a lease holder (eager dispatch) start leased, hidden until it lapses.
     INSERT INTO {s}.work_items
-        (hub, instance_id, execution_id, task_id, name, input, visible_at, ready_at, attempt)
+        (hub, instance_id, execution_id, task_id, name, input, visible_at, ready_at, attempt,
+         lease_owner, lease_token, lease_expires_at)
     SELECT %(hub)s, u.instance_id, u.execution_id, u.task_id, u.name, u.input,
-        u.visible_at, u.visible_at, u.attempt
+        u.visible_at, coalesce(u.expires, u.visible_at),
+        u.attempt + (u.holder IS NOT NULL)::int, u.holder, (u.holder IS NOT NULL)::int,
+        u.expires
     FROM unnest(
         %(work_owner)s::text[], %(work_instance)s::text[], %(work_execution)s::text[],
         %(work_task)s::int[], %(work_name)s::text[], %(work_input)s::text[],
-        %(work_visible)s::timestamptz[], %(work_attempt)s::int[]
+        %(work_visible)s::timestamptz[], %(work_attempt)s::int[],
+        %(work_holder)s::text[], %(work_expires)s::timestamptz[]
     ) WITH ORDINALITY AS u(owner, instance_id, execution_id, task_id, name, input,
-                           visible_at, attempt, ord)
+                           visible_at, attempt, holder, expires, ord)
     WHERE u.owner IN (SELECT instance_id FROM fenced)
     ORDER BY u.ord
+    RETURNING id, instance_id, task_id, lease_owner
 ), sent AS (
     INSERT INTO {s}.messages (hub, instance_id, execution_id, visible_at, event)
     SELECT %(hub)s, u.instance_id, u.execution_id, u.visible_at, u.event
@@ -122,7 +135,9 @@ WITH c AS (
                     WHERE t.hub = %(hub)s AND t.instance_id = u.instance_id)
     ORDER BY u.ord
 )
-SELECT instance_id FROM fenced"""
+SELECT instance_id, NULL::bigint, NULL::int FROM fenced
+UNION ALL
+SELECT instance_id, id, task_id FROM work WHERE lease_owner IS NOT NULL"""
 
 
 def history_rows(commits: Sequence[EpisodeCommit]) -> dict[str, list[Any]]:
@@ -144,7 +159,9 @@ def history_rows(commits: Sequence[EpisodeCommit]) -> dict[str, list[Any]]:
     return {"history_owner": owners, "history_seq": seqs, "history_event": events}
 
 
-def commit_params(hub: str, commits: Sequence[EpisodeCommit]) -> dict[str, Any]:
+def commit_params(
+    hub: str, commits: Sequence[EpisodeCommit], eager: EagerActivities | None = None
+) -> dict[str, Any]:
     """Parameters of :func:`commit_sql` for one round.
 
     Left out, for the caller to apply after the statement: the history of commits that
@@ -153,6 +170,11 @@ def commit_params(hub: str, commits: Sequence[EpisodeCommit]) -> dict[str, Any]:
     """
     records = [c.instance for c in commits]
     work = [(c.instance.instance_id, w) for c in commits for w in c.work_items]
+    # Which items to lease eagerly is chosen before the fence: items of a stale commit
+    # are not inserted at all, so the worker may get fewer than it asked for.
+    room = 0 if eager is None else max(0, eager.limit - len(eager.leased))
+    holder = None if eager is None else eager.owner
+    expires = None if eager is None else eager.expires
     sent = [(c.instance.instance_id, m) for c in commits if not c.new_instances for m in c.messages]
     consumed = [(c.instance.instance_id, mid) for c in commits for mid in c.consumed]
     return {
@@ -181,9 +203,78 @@ def commit_params(hub: str, commits: Sequence[EpisodeCommit]) -> dict[str, Any]:
         "work_input": [w.input for _, w in work],
         "work_visible": [w.visible_at for _, w in work],
         "work_attempt": [w.prior_attempts for _, w in work],
+        "work_holder": [holder if k < room else None for k in range(len(work))],
+        "work_expires": [expires if k < room else None for k in range(len(work))],
         "message_owner": [owner for owner, _ in sent],
         **message_arrays([m for _, m in sent], "message_"),
     }
+
+
+# -- leases ------------------------------------------------------------------------------
+
+
+def lease_episodes_sql(s: str) -> str:
+    """Lease up to ``limit`` free instances with visible messages, oldest message first.
+
+    Only the oldest ``scan`` visible messages are looked at, read in index order, so a
+    deep backlog costs a bounded scan, not all of it. Messages of leased instances are
+    skipped inside the window, so one busy instance cannot crowd everyone else out of it.
+    Rows other workers are leasing right now are skipped, not waited for, and the lease
+    condition is re-checked on the locked row version.
+    """
+    returned = ", ".join(f"i.{c.strip()}" for c in INSTANCE_COLUMNS.split(","))
+    return f"""
+WITH ready AS (
+    SELECT instance_id, min(visible_at) AS first_at, min(id) AS first_id FROM (
+        SELECT m.instance_id, m.visible_at, m.id
+        FROM {s}.messages m JOIN {s}.instances o
+            ON o.hub = m.hub AND o.instance_id = m.instance_id
+        WHERE m.hub = %(hub)s AND m.visible_at <= %(now)s
+            AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= %(now)s)
+        ORDER BY m.visible_at LIMIT %(scan)s
+    ) oldest GROUP BY instance_id
+), picked AS (
+    SELECT i.instance_id, r.first_at, r.first_id
+    FROM ready r JOIN {s}.instances i ON i.hub = %(hub)s AND i.instance_id = r.instance_id
+    WHERE i.lease_expires_at IS NULL OR i.lease_expires_at <= %(now)s
+    ORDER BY r.first_at, r.first_id LIMIT %(limit)s
+    FOR UPDATE OF i SKIP LOCKED
+)
+UPDATE {s}.instances i SET lease_token = i.lease_token + 1,
+    lease_owner = %(owner)s, lease_expires_at = %(expires)s
+FROM picked p WHERE i.hub = %(hub)s AND i.instance_id = p.instance_id
+RETURNING {returned}, i.lease_token, p.first_at, p.first_id"""
+
+
+def leased_inboxes_sql(s: str) -> str:
+    """The visible messages of the instances a lease statement of this transaction just
+    took (found by owner and expiry); a statement of its own, so on a fresh snapshot."""
+    return f"""
+SELECT m.id, m.instance_id, m.execution_id, m.visible_at, m.event
+FROM {s}.instances i JOIN {s}.messages m ON m.hub = i.hub AND m.instance_id = i.instance_id
+WHERE i.hub = %(hub)s AND i.lease_owner = %(owner)s AND i.lease_expires_at = %(expires)s
+    AND m.visible_at <= %(now)s
+ORDER BY m.id"""
+
+
+def eager_lease_sql(s: str) -> str:
+    """Lease the free instances among ``ids`` that have visible messages (eager
+    episodes, in the activity-result transaction); their inboxes are read after it by
+    :func:`leased_inboxes_sql`."""
+    returned = ", ".join(f"i.{c.strip()}" for c in INSTANCE_COLUMNS.split(","))
+    return f"""
+WITH picked AS (
+    SELECT o.instance_id FROM {s}.instances o
+    WHERE o.hub = %(hub)s AND o.instance_id = ANY(%(ids)s::text[])
+        AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= %(now)s)
+        AND EXISTS (SELECT 1 FROM {s}.messages v WHERE v.hub = %(hub)s
+                    AND v.instance_id = o.instance_id AND v.visible_at <= %(now)s)
+    ORDER BY o.instance_id FOR UPDATE SKIP LOCKED
+)
+UPDATE {s}.instances i SET lease_token = i.lease_token + 1, lease_owner = %(owner)s,
+    lease_expires_at = %(expires)s
+FROM picked p WHERE i.hub = %(hub)s AND i.instance_id = p.instance_id
+RETURNING {returned}, i.lease_token"""
 
 
 def message_arrays(messages: Sequence[Message], prefix: str) -> dict[str, list[Any]]:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg import AsyncConnection, AsyncCursor
 
-from taskloom.storage.base import AT_ONCE
+from taskloom.storage.base import AT_ONCE, QUEUES
 from taskloom.storage.host_base import (
     SCHEDULE_QUEUE,
     HostStore,
@@ -72,7 +72,7 @@ class PostgresHostMixin(HostStore):
 
         async def _run(self, op: Callable[[Conn], Awaitable[T]]) -> T: ...
 
-        def _notify(self) -> None: ...
+        def _notify(self, kinds: str = ...) -> None: ...
 
     async def _insert_message(
         self,
@@ -104,7 +104,7 @@ class PostgresHostMixin(HostStore):
                 return message_id
 
         message_id = await self._run(op)
-        self._notify()
+        self._notify(QUEUES)
         return message_id
 
     async def queue_lease(
@@ -195,7 +195,7 @@ class PostgresHostMixin(HostStore):
 
         outcome = await self._run(op)
         if outcome != "lost":
-            self._notify()
+            self._notify(QUEUES)
         return outcome
 
     async def queue_peek(self, queue: str, limit: int = 100) -> list[QueueMessage]:
@@ -260,7 +260,7 @@ class PostgresHostMixin(HostStore):
 
         claimed = await self._run(op)
         if claimed:
-            self._notify()
+            self._notify(QUEUES)
         return claimed
 
     async def schedule_set_paused(

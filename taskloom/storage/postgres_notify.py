@@ -19,6 +19,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from taskloom.errors import ConfigurationError, StoreError
+from taskloom.storage.base import ALL_KINDS
 
 log = logging.getLogger("taskloom.storage.postgres")
 
@@ -108,12 +109,12 @@ def connect_error(params: dict[str, Any], exc: BaseException) -> Exception:
 class NotifyListener:
     """Holds one dedicated connection that LISTENs on a hub's channel.
 
-    Every notification calls ``wake`` (but those whose payload is ``ignore``: the
-    store's own, whose listeners it woke directly). When the connection drops, the listener logs a
-    warning, reconnects with exponential backoff and calls ``wake`` once connected
-    again, because notifications sent while it was away are lost and work may be
-    waiting. A silent network failure is caught by a ``SELECT 1`` whenever no
-    notification arrived for ``check_every`` seconds.
+    Every notification calls ``wake`` with its kinds (the payload is ``SENDER:KINDS``),
+    except those sent by ``ignore``: the store's own, whose listeners it woke directly.
+    When the connection drops, the listener logs a warning, reconnects with exponential
+    backoff and calls ``wake`` once connected again, because notifications sent while
+    it was away are lost and work may be waiting. A silent network failure is caught
+    by a ``SELECT 1`` whenever no notification arrived for ``check_every`` seconds.
     """
 
     def __init__(
@@ -121,7 +122,7 @@ class NotifyListener:
         url: str,
         kwargs: dict[str, Any],
         channel: str,
-        wake: Callable[[], None],
+        wake: Callable[[str], None],
         check_every: float = 30.0,
         *,
         ignore: str | None = None,
@@ -179,11 +180,12 @@ class NotifyListener:
                     self.connected.set()
                     log.info("LISTEN connection for %s re-established", self._channel)
                     # Notifications sent while we were away are gone: look for work.
-                    self._wake()
+                    self._wake(ALL_KINDS)
                 delay = BACKOFF_MIN
                 async for note in self._conn.notifies(timeout=self._check_every):
-                    if self._ignore is None or note.payload != self._ignore:
-                        self._wake()
+                    sender, _, kinds = note.payload.partition(":")
+                    if self._ignore is None or sender != self._ignore:
+                        self._wake(kinds or ALL_KINDS)
                 # No notification for a while: make sure the socket is still alive.
                 await self._conn.execute("SELECT 1")
             except asyncio.CancelledError:
@@ -209,29 +211,27 @@ class Announcer:
     trip, however many transactions it commits meanwhile.
     """
 
-    def __init__(self, send: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, send: Callable[[str], Awaitable[None]]) -> None:
         self._send = send
         self._task: asyncio.Task[None] | None = None
-        self._again = False
+        self._kinds = ""
         #: Notifications sent (tests and diagnostics).
         self.sent = 0
 
-    def announce(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._again = True
-            return
-        self._task = asyncio.get_running_loop().create_task(self._flush(), name="taskloom-notify")
+    def announce(self, kinds: str) -> None:
+        self._kinds += "".join(k for k in kinds if k not in self._kinds)
+        if self._task is None or self._task.done():
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._flush(), name="taskloom-notify")
 
     async def _flush(self) -> None:
-        while True:
-            self._again = False
+        while self._kinds:
+            kinds, self._kinds = self._kinds, ""
             try:
-                await self._send()
+                await self._send(kinds)
                 self.sent += 1
             except Exception as exc:  # others fall back to their poll; say why
                 log.warning("NOTIFY not sent (%s); other processes see work at their poll", exc)
-            if not self._again:
-                return
 
     async def close(self) -> None:
         """Send what is pending, then stop."""

@@ -36,7 +36,12 @@ from taskloom.models import FailureDetails, Status
 from taskloom.storage import local_bus
 from taskloom.storage import sqlite_codec as codec
 from taskloom.storage.base import (
+    ALL_KINDS,
+    EPISODES,
+    STATUS,
     ActivityResult,
+    EagerActivities,
+    EagerEpisodes,
     EpisodeCommit,
     InstanceQuery,
     InstanceRecord,
@@ -44,10 +49,14 @@ from taskloom.storage.base import (
     Listener,
     Message,
     NewInstance,
+    NewWorkItem,
     QueryResult,
     Store,
     WorkItem,
     child_conflict_message,
+    commit_kinds,
+    result_kinds,
+    timed,
 )
 from taskloom.storage.doorbell import Doorbell
 from taskloom.storage.migrations import load_migrations, split_statements
@@ -278,17 +287,14 @@ class SqliteStore(SqliteHostMixin, Store):
     def _bus_key(self) -> tuple[str, str]:
         return (os.path.realpath(self.path) if self.path != ":memory:" else str(id(self)), self.hub)
 
-    def _notify(self) -> None:
-        super()._notify()
-        local_bus.publish(self._bus_key, self._wake_locally)
+    def _notify(self, kinds: str = ALL_KINDS) -> None:
+        self._wake_locally(kinds)
+        local_bus.publish(self._bus_key, self._wake_locally, kinds)
         if self._doorbell is not None:
-            self._doorbell.ring()
+            self._doorbell.ring(kinds)
 
-    def _wake_locally(self) -> None:
-        super()._notify()
-
-    def add_listener(self, listener: Listener) -> None:
-        super().add_listener(listener)
+    def add_listener(self, listener: Listener, kinds: str = ALL_KINDS) -> None:
+        super().add_listener(listener, kinds)
         # Other processes ring only the processes that listen; the socket stays bound
         # until close, so a client waiting many times in a row binds once.
         if self._doorbell is not None:
@@ -431,14 +437,14 @@ class SqliteStore(SqliteHostMixin, Store):
                 f"with status {blocking.value}; wait for it to finish, terminate it, or "
                 "choose another instance_id"
             )
-        self._notify()
+        self._notify(EPISODES + STATUS + timed([new.start]))
 
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if not messages:
             return
         with self._write("enqueue messages") as conn:
             self._insert_messages(conn, messages)
-        self._notify()
+        self._notify(EPISODES + timed(messages))
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         sql = f"{_SELECT_RECORD} WHERE hub = ? AND instance_id = ?"
@@ -528,47 +534,62 @@ class SqliteStore(SqliteHostMixin, Store):
         with self._write("lease instances") as conn:
             # Again under the lock: another process may have leased some meanwhile.
             ids = [r[0] for r in conn.execute(_Q["episode_candidates"], params)]
-            if not ids:
-                return []
-            last = conn.execute(_Q["next_lease_tokens"], (len(ids),)).fetchone()[0]
-            tokens = dict(zip(ids, range(last - len(ids) + 1, last + 1), strict=True))
-            expires = at + codec.seconds_to_us(lease_for)
-            conn.executemany(
-                _Q["lease_instance"], [(owner, tokens[i], expires, self.hub, i) for i in ids]
+            return self._lease_instances(conn, ids, at, lease_for, owner)
+
+    def _lease_instances(
+        self, conn: sqlite3.Connection, ids: list[str], at: int, lease_for: float, owner: str
+    ) -> list[LeasedEpisode]:
+        """Lease ``ids`` (free, checked under the writer lock) with their visible inboxes."""
+        if not ids:
+            return []
+        last = conn.execute(_Q["next_lease_tokens"], (len(ids),)).fetchone()[0]
+        tokens = dict(zip(ids, range(last - len(ids) + 1, last + 1), strict=True))
+        expires = at + codec.seconds_to_us(lease_for)
+        conn.executemany(
+            _Q["lease_instance"], [(owner, tokens[i], expires, self.hub, i) for i in ids]
+        )
+        marks = codec.marks(len(ids))
+        records = {
+            r["instance_id"]: _record(r)
+            for r in conn.execute(
+                f"{_SELECT_RECORD} WHERE hub = ? AND instance_id IN ({marks})",
+                (self.hub, *ids),
             )
-            marks = codec.marks(len(ids))
-            records = {
-                r["instance_id"]: _record(r)
-                for r in conn.execute(
-                    f"{_SELECT_RECORD} WHERE hub = ? AND instance_id IN ({marks})",
-                    (self.hub, *ids),
-                )
-            }
-            inboxes: dict[str, list[Message]] = {i: [] for i in ids}
-            for row in conn.execute(
-                "SELECT * FROM messages WHERE hub = ? AND visible_at <= ? "
-                f"AND instance_id IN ({marks}) ORDER BY id",
-                (self.hub, at, *ids),
-            ):
-                inboxes[row["instance_id"]].append(_message(row))
+        }
+        inboxes: dict[str, list[Message]] = {i: [] for i in ids}
+        for row in conn.execute(
+            "SELECT * FROM messages WHERE hub = ? AND visible_at <= ? "
+            f"AND instance_id IN ({marks}) ORDER BY id",
+            (self.hub, at, *ids),
+        ):
+            inboxes[row["instance_id"]].append(_message(row))
         return [LeasedEpisode(records[i], inboxes[i], tokens[i]) for i in ids]
 
     async def complete_episodes(
-        self, commits: Sequence[EpisodeCommit], now: datetime
+        self,
+        commits: Sequence[EpisodeCommit],
+        now: datetime,
+        eager: EagerActivities | None = None,
     ) -> list[bool]:
         if not commits:
             return []
         # One transaction for the batch (one lock round and one WAL commit); each commit
         # checks its fence before writing anything, so a lost lease skips only itself.
         with self._write("complete episodes") as conn:
-            applied = [self._apply_commit(conn, commit, now) for commit in commits]
+            applied = [self._apply_commit(conn, commit, now, eager) for commit in commits]
         if any(applied):
             # Besides new work, releasing a lease makes messages that arrived meanwhile
             # runnable.
-            self._notify()
+            self._notify(commit_kinds(commits, applied, eager))
         return applied
 
-    def _apply_commit(self, conn: sqlite3.Connection, commit: EpisodeCommit, now: datetime) -> bool:
+    def _apply_commit(
+        self,
+        conn: sqlite3.Connection,
+        commit: EpisodeCommit,
+        now: datetime,
+        eager: EagerActivities | None,
+    ) -> bool:
         key = (self.hub, commit.instance.instance_id)
         # The fenced row update goes first: when the lease is lost it matches no row and
         # nothing else is written.
@@ -592,6 +613,11 @@ class SqliteStore(SqliteHostMixin, Store):
                 f"AND id IN ({codec.marks(len(chunk))})",
                 (*key, *chunk),
             )
+        work = list(commit.work_items)
+        if eager is not None:
+            now_leased = work[: max(0, eager.limit - len(eager.leased))]
+            work = work[len(now_leased) :]
+            self._insert_leased_work(conn, now_leased, eager)
         conn.executemany(
             _Q["insert_work_item"],
             [
@@ -605,7 +631,7 @@ class SqliteStore(SqliteHostMixin, Store):
                     codec.us(w.visible_at),
                     w.prior_attempts,
                 )
-                for w in commit.work_items
+                for w in work
             ],
         )
         self._insert_messages(conn, commit.messages)
@@ -616,11 +642,39 @@ class SqliteStore(SqliteHostMixin, Store):
                     self._insert_messages(conn, [conflict])
         return True
 
+    def _insert_leased_work(
+        self, conn: sqlite3.Connection, items: Sequence[NewWorkItem], eager: EagerActivities
+    ) -> None:
+        # Hidden until the lease lapses, like any leased item (visible_at = expiry).
+        expires = codec.us(eager.expires)
+        for w in items:
+            attempt = w.prior_attempts + 1
+            row = conn.execute(
+                _Q["insert_leased_work_item"],
+                (
+                    self.hub,
+                    w.instance_id,
+                    w.execution_id,
+                    w.task_id,
+                    w.name,
+                    w.input,
+                    expires,
+                    attempt,
+                    eager.owner,
+                    expires,
+                ),
+            ).fetchone()
+            eager.leased.append(
+                WorkItem(
+                    row[0], w.instance_id, w.execution_id, w.task_id, w.name, w.input, 1, attempt
+                )
+            )
+
     async def abandon_episode(self, instance_id: str, lease_token: int) -> None:
         with self._write(f"abandon the episode of {instance_id!r}") as conn:
             released = conn.execute(_Q["abandon"], (self.hub, instance_id, lease_token)).rowcount
         if released:
-            self._notify()
+            self._notify(EPISODES)
 
     # -- activities -----------------------------------------------------------------
 
@@ -648,7 +702,10 @@ class SqliteStore(SqliteHostMixin, Store):
         return [WorkItem(**{f.name: r[f.name] for f in fields(WorkItem)}) for r in rows]
 
     async def complete_activities(
-        self, results: Sequence[ActivityResult], now: datetime
+        self,
+        results: Sequence[ActivityResult],
+        now: datetime,
+        eager: EagerEpisodes | None = None,
     ) -> list[bool]:
         done: list[bool] = []
         with self._write("complete activities") as conn:
@@ -658,9 +715,31 @@ class SqliteStore(SqliteHostMixin, Store):
                 if deleted:
                     self._insert_messages(conn, [result.message])
                 done.append(deleted)
+            if eager is not None:
+                targets = [r.message.instance_id for r, ok in zip(results, done, strict=True) if ok]
+                self._lease_free(conn, list(dict.fromkeys(targets)), eager)
         if any(done):
-            self._notify()
+            self._notify(
+                result_kinds([r for r, ok in zip(results, done, strict=True) if ok], eager)
+            )
         return done
+
+    def _lease_free(self, conn: sqlite3.Connection, ids: list[str], eager: EagerEpisodes) -> None:
+        at = codec.us(eager.now)
+        free: list[str] = []
+        for chunk in codec.chunks(ids):
+            free += [
+                r[0]
+                for r in conn.execute(
+                    "SELECT instance_id FROM instances WHERE hub = ? AND instance_id IN "
+                    f"({codec.marks(len(chunk))}) "
+                    "AND (lease_expires IS NULL OR lease_expires <= ?)",
+                    (self.hub, *chunk, at),
+                )
+            ]
+        for chunk in codec.chunks(free):
+            leased = self._lease_instances(conn, list(chunk), at, eager.lease_for, eager.owner)
+            eager.leased += [e for e in leased if e.messages]
 
     async def renew_activities(
         self, leases: Sequence[tuple[int, int]], now: datetime, lease_for: float

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from taskloom.storage import sqlite_codec as codec
-from taskloom.storage.base import AT_ONCE
+from taskloom.storage.base import AT_ONCE, QUEUES
 from taskloom.storage.host_base import (
     SCHEDULE_QUEUE,
     HostStore,
@@ -90,7 +90,7 @@ class SqliteHostMixin(HostStore):
 
         def _scalar(self, action: str, sql: str, params: Sequence[Any] | dict[str, Any]) -> Any: ...
 
-        def _notify(self) -> None: ...
+        def _notify(self, kinds: str = ...) -> None: ...
 
     # -- queues ---------------------------------------------------------------------
 
@@ -101,7 +101,7 @@ class SqliteHostMixin(HostStore):
                 (self.hub, queue, body, codec.us(visible_at), codec.us(now), 0, None),
             )
             message_id = cur.lastrowid
-        self._notify()
+        self._notify(QUEUES)
         assert message_id is not None
         return message_id
 
@@ -188,7 +188,7 @@ class SqliteHostMixin(HostStore):
                     (codec.us(retry_at), error, message_id),
                 )
                 outcome = "retry"
-        self._notify()
+        self._notify(QUEUES)
         return outcome
 
     async def queue_peek(self, queue: str, limit: int = 100) -> list[QueueMessage]:
@@ -243,7 +243,7 @@ class SqliteHostMixin(HostStore):
                     (self.hub, SCHEDULE_QUEUE, body, codec.us(AT_ONCE), at, 0, None),
                 )
         if claimed:
-            self._notify()
+            self._notify(QUEUES)
         return claimed
 
     async def schedule_set_paused(
