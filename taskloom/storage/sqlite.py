@@ -23,7 +23,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
@@ -403,14 +403,18 @@ class SqliteStore(SqliteHostMixin, Store):
         ).fetchone()
         if row is not None and not Status(row[0]).is_terminal:
             return Status(row[0])
-        # Leftovers of a previous instance with this id (or events sent to it before it
-        # existed) must not leak into the new one.
-        self._delete_in(conn, _INSTANCE_DATA, [new.record.instance_id])
+        # Leftovers of a previous instance with this id must not leak into the new one.
+        # A fresh id has none: rows of other tables live only beside an instance row
+        # (messages for unknown instances are dropped when inserted).
+        if row is not None:
+            self._delete_in(conn, _INSTANCE_DATA, [new.record.instance_id])
         conn.execute(_UPSERT_RECORD, _record_params(self.hub, new.record))
         self._insert_messages(conn, [new.start])
         return None
 
-    def _insert_messages(self, conn: sqlite3.Connection, messages: Iterable[Message]) -> None:
+    def _insert_messages(self, conn: sqlite3.Connection, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
         conn.executemany(
             _Q["insert_message"],
             [
@@ -618,6 +622,17 @@ class SqliteStore(SqliteHostMixin, Store):
             now_leased = work[: max(0, eager.limit - len(eager.leased))]
             work = work[len(now_leased) :]
             self._insert_leased_work(conn, now_leased, eager)
+        if work:
+            self._insert_work(conn, work)
+        self._insert_messages(conn, commit.messages)
+        for new in commit.new_instances:
+            if self._create(conn, new) is not None:
+                conflict = child_conflict_message(new, now)
+                if conflict is not None:
+                    self._insert_messages(conn, [conflict])
+        return True
+
+    def _insert_work(self, conn: sqlite3.Connection, work: Sequence[NewWorkItem]) -> None:
         conn.executemany(
             _Q["insert_work_item"],
             [
@@ -634,13 +649,6 @@ class SqliteStore(SqliteHostMixin, Store):
                 for w in work
             ],
         )
-        self._insert_messages(conn, commit.messages)
-        for new in commit.new_instances:
-            if self._create(conn, new) is not None:
-                conflict = child_conflict_message(new, now)
-                if conflict is not None:
-                    self._insert_messages(conn, [conflict])
-        return True
 
     def _insert_leased_work(
         self, conn: sqlite3.Connection, items: Sequence[NewWorkItem], eager: EagerActivities
