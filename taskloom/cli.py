@@ -66,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-concurrent-activities", type=int)
     serve.add_argument("--max-concurrent-orchestrations", type=int)
     serve.add_argument("--lease-for", type=float, help="lease seconds (default 30)")
-    serve.add_argument("--poll-interval", type=float, help="seconds (default 0.5)")
+    serve.add_argument(
+        "--poll-interval", type=float, help="fallback poll of the workers, seconds (default 1)"
+    )
 
     def managed(name: str, help: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help)

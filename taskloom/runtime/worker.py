@@ -52,7 +52,9 @@ class WorkerOptions:
     max_concurrent_orchestrations: int = 200
     max_concurrent_activities: int = 100
     lease_for: float = 30.0
-    poll_interval: float = 0.5
+    # Only a safety net (a wake-up lost with a killed process, a lapsed activity lease):
+    # work written anywhere wakes workers at once (see docs/architecture.md).
+    poll_interval: float = 1.0
     cache_size: int = 10_000
     activity_threads: int = 32
     #: Lease scheduled activities and the next episode to ourselves in the commits that
@@ -108,6 +110,7 @@ class Worker:
         self._timers_dirty = True
         self._late = False
         self._saturated = False
+        self._eager_tasks: set[asyncio.Task[None]] = set()
         self._leasing = 0
         self._pool = ThreadPoolExecutor(self.options.activity_threads, "taskloom-activity")
 
@@ -141,6 +144,8 @@ class Worker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._results:
             await self._flush()
+        if self._eager_tasks:  # episodes leased with the last results: let them commit
+            await asyncio.wait(list(self._eager_tasks), timeout=max(1.0, drain_timeout))
         self._pool.shutdown(wait=False, cancel_futures=True)
         log.info("worker %s stopped", self.owner)
 
@@ -374,7 +379,10 @@ class Worker:
             self._committing -= 1
         if eager is not None and eager.leased:
             self._planning += 1  # released by _run_eager
-            asyncio.create_task(self._run_eager(eager.leased)).add_done_callback(_log_crash)
+            task = asyncio.create_task(self._run_eager(eager.leased))
+            self._eager_tasks.add(task)
+            task.add_done_callback(self._eager_tasks.discard)
+            task.add_done_callback(_log_crash)
         for result, ok in zip(batch, applied, strict=True):
             if not ok:
                 log.warning(
