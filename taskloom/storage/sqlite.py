@@ -632,23 +632,13 @@ class SqliteStore(SqliteHostMixin, Store):
                     self._insert_messages(conn, [conflict])
         return True
 
+    def _work_row(self, w: NewWorkItem, visible_at: int, attempt: int) -> tuple[Any, ...]:
+        return (self.hub, w.instance_id, w.execution_id, w.task_id, w.name, w.input,
+                visible_at, attempt)  # fmt: skip
+
     def _insert_work(self, conn: sqlite3.Connection, work: Sequence[NewWorkItem]) -> None:
-        conn.executemany(
-            _Q["insert_work_item"],
-            [
-                (
-                    self.hub,
-                    w.instance_id,
-                    w.execution_id,
-                    w.task_id,
-                    w.name,
-                    w.input,
-                    codec.us(w.visible_at),
-                    w.prior_attempts,
-                )
-                for w in work
-            ],
-        )
+        rows = [self._work_row(w, codec.us(w.visible_at), w.prior_attempts) for w in work]
+        conn.executemany(_Q["insert_work_item"], rows)
 
     def _insert_leased_work(
         self, conn: sqlite3.Connection, items: Sequence[NewWorkItem], eager: EagerActivities
@@ -657,24 +647,11 @@ class SqliteStore(SqliteHostMixin, Store):
         expires = codec.us(eager.expires)
         for w in items:
             attempt = w.prior_attempts + 1
-            row = conn.execute(
-                _Q["insert_leased_work_item"],
-                (
-                    self.hub,
-                    w.instance_id,
-                    w.execution_id,
-                    w.task_id,
-                    w.name,
-                    w.input,
-                    expires,
-                    attempt,
-                    eager.owner,
-                    expires,
-                ),
-            ).fetchone()
+            row = (*self._work_row(w, expires, attempt), eager.owner, expires)
+            item_id = conn.execute(_Q["insert_leased_work_item"], row).fetchone()[0]
             eager.leased.append(
                 WorkItem(
-                    row[0], w.instance_id, w.execution_id, w.task_id, w.name, w.input, 1, attempt
+                    item_id, w.instance_id, w.execution_id, w.task_id, w.name, w.input, 1, attempt
                 )
             )
 
