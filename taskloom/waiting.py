@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from taskloom.errors import InstanceNotFoundError
 from taskloom.models import Status
-from taskloom.storage.base import InstanceRecord, Store
+from taskloom.storage.base import STATUS, InstanceRecord, Store
 
 IdleHook = Callable[[], Awaitable[bool]]
 
@@ -87,7 +87,7 @@ class InstanceWatcher:
             waiter.future.cancel()
 
     async def _pump(self) -> None:
-        self.store.add_listener(self._changed.set)
+        self.store.add_listener(self._changed.set, STATUS)
         delay = 0.005
         try:
             while self._waiters:
@@ -115,6 +115,9 @@ class InstanceWatcher:
         finally:
             self.store.remove_listener(self._changed.set)
 
+    def _not_found(self, iid: str) -> InstanceNotFoundError:
+        return InstanceNotFoundError(f"no instance {iid!r} in hub {self.store.hub!r}")
+
     async def _check(self) -> None:
         self.checks += 1
         ids = list(self._waiters)
@@ -128,25 +131,20 @@ class InstanceWatcher:
         ready: list[str] = []
         for iid in ids:
             status = statuses.get(iid)
-            for waiter in self._waiters.get(iid, ()):
+            waiters = self._waiters.get(iid, [])
+            for waiter in waiters:
                 waiter.last = status
-                if waiter.future.done():
-                    continue
-                if status is None:
-                    waiter.future.set_exception(
-                        InstanceNotFoundError(f"no instance {iid!r} in hub {self.store.hub!r}")
-                    )
-                elif waiter.done(status) and iid not in ready:
-                    ready.append(iid)
+                if status is None and not waiter.future.done():
+                    waiter.future.set_exception(self._not_found(iid))
+            if status is not None and any(w.done(status) for w in waiters):
+                ready.append(iid)
         for iid in ready:
             record = records[iid] if iid in records else await self.store.get_instance(iid)
             for waiter in self._waiters.get(iid, ()):
                 if waiter.future.done():
                     continue
                 if record is None:
-                    waiter.future.set_exception(
-                        InstanceNotFoundError(f"no instance {iid!r} in hub {self.store.hub!r}")
-                    )
+                    waiter.future.set_exception(self._not_found(iid))
                 elif waiter.done(record.status):
                     waiter.future.set_result(record)
         # Resolved waiters leave at once: the pump must not skip virtual time for a wait

@@ -212,6 +212,11 @@ QUEUES = "q"  # durable queues and schedules
 ALL_KINDS = "eastq"
 
 
+def merge_kinds(pending: str, kinds: str) -> str:
+    """``pending`` plus the letters of ``kinds`` it lacks (coalescing wake-ups)."""
+    return pending + "".join(k for k in kinds if k not in pending)
+
+
 def timed(messages: Iterable[Message]) -> str:
     """:data:`TIMERS` if any message becomes visible later than at once, else ``""``."""
     return TIMERS if any(m.visible_at != AT_ONCE for m in messages) else ""

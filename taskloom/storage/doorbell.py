@@ -36,6 +36,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from taskloom.storage.base import merge_kinds
+
 log = logging.getLogger("taskloom.storage.doorbell")
 
 #: Whether this platform has Unix datagram sockets.
@@ -161,7 +163,7 @@ class Doorbell:
         if not SUPPORTED:
             return
         first = not self._pending
-        self._pending += "".join(k for k in kinds if k not in self._pending)
+        self._pending = merge_kinds(self._pending, kinds)
         if not first:
             return
         try:

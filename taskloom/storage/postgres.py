@@ -87,6 +87,7 @@ from taskloom.storage.base import (
 )
 from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.postgres_batch import (
+    INSTANCE_COLUMNS,
     activity_params,
     activity_sql,
     commit_params,
@@ -442,23 +443,7 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
                     await inboxes.execute(leased_inboxes_sql(s), params)
                 leased = sorted(await cur.fetchall(), key=lambda r: (r[-2], r[-1]))
                 rows = await inboxes.fetchall()
-            if not leased:
-                return []
-            inbox: dict[str, list[Message]] = {r[0]: [] for r in leased}
-            for mid, iid, eid, visible, event in rows:
-                if iid in inbox:
-                    inbox[iid].append(Message(iid, loads_event(event), visible, eid, mid))
-            episodes: list[LeasedEpisode] = []
-            emptied: list[tuple[str, int]] = []
-            for row in leased:
-                messages = inbox[row[0]]
-                if messages:
-                    episodes.append(LeasedEpisode(instance_from_row(row), messages, row[-3]))
-                else:  # consumed between our snapshot and our lock
-                    emptied.append((row[0], row[-3]))
-            if emptied:
-                await self._release(conn, emptied)
-            return episodes
+            return await self._with_inboxes(conn, leased, rows)
 
         return await self._run(op)
 
@@ -503,8 +488,6 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
 
         applied = await self._run(op)
         if any(applied):
-            # Always wake workers: messages that arrived during the episode make the
-            # instance runnable again now that its lease is released.
             self._notify(commit_kinds(commits, applied, eager))
         return applied
 
@@ -642,7 +625,8 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
                 done = {sent[row[0] - 1] for row in await cur.fetchall()}
                 if eager is not None:
                     leased = await lease.fetchall()
-                    await self._eager_episodes(conn, leased, await inboxes.fetchall(), eager)
+                    rows = await inboxes.fetchall()
+                    eager.leased.extend(await self._with_inboxes(conn, leased, rows))
             return [k in done for k in range(len(results))]
 
         applied = await self._run(op)
@@ -660,27 +644,27 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
             "expires": eager.now + timedelta(seconds=eager.lease_for),
         }
 
-    async def _eager_episodes(
-        self,
-        conn: Conn,
-        leased: list[tuple[Any, ...]],
-        rows: list[tuple[Any, ...]],
-        eager: EagerEpisodes,
-    ) -> None:
-        """Episodes from the eager lease and its inbox read. A lease without messages
-        (consumed between the snapshot and the lock) is freed again, after the commit."""
+    async def _with_inboxes(
+        self, conn: Conn, leased: list[tuple[Any, ...]], rows: list[tuple[Any, ...]]
+    ) -> list[LeasedEpisode]:
+        """Episodes from lease rows (instance columns, then the token) and the rows of
+        :func:`leased_inboxes_sql`. A lease without messages (consumed between the lease
+        statement's snapshot and its lock) is freed again."""
+        token_at = len(INSTANCE_COLUMNS.split(","))
         inbox: dict[str, list[Message]] = {row[0]: [] for row in leased}
         for mid, iid, eid, visible, event in rows:
             if iid in inbox:
                 inbox[iid].append(Message(iid, loads_event(event), visible, eid, mid))
+        episodes: list[LeasedEpisode] = []
         emptied: list[tuple[str, int]] = []
         for row in leased:
             if inbox[row[0]]:
-                eager.leased.append(LeasedEpisode(instance_from_row(row), inbox[row[0]], row[-1]))
+                episodes.append(LeasedEpisode(instance_from_row(row), inbox[row[0]], row[token_at]))
             else:
-                emptied.append((row[0], row[-1]))
+                emptied.append((row[0], row[token_at]))
         if emptied:
             await self._release(conn, emptied)
+        return episodes
 
     async def _release(self, conn: Conn, leases: list[tuple[str, int]]) -> None:
         """Free instance leases given as (instance id, token) that found no messages."""

@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from taskloom.errors import ConfigurationError, StoreError
-from taskloom.storage.base import ALL_KINDS
+from taskloom.storage.base import ALL_KINDS, merge_kinds
 
 log = logging.getLogger("taskloom.storage.postgres")
 
@@ -219,7 +219,7 @@ class Announcer:
         self.sent = 0
 
     def announce(self, kinds: str) -> None:
-        self._kinds += "".join(k for k in kinds if k not in self._kinds)
+        self._kinds = merge_kinds(self._kinds, kinds)
         if self._task is None or self._task.done():
             loop = asyncio.get_running_loop()
             self._task = loop.create_task(self._flush(), name="taskloom-notify")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import os
 import re
@@ -283,8 +284,9 @@ class SqliteStore(SqliteHostMixin, Store):
 
     # -- wake-ups -------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def _bus_key(self) -> tuple[str, str]:
+        # Cached: every commit publishes on it, and realpath costs system calls.
         return (os.path.realpath(self.path) if self.path != ":memory:" else str(id(self)), self.hub)
 
     def _notify(self, kinds: str = ALL_KINDS) -> None:
@@ -582,8 +584,6 @@ class SqliteStore(SqliteHostMixin, Store):
         with self._write("complete episodes") as conn:
             applied = [self._apply_commit(conn, commit, now, eager) for commit in commits]
         if any(applied):
-            # Besides new work, releasing a lease makes messages that arrived meanwhile
-            # runnable.
             self._notify(commit_kinds(commits, applied, eager))
         return applied
 
@@ -700,13 +700,12 @@ class SqliteStore(SqliteHostMixin, Store):
                 if deleted:
                     self._insert_messages(conn, [result.message])
                 done.append(deleted)
+            took = [r for r, ok in zip(results, done, strict=True) if ok]
             if eager is not None:
-                targets = [r.message.instance_id for r, ok in zip(results, done, strict=True) if ok]
-                self._lease_free(conn, list(dict.fromkeys(targets)), eager)
-        if any(done):
-            self._notify(
-                result_kinds([r for r, ok in zip(results, done, strict=True) if ok], eager)
-            )
+                targets = dict.fromkeys(r.message.instance_id for r in took)
+                self._lease_free(conn, list(targets), eager)
+        if took:
+            self._notify(result_kinds(took, eager))
         return done
 
     def _lease_free(self, conn: sqlite3.Connection, ids: list[str], eager: EagerEpisodes) -> None:
