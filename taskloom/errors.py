@@ -10,6 +10,9 @@
     ├── InvalidStateError           an operation the instance's status does not allow
     ├── ScheduleNotFoundError       a schedule name the hub does not hold (also LookupError)
     ├── StoreError                  the store failed (a driver error, translated)
+    ├── WrongExpectedVersionError   an append found its stream at another version
+    ├── InvalidEventError           an event, stream id or read the event store refuses
+    │                               (also ValueError)
     ├── OrchestrationError          raised inside orchestrator code
     │   ├── TaskFailedError         an activity or sub-orchestration failed (.details)
     │   │   └── TaskTimeoutError    wait_for_external_event(timeout=...) ran out
@@ -58,6 +61,34 @@ class ScheduleNotFoundError(TaskloomError, LookupError):
 
 class StoreError(TaskloomError):
     """The store failed; the original driver error is chained as ``__cause__``."""
+
+
+class WrongExpectedVersionError(TaskloomError):
+    """An append expected its stream at one version and found another; nothing was
+    written. ``actual`` is the stream's current version (0 when it does not exist)."""
+
+    def __init__(self, stream_id: str, expected: object, actual: int, detail: str = "") -> None:
+        from taskloom.events.records import StreamState, describe_expected
+
+        shown = describe_expected(expected) if isinstance(expected, int | StreamState) else expected
+        where = (
+            f"stream {stream_id!r} is at version {actual}"
+            if actual
+            else (f"stream {stream_id!r} does not exist")
+        )
+        super().__init__(
+            f"append to stream {stream_id!r} expected {shown}, but {where}"
+            + (f" ({detail})" if detail else "")
+            + ": read the stream again and retry with its current version, or pass "
+            "expected_version=tl.ANY to append whatever it holds"
+        )
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidEventError(TaskloomError, ValueError):
+    """An event, a stream id or a read the event store refuses; nothing was written."""
 
 
 class OrchestrationError(TaskloomError):
