@@ -209,7 +209,8 @@ ACTIVITIES = "a"  # a work item nobody holds was added
 STATUS = "s"  # an instance row changed (waiting clients)
 TIMERS = "t"  # something will become visible later (next_wakeup may have moved)
 QUEUES = "q"  # durable queues and schedules
-ALL_KINDS = "eastq"
+LOG = "l"  # events were appended to the hub's event log (consumers follow it)
+ALL_KINDS = "eastql"
 
 
 def merge_kinds(pending: str, kinds: str) -> str:
