@@ -28,13 +28,15 @@ protocol, every method takes ``now`` from its caller.
 from __future__ import annotations
 
 import abc
+import re
 import zlib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
-from taskloom.events.records import ExpectedVersion
+from taskloom.errors import WrongExpectedVersionError
+from taskloom.events.records import ExpectedVersion, StreamState
 from taskloom.storage.base import Message, NewInstance
 
 __all__ = [
@@ -51,6 +53,10 @@ __all__ = [
     "StreamAppend",
     "TxHook",
     "ViewFilter",
+    "check_expected",
+    "check_field",
+    "check_op",
+    "decide_append",
     "stream_bucket",
     "view_name",
 ]
@@ -155,6 +161,60 @@ class ViewFilter:
 
 
 VIEW_OPS = ("=", "!=", "<", "<=", ">", ">=")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+
+def check_field(name: str) -> str:
+    """A top-level document field usable in a query or an index (it is inlined in SQL)."""
+    if not isinstance(name, str) or not _FIELD.fullmatch(name):
+        raise ValueError(
+            f"view field {name!r} is not a plain top-level field name: use letters, digits "
+            "and underscores, starting with a letter or underscore, at most 40 characters"
+        )
+    return name
+
+
+def check_op(op: str) -> str:
+    if op not in VIEW_OPS:
+        raise ValueError(f"unknown view filter operator {op!r}: use one of {', '.join(VIEW_OPS)}")
+    return op
+
+
+def check_expected(stream_id: str, expected: ExpectedVersion, current: int) -> None:
+    """Raise :class:`WrongExpectedVersionError` unless a stream at version ``current``
+    (0: absent or deleted) satisfies ``expected``."""
+    if expected is StreamState.ANY:
+        return
+    if expected is StreamState.NO_STREAM:
+        ok = current == 0
+    elif expected is StreamState.STREAM_EXISTS:
+        ok = current > 0
+    else:
+        ok = current == expected
+    if not ok:
+        raise WrongExpectedVersionError(stream_id, expected, current)
+
+
+def decide_append(
+    append: StreamAppend, current: int, found: dict[str, tuple[int, int]]
+) -> tuple[int, int] | None:
+    """Whether ``append`` repeats one already written: ``found`` maps those of its event
+    ids already in the stream to their ``(version, position)``. None: none of them is
+    there (append normally); the first append's result: all of them, in order; a partial
+    or reordered repeat raises :class:`WrongExpectedVersionError`."""
+    if not found:
+        return None
+    ids = [e.id for e in append.events]
+    versions = [found[i][0] for i in ids if i in found]
+    if len(versions) == len(ids) and versions == list(range(versions[0], versions[0] + len(ids))):
+        return found[ids[-1]]
+    raise WrongExpectedVersionError(
+        append.stream_id,
+        append.expected,
+        current,
+        f"{len(versions)} of its {len(ids)} event ids are already in the stream, "
+        "not as one earlier append in this order",
+    )
 
 
 class EventTx(abc.ABC):
@@ -341,4 +401,3 @@ class EventLogStore(abc.ABC):
 def view_name(name: str, generation: int) -> str:
     """The physical view of a projection's generation."""
     return f"{name}#{generation}"
-

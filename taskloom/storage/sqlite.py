@@ -61,6 +61,7 @@ from taskloom.storage.base import (
 )
 from taskloom.storage.doorbell import Doorbell
 from taskloom.storage.migrations import load_migrations, split_statements
+from taskloom.storage.sqlite_events import SqliteEventsMixin
 from taskloom.storage.sqlite_host import SqliteHostMixin
 
 __all__ = ["SqliteStore"]
@@ -231,7 +232,7 @@ def _where(hub: str, query: InstanceQuery) -> tuple[list[str], list[Any]]:
     return clauses, params
 
 
-class SqliteStore(SqliteHostMixin, Store):
+class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
     """A task hub in an SQLite file (or ``":memory:"``, private to this object)."""
 
     def __init__(self, path: str, hub: str = "default", *, busy_timeout_ms: int = 5000) -> None:

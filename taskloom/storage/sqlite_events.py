@@ -1,0 +1,645 @@
+"""The SQLite backend's :class:`~taskloom.storage.events_base.EventLogStore`, in the
+tables of ``sql/sqlite/0004_events.sql``.
+
+SQLite has one writer at a time: every append runs in a ``BEGIN IMMEDIATE`` transaction,
+so positions taken from the hub's head counter are assigned in commit order, and a
+reader that follows the log by position can never pass an event that commits later.
+Hooks run synchronously on the store's thread inside that transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from taskloom.events.records import ExpectedVersion
+from taskloom.storage import sqlite_codec as codec
+from taskloom.storage.base import EPISODES, LOG, STATUS, Message, NewInstance, timed
+from taskloom.storage.events_base import (
+    AppendHook,
+    ConsumerState,
+    EventLogStore,
+    EventTx,
+    ParkedRecord,
+    PartitionLease,
+    StoredEvent,
+    StreamAppend,
+    TxHook,
+    ViewFilter,
+    check_expected,
+    check_field,
+    check_op,
+    decide_append,
+    stream_bucket,
+    view_name,
+)
+
+if TYPE_CHECKING:
+    from taskloom.models import Status
+
+__all__ = ["SqliteEventsMixin"]
+
+_EVENT_COLUMNS = "position, stream_id, version, event_id, type, data, metadata, recorded_at"
+_CONSUMER_COLUMNS = (
+    "consumer, partition, partitions, position, lease_owner, lease_expires, "
+    "failed_position, attempts, last_error, updated_at"
+)
+
+
+def _event(row: sqlite3.Row | tuple[Any, ...]) -> StoredEvent:
+    return StoredEvent(
+        position=row[0],
+        stream_id=row[1],
+        version=row[2],
+        id=row[3],
+        type=row[4],
+        data=row[5],
+        metadata=row[6],
+        recorded_at=codec.dt(row[7]),
+    )
+
+
+def _stream_state(conn: sqlite3.Connection, hub: str, stream_id: str) -> tuple[int, int, bool]:
+    """``(stored version, current version, exists as a row)`` of a stream."""
+    row = conn.execute(
+        "SELECT version, deleted FROM event_streams WHERE hub = ? AND stream_id = ?",
+        (hub, stream_id),
+    ).fetchone()
+    if row is None:
+        return 0, 0, False
+    return row[0], 0 if row[1] else row[0], True
+
+
+class _Tx(EventTx):
+    """:class:`EventTx` on the store's connection, inside its open write transaction."""
+
+    def __init__(self, store: SqliteEventsMixin, conn: sqlite3.Connection, now: datetime) -> None:
+        self._store = store
+        self._conn = conn
+        self._now = now
+        self._savepoints = 0
+        self.kinds = ""
+
+    def view_get(self, view: str, key: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT doc FROM event_views WHERE hub = ? AND view = ? AND key = ?",
+            (self._store.hub, view, key),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def view_put(self, view: str, key: str, doc: str) -> None:
+        self._conn.execute(
+            "INSERT INTO event_views (hub, view, key, doc) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (hub, view, key) DO UPDATE SET doc = excluded.doc",
+            (self._store.hub, view, key, doc),
+        )
+
+    def view_delete(self, view: str, key: str) -> None:
+        self._conn.execute(
+            "DELETE FROM event_views WHERE hub = ? AND view = ? AND key = ?",
+            (self._store.hub, view, key),
+        )
+
+    def append(self, appends: Sequence[StreamAppend]) -> list[tuple[int, int]]:
+        results, written = self._store._append(self._conn, appends, self._now)
+        if written:
+            self.kinds += LOG
+        return results
+
+    def start(self, instances: Sequence[NewInstance], messages: Sequence[Message]) -> None:
+        for new in instances:
+            self._store._create(self._conn, new)
+        self._store._insert_messages(self._conn, messages)
+        if instances or messages:
+            self.kinds += EPISODES + STATUS + timed([*messages, *(n.start for n in instances)])
+
+    def park(self, consumer: str, event: StoredEvent, error: str, attempts: int) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO event_parked (hub, consumer, position, stream_id, version, "
+            "event_id, type, error, attempts, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self._store.hub,
+                consumer,
+                event.position,
+                event.stream_id,
+                event.version,
+                event.id,
+                event.type,
+                error,
+                attempts,
+                codec.us(self._now),
+            ),
+        )
+
+    def unpark(self, consumer: str, position: int) -> None:
+        self._conn.execute(
+            "DELETE FROM event_parked WHERE hub = ? AND consumer = ? AND position = ?",
+            (self._store.hub, consumer, position),
+        )
+
+    def read_log(self, after: int, limit: int) -> list[StoredEvent]:
+        return self._store._read_log(self._conn, after, limit, None, None)
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self._savepoints += 1
+        name = f"tl_sp{self._savepoints}"
+        self._conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute(f"ROLLBACK TO {name}")
+            self._conn.execute(f"RELEASE {name}")
+            raise
+        self._conn.execute(f"RELEASE {name}")
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        return self._savepoint()
+
+
+class SqliteEventsMixin(EventLogStore):
+    """:class:`EventLogStore` for :class:`~taskloom.storage.sqlite.SqliteStore`."""
+
+    if TYPE_CHECKING:  # provided by SqliteStore
+        hub: str
+
+        def _read(self, action: str) -> AbstractContextManager[sqlite3.Connection]: ...
+
+        def _write(self, action: str) -> AbstractContextManager[sqlite3.Connection]: ...
+
+        def _scalar(self, action: str, sql: str, params: Sequence[Any] | dict[str, Any]) -> Any: ...
+
+        def _notify(self, kinds: str = ...) -> None: ...
+
+        def _create(self, conn: sqlite3.Connection, new: NewInstance) -> Status | None: ...
+
+        def _insert_messages(
+            self, conn: sqlite3.Connection, messages: Sequence[Message]
+        ) -> None: ...
+
+    # -- streams and the log ----------------------------------------------------------
+
+    def _append(
+        self, conn: sqlite3.Connection, appends: Sequence[StreamAppend], now: datetime
+    ) -> tuple[list[tuple[int, int]], list[StoredEvent]]:
+        hub = self.hub
+        results: list[tuple[int, int]] = []
+        written: list[StoredEvent] = []
+        for append in appends:
+            stored, current, exists = _stream_state(conn, hub, append.stream_id)
+            ids = [e.id for e in append.events]
+            found: dict[str, tuple[int, int]] = {}
+            for chunk in codec.chunks(ids):
+                for event_id, version, position in conn.execute(
+                    "SELECT event_id, version, position FROM events WHERE hub = ? AND "
+                    f"stream_id = ? AND event_id IN ({codec.marks(len(chunk))})",
+                    (hub, append.stream_id, *chunk),
+                ):
+                    found[event_id] = (version, position)
+            repeat = decide_append(append, current, found)
+            if repeat is not None:
+                results.append(repeat)
+                continue
+            check_expected(append.stream_id, append.expected, current)
+            head = conn.execute(
+                "INSERT INTO event_log_head (hub, position) VALUES (?, ?) "
+                "ON CONFLICT (hub) DO UPDATE SET position = position + excluded.position "
+                "RETURNING position",
+                (hub, len(append.events)),
+            ).fetchone()[0]
+            first_position = head - len(append.events) + 1
+            bucket = stream_bucket(append.stream_id)
+            at = codec.us(now)
+            rows = [
+                (
+                    hub,
+                    first_position + i,
+                    append.stream_id,
+                    stored + 1 + i,
+                    e.id,
+                    e.type,
+                    e.data,
+                    e.metadata,
+                    bucket,
+                    at,
+                )
+                for i, e in enumerate(append.events)
+            ]
+            conn.executemany(
+                "INSERT INTO events (hub, position, stream_id, version, event_id, type, data, "
+                "metadata, bucket, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            last = stored + len(append.events)
+            if exists:
+                conn.execute(
+                    "UPDATE event_streams SET version = ?, deleted = 0, first_version = CASE "
+                    "WHEN deleted THEN ? ELSE first_version END WHERE hub = ? AND stream_id = ?",
+                    (last, stored + 1, hub, append.stream_id),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO event_streams (hub, stream_id, version) VALUES (?, ?, ?)",
+                    (hub, append.stream_id, last),
+                )
+            written += [_event(r[1:8] + r[9:]) for r in rows]
+            results.append((last, head))
+        return results, written
+
+    async def append_events(
+        self, appends: Sequence[StreamAppend], now: datetime, hook: AppendHook | None = None
+    ) -> list[tuple[int, int]]:
+        with self._write(f"append to {len(appends)} stream(s)") as conn:
+            results, written = self._append(conn, appends, now)
+            tx = _Tx(self, conn, now)
+            if hook is not None and written:
+                hook(tx, written)
+        if written or tx.kinds:
+            self._notify(LOG + tx.kinds)
+        return results
+
+    async def read_stream(
+        self, stream_id: str, from_version: int | None, backwards: bool, limit: int | None
+    ) -> list[StoredEvent]:
+        with self._read(f"read stream {stream_id!r}") as conn:
+            row = conn.execute(
+                "SELECT version, deleted, first_version FROM event_streams "
+                "WHERE hub = ? AND stream_id = ?",
+                (self.hub, stream_id),
+            ).fetchone()
+            if row is None or row[1]:
+                return []
+            first = row[2]
+            if backwards:
+                start = row[0] if from_version is None else from_version
+                sql = "version <= ? AND version >= ? ORDER BY version DESC"
+                params: tuple[Any, ...] = (start, first)
+            else:
+                start = max(first, 1 if from_version is None else from_version)
+                sql = "version >= ? ORDER BY version"
+                params = (start,)
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE hub = ? AND stream_id = ? AND {sql}"
+                + ("" if limit is None else " LIMIT ?"),
+                (self.hub, stream_id, *params, *(() if limit is None else (limit,))),
+            ).fetchall()
+        return [_event(r) for r in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        value = self._scalar(
+            f"read the version of stream {stream_id!r}",
+            "SELECT CASE WHEN deleted THEN 0 ELSE version END FROM event_streams "
+            "WHERE hub = ? AND stream_id = ?",
+            (self.hub, stream_id),
+        )
+        return int(value or 0)
+
+    def _read_log(
+        self,
+        conn: sqlite3.Connection,
+        after: int,
+        limit: int,
+        types: Sequence[str] | None,
+        partition: tuple[int, int] | None,
+    ) -> list[StoredEvent]:
+        clauses = ["hub = ?", "position > ?"]
+        params: list[Any] = [self.hub, after]
+        if types is not None:
+            clauses.append(f"type IN ({codec.marks(len(types))})" if types else "0")
+            params += list(types)
+        if partition is not None and partition[1] > 1:
+            clauses.append("bucket % ? = ?")
+            params += [partition[1], partition[0]]
+        rows = conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
+            "ORDER BY position LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [_event(r) for r in rows]
+
+    async def read_log(
+        self,
+        after: int,
+        limit: int,
+        types: Sequence[str] | None = None,
+        partition: tuple[int, int] | None = None,
+    ) -> list[StoredEvent]:
+        with self._read("read the event log") as conn:
+            return self._read_log(conn, after, limit, types, partition)
+
+    async def log_head(self) -> int:
+        value = self._scalar(
+            "read the head of the event log",
+            "SELECT position FROM event_log_head WHERE hub = ?",
+            (self.hub,),
+        )
+        return int(value or 0)
+
+    async def delete_stream(self, stream_id: str, expected: ExpectedVersion, purge: bool) -> bool:
+        action = f"{'purge' if purge else 'delete'} stream {stream_id!r}"
+        with self._write(action) as conn:
+            _, current, exists = _stream_state(conn, self.hub, stream_id)
+            check_expected(stream_id, expected, current)
+            if purge:
+                conn.execute(
+                    "DELETE FROM events WHERE hub = ? AND stream_id = ?", (self.hub, stream_id)
+                )
+                conn.execute(
+                    "DELETE FROM event_streams WHERE hub = ? AND stream_id = ?",
+                    (self.hub, stream_id),
+                )
+                return exists
+            if current == 0:
+                return False
+            conn.execute(
+                "UPDATE event_streams SET deleted = 1, first_version = version + 1 "
+                "WHERE hub = ? AND stream_id = ?",
+                (self.hub, stream_id),
+            )
+        return True
+
+    async def truncate_stream(self, stream_id: str, before_version: int) -> int:
+        with self._write(f"truncate stream {stream_id!r}") as conn:
+            removed = conn.execute(
+                "DELETE FROM events WHERE hub = ? AND stream_id = ? AND version < ?",
+                (self.hub, stream_id, before_version),
+            ).rowcount
+            conn.execute(
+                "UPDATE event_streams SET first_version = max(first_version, ?) "
+                "WHERE hub = ? AND stream_id = ?",
+                (before_version, self.hub, stream_id),
+            )
+        return int(removed)
+
+    # -- consumers ----------------------------------------------------------------------
+
+    async def consumer_ensure(
+        self, consumer: str, partitions: int, start: int, now: datetime
+    ) -> None:
+        with self._write(f"register consumer {consumer!r}") as conn:
+            rows = conn.execute(
+                "SELECT partitions, min(position) FROM event_consumers "
+                "WHERE hub = ? AND consumer = ? GROUP BY partitions",
+                (self.hub, consumer),
+            ).fetchall()
+            if len(rows) == 1 and rows[0][0] == partitions:
+                return
+            if rows:
+                start = min(r[1] for r in rows)
+                conn.execute(
+                    "DELETE FROM event_consumers WHERE hub = ? AND consumer = ?",
+                    (self.hub, consumer),
+                )
+            conn.executemany(
+                "INSERT INTO event_consumers (hub, consumer, partition, partitions, position, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (self.hub, consumer, p, partitions, start, codec.us(now))
+                    for p in range(partitions)
+                ],
+            )
+
+    async def consumer_lease(
+        self, consumer: str, owner: str, now: datetime, ttl: float, limit: int
+    ) -> list[PartitionLease]:
+        at = codec.us(now)
+        free = (
+            "SELECT partition FROM event_consumers WHERE hub = ? AND consumer = ? AND "
+            "(lease_owner IS NULL OR lease_expires <= ?) ORDER BY partition LIMIT ?"
+        )
+        params = (self.hub, consumer, at, limit)
+        if limit < 1 or self._scalar("look for free partitions", free, params) is None:
+            return []
+        with self._write(f"lease partitions of consumer {consumer!r}") as conn:
+            parts = [r[0] for r in conn.execute(free, params)]
+            rows = [
+                conn.execute(
+                    "UPDATE event_consumers SET lease_owner = ?, lease_expires = ?, "
+                    "lease_token = lease_token + 1 WHERE hub = ? AND consumer = ? AND "
+                    "partition = ? RETURNING partition, partitions, position, lease_token, "
+                    "failed_position, attempts",
+                    (owner, at + codec.seconds_to_us(ttl), self.hub, consumer, p),
+                ).fetchone()
+                for p in parts
+            ]
+        return [PartitionLease(consumer, *r) for r in rows]
+
+    async def consumer_renew(
+        self, consumer: str, leases: Sequence[PartitionLease], now: datetime, ttl: float
+    ) -> set[int]:
+        held: set[int] = set()
+        if not leases:
+            return held
+        until = codec.us(now) + codec.seconds_to_us(ttl)
+        with self._write(f"renew partitions of consumer {consumer!r}") as conn:
+            for lease in leases:
+                cur = conn.execute(
+                    "UPDATE event_consumers SET lease_expires = ? WHERE hub = ? AND consumer = ? "
+                    "AND partition = ? AND lease_token = ? AND lease_owner IS NOT NULL",
+                    (until, self.hub, consumer, lease.partition, lease.lease_token),
+                )
+                if cur.rowcount:
+                    held.add(lease.partition)
+        return held
+
+    async def consumer_release(self, consumer: str, leases: Sequence[PartitionLease]) -> None:
+        if not leases:
+            return
+        with self._write(f"release partitions of consumer {consumer!r}") as conn:
+            conn.executemany(
+                "UPDATE event_consumers SET lease_owner = NULL, lease_expires = NULL "
+                "WHERE hub = ? AND consumer = ? AND partition = ? AND lease_token = ?",
+                [(self.hub, consumer, x.partition, x.lease_token) for x in leases],
+            )
+
+    def _fenced(self, conn: sqlite3.Connection, lease: PartitionLease) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM event_consumers WHERE hub = ? AND consumer = ? AND partition = ? "
+            "AND lease_token = ? AND lease_owner IS NOT NULL",
+            (self.hub, lease.consumer, lease.partition, lease.lease_token),
+        ).fetchone()
+        return row is not None
+
+    async def consumer_apply(
+        self, lease: PartitionLease, now: datetime, hook: TxHook
+    ) -> int | None:
+        with self._write(f"commit consumer {lease.consumer!r}") as conn:
+            if not self._fenced(conn, lease):
+                return None
+            tx = _Tx(self, conn, now)
+            position = hook(tx)
+            conn.execute(
+                "UPDATE event_consumers SET position = ?, failed_position = NULL, attempts = 0, "
+                "last_error = NULL, updated_at = ? WHERE hub = ? AND consumer = ? AND "
+                "partition = ?",
+                (position, codec.us(now), self.hub, lease.consumer, lease.partition),
+            )
+        if tx.kinds:
+            self._notify(tx.kinds)
+        return position
+
+    async def consumer_fail(
+        self, lease: PartitionLease, position: int, attempts: int, error: str, now: datetime
+    ) -> bool:
+        with self._write(f"record a failure of consumer {lease.consumer!r}") as conn:
+            cur = conn.execute(
+                "UPDATE event_consumers SET failed_position = ?, attempts = ?, last_error = ?, "
+                "updated_at = ? WHERE hub = ? AND consumer = ? AND partition = ? AND "
+                "lease_token = ? AND lease_owner IS NOT NULL",
+                (
+                    position,
+                    attempts,
+                    error,
+                    codec.us(now),
+                    self.hub,
+                    lease.consumer,
+                    lease.partition,
+                    lease.lease_token,
+                ),
+            )
+        return cur.rowcount > 0
+
+    async def consumer_states(self, consumer: str | None = None) -> list[ConsumerState]:
+        sql = f"SELECT {_CONSUMER_COLUMNS} FROM event_consumers WHERE hub = ?"
+        params: tuple[Any, ...] = (self.hub,)
+        if consumer is not None:
+            sql += " AND consumer = ?"
+            params += (consumer,)
+        with self._read("list consumers") as conn:
+            rows = conn.execute(sql + " ORDER BY consumer, partition", params).fetchall()
+        return [
+            ConsumerState(
+                consumer=r[0],
+                partition=r[1],
+                partitions=r[2],
+                position=r[3],
+                lease_owner=r[4],
+                lease_expires_at=codec.dt_or_none(r[5]),
+                failed_position=r[6],
+                attempts=r[7],
+                last_error=r[8],
+                updated_at=codec.dt(r[9]),
+            )
+            for r in rows
+        ]
+
+    async def consumer_reset(self, consumer: str, position: int, now: datetime) -> int:
+        with self._write(f"reset consumer {consumer!r}") as conn:
+            cur = conn.execute(
+                "UPDATE event_consumers SET position = ?, lease_owner = NULL, "
+                "lease_expires = NULL, lease_token = lease_token + 1, failed_position = NULL, "
+                "attempts = 0, last_error = NULL, updated_at = ? WHERE hub = ? AND consumer = ?",
+                (position, codec.us(now), self.hub, consumer),
+            )
+        self._notify(LOG)
+        return int(cur.rowcount)
+
+    async def consumer_parked(self, consumer: str) -> list[ParkedRecord]:
+        with self._read(f"list parked events of {consumer!r}") as conn:
+            rows = conn.execute(
+                "SELECT consumer, position, stream_id, version, event_id, type, error, "
+                "attempts, parked_at FROM event_parked WHERE hub = ? AND consumer = ? "
+                "ORDER BY position",
+                (self.hub, consumer),
+            ).fetchall()
+        return [
+            ParkedRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], codec.dt(r[8]))
+            for r in rows
+        ]
+
+    # -- views ----------------------------------------------------------------------------
+
+    async def view_get(self, view: str, key: str) -> str | None:
+        value = self._scalar(
+            f"read {key!r} of view {view!r}",
+            "SELECT doc FROM event_views WHERE hub = ? AND view = ? AND key = ?",
+            (self.hub, view, key),
+        )
+        return None if value is None else str(value)
+
+    async def view_query(
+        self,
+        view: str,
+        filters: Sequence[ViewFilter],
+        limit: int,
+        after_key: str | None = None,
+    ) -> list[tuple[str, str]]:
+        clauses = ["hub = ?", "view = ?"]
+        params: list[Any] = [self.hub, view]
+        if after_key is not None:
+            clauses.append("key > ?")
+            params.append(after_key)
+        for f in filters:
+            # The path is inlined so the expression matches the index of view_index.
+            clauses.append(
+                f"json_extract(doc, '$.{check_field(f.field)}') {check_op(f.op)} "
+                "json_extract(?, '$')"
+            )
+            params.append(f.value)
+        with self._read(f"query view {view!r}") as conn:
+            rows = conn.execute(
+                f"SELECT key, doc FROM event_views WHERE {' AND '.join(clauses)} "
+                "ORDER BY key LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    async def view_count(self, view: str) -> int:
+        value = self._scalar(
+            f"count view {view!r}",
+            "SELECT count(*) FROM event_views WHERE hub = ? AND view = ?",
+            (self.hub, view),
+        )
+        return int(value or 0)
+
+    async def view_index(self, view: str, fields: Sequence[str]) -> None:
+        with self._write(f"index view {view!r}") as conn:
+            for name in fields:
+                name = check_field(name)
+                conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS event_views_f_{name} ON event_views "
+                    f"(hub, view, json_extract(doc, '$.{name}'))"
+                )
+
+    async def view_generation(self, name: str) -> int:
+        value = self._scalar(
+            f"read the generation of view {name!r}",
+            "SELECT generation FROM event_view_meta WHERE hub = ? AND name = ?",
+            (self.hub, name),
+        )
+        return int(value or 1)
+
+    async def view_swap(
+        self, name: str, generation: int, consumer: str, now: datetime, hook: TxHook
+    ) -> int:
+        with self._write(f"swap in generation {generation} of view {name!r}") as conn:
+            tx = _Tx(self, conn, now)
+            position = hook(tx)
+            row = conn.execute(
+                "SELECT generation FROM event_view_meta WHERE hub = ? AND name = ?",
+                (self.hub, name),
+            ).fetchone()
+            old = 1 if row is None else row[0]
+            conn.execute(
+                "INSERT INTO event_view_meta (hub, name, generation) VALUES (?, ?, ?) "
+                "ON CONFLICT (hub, name) DO UPDATE SET generation = excluded.generation",
+                (self.hub, name, generation),
+            )
+            conn.execute(
+                "UPDATE event_consumers SET position = ?, failed_position = NULL, attempts = 0, "
+                "last_error = NULL, updated_at = ? WHERE hub = ? AND consumer = ?",
+                (position, codec.us(now), self.hub, consumer),
+            )
+            if old != generation:
+                conn.execute(
+                    "DELETE FROM event_views WHERE hub = ? AND view = ?",
+                    (self.hub, view_name(name, old)),
+                )
+        return position
+
+    async def view_drop(self, view: str) -> None:
+        with self._write(f"drop view {view!r}") as conn:
+            conn.execute("DELETE FROM event_views WHERE hub = ? AND view = ?", (self.hub, view))
