@@ -246,6 +246,18 @@ class EventTx(abc.ABC):
     def unpark(self, consumer: str, position: int) -> None: ...
 
     @abc.abstractmethod
+    def generation(self, name: str) -> int:
+        """As :meth:`EventLogStore.view_generation`, inside this transaction."""
+
+    @abc.abstractmethod
+    def checkpoint(self, consumer: str) -> int | None:
+        """The checkpoint of a one-partition consumer (None if it is not registered)."""
+
+    @abc.abstractmethod
+    def set_checkpoint(self, consumer: str, position: int) -> None:
+        """Move a one-partition consumer's checkpoint (inline projections)."""
+
+    @abc.abstractmethod
     def read_log(self, after: int, limit: int) -> list[StoredEvent]:
         """As :meth:`EventLogStore.read_log`, inside this transaction."""
 

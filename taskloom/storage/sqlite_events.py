@@ -143,6 +143,27 @@ class _Tx(EventTx):
     def read_log(self, after: int, limit: int) -> list[StoredEvent]:
         return self._store._read_log(self._conn, after, limit, None, None)
 
+    def generation(self, name: str) -> int:
+        row = self._conn.execute(
+            "SELECT generation FROM event_view_meta WHERE hub = ? AND name = ?",
+            (self._store.hub, name),
+        ).fetchone()
+        return 1 if row is None else int(row[0])
+
+    def checkpoint(self, consumer: str) -> int | None:
+        row = self._conn.execute(
+            "SELECT min(position) FROM event_consumers WHERE hub = ? AND consumer = ?",
+            (self._store.hub, consumer),
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def set_checkpoint(self, consumer: str, position: int) -> None:
+        self._conn.execute(
+            "UPDATE event_consumers SET position = ?, updated_at = ? "
+            "WHERE hub = ? AND consumer = ?",
+            (position, codec.us(self._now), self._store.hub, consumer),
+        )
+
     @contextmanager
     def _savepoint(self) -> Iterator[None]:
         self._savepoints += 1
