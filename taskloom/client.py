@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -21,6 +21,8 @@ from taskloom.errors import (
     InvalidStateError,
     SerializationError,
 )
+from taskloom.events.projection import ProjectionSpec
+from taskloom.events.store import AsyncEventStore, EventStore
 from taskloom.models import OrchestrationState, Page, Status
 from taskloom.storage import Store, open_store
 from taskloom.storage.base import AT_ONCE, InstanceQuery, InstanceRecord, Message, NewInstance
@@ -43,8 +45,11 @@ class AsyncClient:
         converter: DataConverter | None = None,
         clock: Clock | None = None,
         base_url: str | None = None,
+        projections: Sequence[ProjectionSpec] = (),
     ) -> None:
         self.store = open_store(store, hub=hub) if isinstance(store, str) else store
+        self._projections = tuple(projections)
+        self._events: AsyncEventStore | None = None
         self.base_url = base_url
         self.converter = converter or default_converter
         self.clock: Clock = clock or SystemClock()
@@ -57,6 +62,19 @@ class AsyncClient:
             await self.store.open()
             self._opened = True
         return self.store
+
+    @property
+    def events(self) -> AsyncEventStore:
+        """The hub's event store, on this client's store (and its app's projections)."""
+        if self._events is None:
+            self._events = AsyncEventStore(
+                self.store,
+                converter=self.converter,
+                clock=self.clock,
+                projections=self._projections,
+                _opener=self._ready,
+            )
+        return self._events
 
     async def close(self) -> None:
         if self._opened:
@@ -101,8 +119,21 @@ class AsyncClient:
         start_at: datetime | None,
         version: str | None,
     ) -> str:
-        iid = instance_id or uuid.uuid4().hex
         store = await self._ready()
+        new = self._new_instance(name, text, instance_id, start_at, version)
+        await store.create_instance(new)
+        return new.record.instance_id
+
+    def _new_instance(
+        self,
+        name: str,
+        text: str | None,
+        instance_id: str | None,
+        start_at: datetime | None,
+        version: str | None,
+    ) -> NewInstance:
+        """The rows of a new instance (nothing is written)."""
+        iid = instance_id or uuid.uuid4().hex
         now = self.clock.now()
         eid = uuid.uuid4().hex
         record = InstanceRecord(
@@ -118,8 +149,7 @@ class AsyncClient:
         )
         event = h.ExecutionStarted(now, -1, name, iid, eid, text, version, None, start_at)
         visible = start_at if start_at is not None and start_at > now else AT_ONCE
-        await store.create_instance(NewInstance(record, Message(iid, event, visible)))
-        return iid
+        return NewInstance(record, Message(iid, event, visible))
 
     # -- reading --------------------------------------------------------------------
 
@@ -264,6 +294,9 @@ class AsyncClient:
                 f"{event.kind} has no effect on it"
             )
         message = Message(instance_id, event, AT_ONCE, key=uuid.uuid4().hex)
+        await self._enqueue(message)
+
+    async def _enqueue(self, message: Message) -> None:
         await self.store.enqueue_messages([message])
 
     async def _require(self, instance_id: str) -> InstanceRecord:
@@ -426,14 +459,23 @@ class Client:
         converter: DataConverter | None = None,
         clock: Clock | None = None,
         base_url: str | None = None,
+        projections: Sequence[ProjectionSpec] = (),
         _async: AsyncClient | None = None,
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        self._events: EventStore | None = None
         if _async is not None and _loop is not None:
             self._async, self._loop, self._thread = _async, _loop, None
             return
         # The client is built first, so a bad store URL raises before any thread starts.
-        self._async = AsyncClient(store, hub, converter=converter, clock=clock, base_url=base_url)
+        self._async = AsyncClient(
+            store,
+            hub,
+            converter=converter,
+            clock=clock,
+            base_url=base_url,
+            projections=projections,
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="taskloom-client", daemon=True
@@ -446,6 +488,13 @@ class Client:
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    @property
+    def events(self) -> EventStore:
+        """The hub's event store (blocking), on this client's store."""
+        if self._events is None:
+            self._events = EventStore(_async=self._async.events, _loop=self._loop)
+        return self._events
 
     def close(self) -> None:
         self._run(self._async.close())

@@ -41,6 +41,7 @@ from taskloom.storage.base import Message, NewInstance
 
 __all__ = [
     "BUCKETS",
+    "REPLAY",
     "VIEW_OPS",
     "AppendHook",
     "ConsumerState",
@@ -60,6 +61,9 @@ __all__ = [
     "stream_bucket",
     "view_name",
 ]
+
+#: ``attempts`` of a parked event whose replay was asked for.
+REPLAY = -1
 
 #: Streams hash into this many buckets; a consumer's partition count must divide it.
 BUCKETS = 256
@@ -370,6 +374,12 @@ class EventLogStore(abc.ABC):
     @abc.abstractmethod
     async def consumer_parked(self, consumer: str) -> list[ParkedRecord]: ...
 
+    @abc.abstractmethod
+    async def consumer_replay(self, consumer: str, positions: Sequence[int] | None) -> int:
+        """Ask for parked events (all when ``positions`` is None) to be delivered again:
+        their ``attempts`` become :data:`REPLAY` until the consumer's runner, which holds
+        the handlers, runs them and unparks them. How many were marked."""
+
     # -- views ----------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -403,7 +413,8 @@ class EventLogStore(abc.ABC):
         """In one transaction that holds the log's write lock (no append can commit
         meanwhile): run ``hook`` (which brings the new generation up to the head and
         returns the position it reached), make ``generation`` live, set ``consumer``'s
-        checkpoints to that position, and drop the old generation's documents."""
+        checkpoints to that position (dropping its leases: a runner still applying events to
+        the old generation loses its fencing), and drop the old generation's documents."""
 
     @abc.abstractmethod
     async def view_drop(self, view: str) -> None:

@@ -19,6 +19,7 @@ from taskloom.events.records import ExpectedVersion
 from taskloom.storage import sqlite_codec as codec
 from taskloom.storage.base import EPISODES, LOG, STATUS, Message, NewInstance, timed
 from taskloom.storage.events_base import (
+    REPLAY,
     AppendHook,
     ConsumerState,
     EventLogStore,
@@ -571,6 +572,17 @@ class SqliteEventsMixin(EventLogStore):
             for r in rows
         ]
 
+    async def consumer_replay(self, consumer: str, positions: Sequence[int] | None) -> int:
+        sql = "UPDATE event_parked SET attempts = ? WHERE hub = ? AND consumer = ?"
+        params: list[Any] = [REPLAY, self.hub, consumer]
+        if positions is not None:
+            sql += f" AND position IN ({codec.marks(len(positions))})" if positions else " AND 0"
+            params += list(positions)
+        with self._write(f"replay parked events of {consumer!r}") as conn:
+            count = conn.execute(sql, params).rowcount
+        self._notify(LOG)
+        return int(count)
+
     # -- views ----------------------------------------------------------------------------
 
     async def view_get(self, view: str, key: str) -> str | None:
@@ -649,9 +661,11 @@ class SqliteEventsMixin(EventLogStore):
                 "ON CONFLICT (hub, name) DO UPDATE SET generation = excluded.generation",
                 (self.hub, name, generation),
             )
+            # The live runner's lease is fenced off: it worked on the old generation.
             conn.execute(
                 "UPDATE event_consumers SET position = ?, failed_position = NULL, attempts = 0, "
-                "last_error = NULL, updated_at = ? WHERE hub = ? AND consumer = ?",
+                "last_error = NULL, updated_at = ?, lease_owner = NULL, lease_expires = NULL, "
+                "lease_token = lease_token + 1 WHERE hub = ? AND consumer = ?",
                 (position, codec.us(now), self.hub, consumer),
             )
             if old != generation:
