@@ -274,6 +274,20 @@ class AsyncEventStore:
 
         return await consumer_statuses(self)
 
+    async def reset_consumer(self, consumer: str, position: int) -> int:
+        """Move every partition of ``consumer`` (``subscription:NAME``, ...) to
+        ``position``: events after it are delivered again. How many partitions moved."""
+        if not isinstance(position, int) or position < 0:
+            raise InvalidEventError(f"position {position!r} must be an int >= 0")
+        log = await self._ready()
+        known = {s.consumer for s in await log.consumer_states()}
+        if consumer not in known:
+            raise ConfigurationError(
+                f"no consumer {consumer!r} in hub {self.store.hub!r}: known are "
+                f"{sorted(known) or 'none'}"
+            )
+        return await log.consumer_reset(consumer, position, self.clock.now())
+
     async def replay_parked(self, consumer: str, positions: Sequence[int] | None = None) -> int:
         """Run a consumer's parked events through its handler again (see the runner)."""
         from taskloom.events.status import replay_parked
@@ -407,6 +421,9 @@ class EventStore:
 
     def consumers(self) -> list[ConsumerStatus]:
         return self._run(self._async.consumers())
+
+    def reset_consumer(self, consumer: str, position: int) -> int:
+        return self._run(self._async.reset_consumer(consumer, position))
 
     def replay_parked(self, consumer: str, positions: Sequence[int] | None = None) -> int:
         return self._run(self._async.replay_parked(consumer, positions))
