@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from taskloom.context import OrchestrationContext
 from taskloom.converter import DataConverter, default_converter
 from taskloom.errors import ConfigurationError
+from taskloom.events.projection import ProjectionSpec
+from taskloom.events.subscription import SubscriptionSpec
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -69,6 +71,8 @@ class App:
         self.orchestrators: dict[str, Callable[[OrchestrationContext], Any]] = {}
         self.schedules: dict[str, Schedule] = {}
         self.queue_triggers: dict[str, QueueTrigger] = {}
+        self.projections: dict[str, ProjectionSpec] = {}
+        self.subscriptions: dict[str, SubscriptionSpec] = {}
         self._router: APIRouter | None = None
         self._limits = {
             "max_concurrent_activities": max_concurrent_activities,
@@ -197,6 +201,83 @@ class App:
 
         return register
 
+    def projection(
+        self,
+        name: str,
+        *,
+        inline: bool = False,
+        types: list[str] | None = None,
+        indexes: list[str] | tuple[str, ...] = (),
+        max_attempts: int = 5,
+    ) -> Callable[[F], F]:
+        """Keep read model ``name`` with the handler ``(event, view)``: inline (in every
+        append's transaction through a store that knows the app) or following the log.
+        ``indexes`` names top-level document fields to index for queries."""
+        from taskloom.storage.events_base import check_field
+
+        _check_name(name, "projection")
+        for field in indexes:
+            try:
+                check_field(field)
+            except ValueError as exc:
+                raise ConfigurationError(f"projection {name!r}: {exc}") from exc
+        if max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1")
+
+        def register(f: F) -> F:
+            self._check_new(name, self.projections, "projection")
+            self.projections[name] = ProjectionSpec(
+                name,
+                f,
+                inline=inline,
+                types=None if types is None else frozenset(types),
+                indexes=tuple(indexes),
+                max_attempts=max_attempts,
+            )
+            return f
+
+        return register
+
+    def subscription(
+        self,
+        name: str,
+        *,
+        types: list[str] | None = None,
+        partitions: int = 8,
+        max_attempts: int = 10,
+        start: str = "beginning",
+    ) -> Callable[[F], F]:
+        """Run the handler ``(event, client)`` at least once for every event of the log
+        (of ``types``), in stream order per stream, spread over every process running
+        the app; after ``max_attempts`` failures the event is parked."""
+        from taskloom.events.subscription import check_partitions
+
+        _check_name(name, "subscription")
+        try:
+            check_partitions(partitions)
+        except ValueError as exc:
+            raise ConfigurationError(f"subscription {name!r}: {exc}") from exc
+        if max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1")
+        if start not in ("beginning", "end"):
+            raise ConfigurationError(f"start must be 'beginning' or 'end', not {start!r}")
+
+        def register(f: F) -> F:
+            self._check_new(name, self.subscriptions, "subscription")
+            self.subscriptions[name] = SubscriptionSpec(
+                name,
+                f,
+                inspect.iscoroutinefunction(f),
+                types=None if types is None else frozenset(types),
+                partitions=partitions,
+                max_attempts=max_attempts,
+                start=start,
+                wants_events="events" in _keyword_only_params(f),
+            )
+            return f
+
+        return register
+
     @property
     def api(self) -> APIRouter:
         """A FastAPI ``APIRouter`` for the app's own HTTP routes (served by ``taskloom
@@ -264,13 +345,25 @@ class App:
         """A synchronous client for this app's hub."""
         from taskloom.client import Client
 
-        return Client(store_url, hub=self.name, converter=self.converter)
+        return Client(
+            store_url,
+            hub=self.name,
+            converter=self.converter,
+            projections=list(self.projections.values()),
+        )
 
     def run(self, store_url: str = "sqlite:///taskloom.db", **options: Any) -> None:
         """Run a worker in this process until SIGINT or SIGTERM, then stop gracefully."""
         from taskloom.runtime.runner import run_app
 
         run_app(self, store_url, **options)
+
+
+def _check_name(name: str, what: str) -> None:
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ConfigurationError(
+            f"invalid {what} name {name!r}: use letters, digits, '-', '_' and '.'"
+        )
 
 
 def _keyword_only_params(fn: Callable[..., Any]) -> tuple[str, ...]:

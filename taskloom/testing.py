@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 from taskloom.app import App
 from taskloom.client import AsyncClient, Client
 from taskloom.clock import VirtualClock
-from taskloom.host.queues import QueueRunner
 from taskloom.runtime.worker import Worker, WorkerOptions
 from taskloom.storage import Store, open_store
 
@@ -56,7 +55,8 @@ class TestEnv:
         self._store_url = store
         self._options = options or app.worker_options()
         self._http = http
-        self._triggers = bool(app.schedules or app.queue_triggers) if triggers is None else triggers
+        wanted = app.schedules or app.queue_triggers or app.projections or app.subscriptions
+        self._triggers = bool(wanted) if triggers is None else triggers
         self._parts: list[Any] = []
         self.base_url: str | None = None
         self._tmp: str | None = None
@@ -81,7 +81,12 @@ class TestEnv:
         assert self._store_url is not None
         self.store = open_store(self._store_url, hub=self.app.name)
         await self.store.open()
-        self.async_client = AsyncClient(self.store, converter=self.app.converter, clock=self.clock)
+        self.async_client = AsyncClient(
+            self.store,
+            converter=self.app.converter,
+            clock=self.clock,
+            projections=list(self.app.projections.values()),
+        )
         self.async_client._opened = True
         self.worker = Worker(
             self.app, self.store, clock=self.clock, options=self._options, client=self.async_client
@@ -130,9 +135,41 @@ class TestEnv:
         self._loop.call_soon_threadsafe(self.worker.wake)
 
     def _idle(self) -> bool:
-        """The worker holds nothing and no queue or schedule handler is running."""
-        handlers = sum(part.in_flight for part in self._parts if isinstance(part, QueueRunner))
+        """The worker holds nothing and no queue, schedule or event handler is running."""
+        handlers = sum(part.in_flight for part in self._parts if hasattr(part, "in_flight"))
         return self.worker.is_idle and handlers == 0
+
+    def _consumer_due(self) -> datetime | None:
+        due = [part.next_due() for part in self._parts if hasattr(part, "next_due")]
+        return min((d for d in due if d is not None), default=None)
+
+    def wait_for_consumers(self, timeout: float = 30.0) -> None:
+        """Block until every projection and subscription has handled the whole log (and
+        nothing waits for a retry), skipping virtual time to retries as it goes."""
+        self.run(self._wait_for_consumers(timeout))
+
+    async def _wait_for_consumers(self, timeout: float) -> None:
+        from taskloom.events.runner import ConsumerRunner
+
+        runners = [p for p in self._parts if isinstance(p, ConsumerRunner)]
+        deadline = asyncio.get_running_loop().time() + timeout
+        pause = 0.002
+        while True:
+            if all([await r.caught_up() for r in runners]) and self._idle():
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(
+                    f"projections and subscriptions did not catch up within {timeout} s: "
+                    "see env.client.events.consumers() for lag and failures"
+                )
+            if self.time_skipping and self._idle():
+                due = self._consumer_due()
+                if due is not None and due > self.clock.now():
+                    self.clock.jump_to(due)
+            for r in runners:
+                r.wake()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     async def _skip_time(self) -> bool:
         # Called by a waiting client on the worker's loop, so these checks and the
@@ -145,10 +182,16 @@ class TestEnv:
         if not self._idle():
             return False
         upcoming = await self.store.next_wakeup(now)
+        due = self._consumer_due()
+        if due is not None and due > now and (upcoming is None or due < upcoming):
+            upcoming = due
         if upcoming is None or upcoming <= now:
             return False
         self.clock.jump_to(upcoming)
         self.worker.wake()
+        for part in self._parts:
+            if hasattr(part, "wake"):
+                part.wake()
         return True
 
 

@@ -136,7 +136,8 @@ def _netloc(host: str) -> str:
 def trigger_runners(
     app: App, store: Store, client: AsyncClient, clock: Clock | None = None
 ) -> list[_Runner]:
-    """The schedule and queue runners the app needs (schedule ticks travel by queue)."""
+    """The schedule, queue and event-consumer runners the app needs (schedule ticks
+    travel by queue)."""
     from taskloom.host.queues import QueueRunner
     from taskloom.host.schedules import ScheduleRunner
 
@@ -145,6 +146,10 @@ def trigger_runners(
         runners.append(ScheduleRunner(app, store, client, clock=clock))
     if app.schedules or app.queue_triggers:
         runners.append(QueueRunner(app, store, client, clock=clock))
+    if app.projections or app.subscriptions:
+        from taskloom.events.runner import ConsumerRunner
+
+        runners.append(ConsumerRunner(app, store, client, clock=clock))
     return runners
 
 

@@ -34,11 +34,23 @@ async def serve_worker(
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
     await worker.start()
+    consumers = None
+    if app.projections or app.subscriptions:
+        # Workers spread the app's projections and subscriptions between them.
+        from taskloom.client import AsyncClient
+        from taskloom.events.runner import ConsumerRunner
+
+        client = AsyncClient(store, converter=app.converter)
+        client._opened = True
+        consumers = ConsumerRunner(app, store, client)
+        await consumers.start()
     log.info("hub %r on %s: worker running; Ctrl-C stops it", app.name, redact(store_url))
     try:
         await stop.wait()
     finally:
         log.info("stopping: letting running activities finish")
+        if consumers is not None:
+            await consumers.stop()
         await worker.stop()
         await store.close()
 

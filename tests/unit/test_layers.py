@@ -26,7 +26,7 @@ LAYERS = [
     ("adapters", ("taskloom.__main__", "taskloom.cli", "taskloom.cli_host")),
     ("entry points", ("taskloom", "taskloom.app", "taskloom.testing")),
     ("host", ("taskloom.host", "taskloom.http")),
-    ("runtime", ("taskloom.runtime",)),
+    ("runtime", ("taskloom.runtime", "taskloom.events.runner")),
     (
         "client",
         (
@@ -36,6 +36,7 @@ LAYERS = [
             "taskloom.payloads",
             "taskloom.security",
             "taskloom.cron",
+            "taskloom.events",
         ),
     ),
     (
@@ -58,6 +59,7 @@ LAYERS = [
             "taskloom.errors",
             "taskloom.clock",
             "taskloom._version",
+            "taskloom.events.records",
         ),
     ),
 ]
