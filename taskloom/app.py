@@ -300,10 +300,12 @@ class App:
 
         ``client`` is built in: an activity declaring ``*, client`` gets the worker's
         client (``AsyncClient`` for ``async def``, a blocking ``Client`` otherwise), the
-        host's under ``taskloom serve``, so it can also make event links."""
-        if name == "client":
+        host's under ``taskloom serve``, so it can also make event links. ``events`` is
+        built in too: an event store whose appends commit with the activity's result."""
+        if name in ("client", "events"):
             raise ConfigurationError(
-                "'client' is a built-in service (the worker's client); choose another name"
+                f"{name!r} is a built-in service (the worker's client, or an event store "
+                "whose appends commit with the activity's result); choose another name"
             )
         if (value is None) == (factory is None):
             raise ConfigurationError(f"add_service({name!r}) needs a value or a factory=")

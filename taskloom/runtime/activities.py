@@ -11,6 +11,8 @@ from taskloom import history as h
 from taskloom.activity_context import ActivityInfo, _activity_info
 from taskloom.clock import Clock
 from taskloom.errors import ConfigurationError
+from taskloom.events.effects import BufferedEvents, Effects
+from taskloom.events.store import EventStore
 from taskloom.models import FailureDetails
 from taskloom.storage.base import AT_ONCE, ActivityResult, Message, WorkItem
 
@@ -22,6 +24,11 @@ CLIENT_SERVICE = "client"
 """The built-in service: an activity declaring ``*, client`` gets the worker's client
 (an ``AsyncClient`` for ``async def`` activities, a blocking ``Client`` otherwise)."""
 
+EVENTS_SERVICE = "events"
+"""The built-in event store: an activity declaring ``*, events`` gets an event store
+whose appends are written with the activity's result, in one transaction, and only if
+the attempt succeeds (reads go to the store at once)."""
+
 
 async def run_activity(
     app: App,
@@ -32,8 +39,9 @@ async def run_activity(
 ) -> ActivityResult:
     """Call the activity (sync ones in ``pool``) and wrap its result or failure;
     ``clients`` (async, blocking) are what the built-in ``client`` service injects."""
+    effects = Effects()
     try:
-        value = await _call(app, item, pool, clients)
+        value = await _call(app, item, pool, clients, effects)
         text = (
             None
             if value is None
@@ -43,10 +51,11 @@ async def run_activity(
             clock.now(), task_scheduled_id=item.task_id, result=text
         )
     except Exception as exc:
+        effects.clear()  # a failed attempt's appends are never written
         failure = FailureDetails.from_exception(exc)
         event = h.TaskFailed(clock.now(), task_scheduled_id=item.task_id, failure=failure)
     message = Message(item.instance_id, event, AT_ONCE, item.execution_id)
-    return ActivityResult(item.id, item.lease_token, message)
+    return ActivityResult(item.id, item.lease_token, message, tuple(effects.appends))
 
 
 class ActivityNotFoundError(LookupError):
@@ -54,7 +63,11 @@ class ActivityNotFoundError(LookupError):
 
 
 async def _call(
-    app: App, item: WorkItem, pool: Executor, clients: tuple[AsyncClient, Client] | None
+    app: App,
+    item: WorkItem,
+    pool: Executor,
+    clients: tuple[AsyncClient, Client] | None,
+    effects: Effects,
 ) -> Any:
     activity = app.activities.get(item.name)
     if activity is None:
@@ -68,14 +81,22 @@ async def _call(
     if activity.takes_input:
         what = f"input of activity {item.name!r}"
         args = (app.converter.loads(item.input, what=what),)
-    kwargs = {name: app.service(name) for name in activity.services if name != CLIENT_SERVICE}
-    if CLIENT_SERVICE in activity.services:
+    builtin = (CLIENT_SERVICE, EVENTS_SERVICE)
+    kwargs = {name: app.service(name) for name in activity.services if name not in builtin}
+    for name in builtin:
+        if name not in activity.services:
+            continue
         if clients is None:
             raise ConfigurationError(
-                f"activity {item.name!r} asks for the built-in 'client' service, but this "
+                f"activity {item.name!r} asks for the built-in {name!r} service, but this "
                 "worker was started without a client"
             )
-        kwargs[CLIENT_SERVICE] = clients[0] if activity.is_async else clients[1]
+        if name == CLIENT_SERVICE:
+            kwargs[name] = clients[0] if activity.is_async else clients[1]
+            continue
+        buffered = BufferedEvents(clients[0].events, effects)
+        loop = asyncio.get_running_loop()
+        kwargs[name] = buffered if activity.is_async else EventStore(_async=buffered, _loop=loop)
     info = ActivityInfo(item.instance_id, item.task_id, item.name, item.attempt)
     token = _activity_info.set(info)
     try:

@@ -33,11 +33,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from taskloom.history import HistoryEvent
+from taskloom.history import HistoryEvent, TaskFailed
 from taskloom.models import FailureDetails, Status
+
+if TYPE_CHECKING:
+    from taskloom.storage.events_base import StreamAppend
 
 #: ``visible_at`` of messages, work items and queue messages meant for "now": the epoch,
 #: which is in every clock's past, so a sender whose clock runs ahead of a worker's (another
@@ -111,11 +115,27 @@ class WorkItem:
 
 @dataclass(frozen=True)
 class ActivityResult:
-    """The outcome of one work item: ``message`` goes to the instance's inbox."""
+    """The outcome of one work item: ``message`` goes to the instance's inbox.
+
+    ``appends`` (event-log appends of an activity that declares ``events``) commit in
+    the same transaction, and only with it; if one is refused (a wrong expected
+    version), none of them is written and the message becomes a ``TaskFailed`` naming
+    the error (:func:`refused`)."""
 
     work_item_id: int
     lease_token: int
     message: Message
+    appends: tuple[StreamAppend, ...] = ()
+
+
+def refused(message: Message, exc: BaseException) -> Message:
+    """The result message of an activity whose appends were refused with ``exc``."""
+    event = message.event
+    task_id = getattr(event, "task_scheduled_id", -1)
+    failed = TaskFailed(
+        event.timestamp, task_scheduled_id=task_id, failure=FailureDetails.from_exception(exc)
+    )
+    return replace(message, event=failed)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from taskloom.errors import InstanceExistsError, StoreError
+from taskloom.errors import InstanceExistsError, StoreError, WrongExpectedVersionError
 from taskloom.history import HistoryEvent, dumps_event, loads_event
 from taskloom.models import FailureDetails, Status
 from taskloom.storage import local_bus
@@ -39,6 +39,7 @@ from taskloom.storage import sqlite_codec as codec
 from taskloom.storage.base import (
     ALL_KINDS,
     EPISODES,
+    LOG,
     STATUS,
     ActivityResult,
     EagerActivities,
@@ -56,6 +57,7 @@ from taskloom.storage.base import (
     WorkItem,
     child_conflict_message,
     commit_kinds,
+    refused,
     result_kinds,
     timed,
 )
@@ -694,20 +696,39 @@ class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
         eager: EagerEpisodes | None = None,
     ) -> list[bool]:
         done: list[bool] = []
+        appended = False
         with self._write("complete activities") as conn:
             for result in results:
                 params = (self.hub, result.work_item_id, result.lease_token)
                 deleted = conn.execute(_Q["complete_activity"], params).rowcount == 1
                 if deleted:
-                    self._insert_messages(conn, [result.message])
+                    message = result.message
+                    if result.appends:
+                        message, wrote = self._append_for(conn, result, now)
+                        appended = appended or wrote
+                    self._insert_messages(conn, [message])
                 done.append(deleted)
             took = [r for r, ok in zip(results, done, strict=True) if ok]
             if eager is not None:
                 targets = dict.fromkeys(r.message.instance_id for r in took)
                 self._lease_free(conn, list(targets), eager)
         if took:
-            self._notify(result_kinds(took, eager))
+            self._notify(result_kinds(took, eager) + (LOG if appended else ""))
         return done
+
+    def _append_for(
+        self, conn: sqlite3.Connection, result: ActivityResult, now: datetime
+    ) -> tuple[Message, bool]:
+        """Write an activity's appends in a savepoint; a refusal fails the activity."""
+        conn.execute("SAVEPOINT activity_appends")
+        try:
+            self._append(conn, result.appends, now)
+        except WrongExpectedVersionError as exc:
+            conn.execute("ROLLBACK TO activity_appends")
+            conn.execute("RELEASE activity_appends")
+            return refused(result.message, exc), False
+        conn.execute("RELEASE activity_appends")
+        return result.message, True
 
     def _lease_free(self, conn: sqlite3.Connection, ids: list[str], eager: EagerEpisodes) -> None:
         at = codec.us(eager.now)

@@ -5,6 +5,7 @@ handlers, retries on virtual time, parking and replay."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -144,3 +145,41 @@ def test_inline_projection_parks_a_failing_event_and_the_append_commits(store_ur
         assert view.get("a") == {"t": "Fine"} and view.get("b") is None
         (status,) = [s for s in events.consumers() if s.name == "strict"]
         assert len(status.parked) == 1 and "cannot project poison" in status.parked[0].error
+
+
+def test_activity_appends_commit_with_its_result_and_a_refusal_fails_it(store_url: str) -> None:
+    app = tl.App("ev" + uuid.uuid4().hex[:10])
+    attempts: list[int] = []
+
+    @app.activity
+    def record(stream: str, *, events: tl.EventStore) -> int:
+        attempts.append(1)
+        events.append(stream, [tl.NewEvent("Recorded", {"n": len(attempts)})])
+        if len(attempts) == 1:
+            raise RuntimeError("first attempt fails after appending")
+        return events.stream_version(stream)
+
+    @app.activity
+    def stale(stream: str, *, events: tl.EventStore) -> None:
+        events.append(stream, [tl.NewEvent("Late")], expected_version=tl.NO_STREAM)
+
+    @app.orchestrator
+    def flow(ctx: tl.OrchestrationContext) -> Any:
+        retry = tl.RetryPolicy(first_retry_interval=timedelta(seconds=1), max_number_of_attempts=2)
+        before = yield ctx.call_activity(record, "audit", retry_policy=retry)
+        try:
+            yield ctx.call_activity(stale, "audit")
+        except tl.TaskFailedError as exc:
+            return [before, str(exc.details.message)]
+        return [before, None]
+
+    with TestEnv(app, store=store_url) as env:
+        iid = env.client.start_new("flow")
+        state = env.client.wait_for_completion(iid, timeout=20)
+        assert state.runtime_status is tl.Status.COMPLETED, state.failure_details
+        before, error = state.output
+        # The failed first attempt's append was never written; the second's was.
+        assert before == 0
+        assert [e.data for e in env.client.events.read_stream("audit")] == [{"n": 2}]
+        assert "expected tl.NO_STREAM" in error
+        assert env.client.events.stream_version("audit") == 1
