@@ -105,7 +105,9 @@ class _Tx(EventTx):
         )
 
     def append(self, appends: Sequence[StreamAppend]) -> list[tuple[int, int]]:
-        results, written = self._store._append(self._conn, appends, self._now)
+        # In a savepoint: a hook that catches a refused append keeps none of its appends.
+        with self._savepoint():
+            results, written = self._store._append(self._conn, appends, self._now)
         if written:
             self.kinds += LOG
         return results
@@ -409,17 +411,22 @@ class SqliteEventsMixin(EventLogStore):
             ).fetchall()
             if len(rows) == 1 and rows[0][0] == partitions:
                 return
+            token = 0
             if rows:
                 start = min(r[1] for r in rows)
-                conn.execute(
-                    "DELETE FROM event_consumers WHERE hub = ? AND consumer = ?",
+                # The new partitions' tokens start above every old one, so a lease of the
+                # old partitioning stays fenced off.
+                old = conn.execute(
+                    "DELETE FROM event_consumers WHERE hub = ? AND consumer = ? "
+                    "RETURNING lease_token",
                     (self.hub, consumer),
-                )
+                ).fetchall()
+                token = max(r[0] for r in old) + 1
             conn.executemany(
                 "INSERT INTO event_consumers (hub, consumer, partition, partitions, position, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "lease_token, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (self.hub, consumer, p, partitions, start, codec.us(now))
+                    (self.hub, consumer, p, partitions, start, token, codec.us(now))
                     for p in range(partitions)
                 ],
             )
