@@ -43,10 +43,8 @@ from taskloom.models import FailureDetails, OrchestrationState, Page, Status
 from taskloom.retry import RetryPolicy
 from taskloom.tasks import Task, TimerTask
 
-__all__ = [
+__all__ = [  # noqa: RUF022 (plain sorted order, as test_public_api checks)
     "ANY",
-    "NO_STREAM",
-    "STREAM_EXISTS",
     "ActivityInfo",
     "App",
     "AppendResult",
@@ -61,6 +59,7 @@ __all__ = [
     "InstanceNotFoundError",
     "InvalidEventError",
     "InvalidStateError",
+    "NO_STREAM",
     "NewEvent",
     "NonDeterminismError",
     "OrchestrationContext",
@@ -69,6 +68,7 @@ __all__ = [
     "Page",
     "RecordedEvent",
     "RetryPolicy",
+    "STREAM_EXISTS",
     "ScheduleNotFoundError",
     "SerializationError",
     "Status",
