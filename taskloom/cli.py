@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from taskloom import cli_host
+from taskloom import cli_events, cli_host
 from taskloom.app import App
 from taskloom.client import Client
 from taskloom.errors import TaskloomError
@@ -103,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--prefix")
     listing.add_argument("--top", type=int, default=100)
     cli_host.add_commands(sub, DEFAULT_STORE)
+    cli_events.add_commands(sub, DEFAULT_STORE)
     return parser
 
 
@@ -201,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command in cli_host.COMMANDS:
             return cli_host.run(args)
+        if args.command in cli_events.COMMANDS:
+            return cli_events.run(args, load_app)
         return _manage(args)
     except (TaskloomError, ValueError, TimeoutError) as exc:
         print(f"taskloom: error: {exc}", file=sys.stderr)
