@@ -13,12 +13,17 @@ completion names its action with ``task_scheduled_id`` (or ``timer_id``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
 from taskloom.models import FailureDetails, Status
+
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+_dumps = functools.partial(json.dumps, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -235,29 +240,61 @@ def _encode_field(value: Any) -> Any:
     return value
 
 
+_DATETIME_FIELDS = frozenset({"timestamp", "fire_at", "scheduled_start"})
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    **{name: datetime.fromisoformat for name in _DATETIME_FIELDS},
+    "status": Status,
+    "failure": FailureDetails.from_dict,
+    "parent": lambda value: ParentInstance(**value),
+}
+
+
 def event_from_dict(data: dict[str, Any]) -> HistoryEvent:
     """Inverse of :func:`event_to_dict`."""
     cls = EVENT_TYPES.get(data.get("kind", ""))
     if cls is None:
         raise ValueError(f"unknown history event kind {data.get('kind')!r}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        if name == "kind":
-            continue
-        if name in ("timestamp", "fire_at", "scheduled_start"):
-            value = datetime.fromisoformat(value)
-        elif name == "status":
-            value = Status(value)
-        elif name == "failure":
-            value = FailureDetails.from_dict(value)
-        elif name == "parent":
-            value = ParentInstance(**value)
-        kwargs[name] = value
+    decoders = _DECODERS
+    kwargs = {
+        name: value if (decode := decoders.get(name)) is None else decode(value)
+        for name, value in data.items()
+        if name != "kind"
+    }
     return cls(**kwargs)
 
 
+# The text of every stored event is written here on the hot path (every episode commit
+# and every message), so it is built directly rather than through a dict and a fresh
+# json.JSONEncoder per call; the result is exactly what
+# ``json.dumps(event_to_dict(event), separators=(",", ":"))`` writes.
+_PREFIXES: dict[type[HistoryEvent], tuple[str, tuple[tuple[str, str], ...]]] = {}
+
+
+def _prefixes(cls: type[HistoryEvent]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    found = _PREFIXES.get(cls)
+    if found is None:
+        head = '{"kind":' + _quote(cls.kind)
+        found = _PREFIXES[cls] = (head, tuple((n, f",{_quote(n)}:") for n in _field_names(cls)))
+    return found
+
+
 def dumps_event(event: HistoryEvent) -> str:
-    return json.dumps(event_to_dict(event), separators=(",", ":"))
+    head, fields = _prefixes(type(event))
+    parts = [head]
+    for name, key in fields:
+        value = getattr(event, name)
+        kind = type(value)
+        if kind is str:
+            parts.append(key + _quote(value))
+        elif kind is int:
+            if value != -1 or name != "event_id":
+                parts.append(key + int.__repr__(value))
+        elif kind is datetime:
+            parts.append(f'{key}"{value.isoformat()}"')
+        elif value is not None:
+            parts.append(key + _dumps(_encode_field(value)))
+    parts.append("}")
+    return "".join(parts)
 
 
 def loads_event(text: str) -> HistoryEvent:

@@ -186,7 +186,10 @@ class Worker:
             except Exception:
                 log.exception("episode batch failed; retrying after the poll interval")
                 count = 0
-            if count == 0:
+            # A full batch may have left work behind: look again at once. Otherwise wait
+            # for a wake-up; one that came during the batch (a message for an instance
+            # we held, see _after_batch) is already set, so no message is left behind.
+            if count < self.options.max_concurrent_orchestrations:
                 await self._idle(self._episode_wake)
 
     async def _episode_batch(self) -> int:

@@ -71,6 +71,7 @@ from taskloom.models import Status
 from taskloom.storage.base import (
     ALL_KINDS,
     EPISODES,
+    STATUS,
     ActivityResult,
     EagerActivities,
     EagerEpisodes,
@@ -400,7 +401,7 @@ class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
                 f"with status {blocking.value}; wait for it to finish, terminate or purge it, "
                 "or choose another instance_id"
             )
-        self._notify()
+        self._notify(EPISODES + STATUS + timed([new.start]))
 
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if not messages:
