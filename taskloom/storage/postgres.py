@@ -103,6 +103,7 @@ from taskloom.storage.postgres_batch import (
     leased_inboxes_sql,
     record_values,
 )
+from taskloom.storage.postgres_events import PostgresEventsMixin
 from taskloom.storage.postgres_host import PostgresHostMixin
 from taskloom.storage.postgres_notify import (
     BACKOFF_MAX,
@@ -128,7 +129,7 @@ Conn = AsyncConnection[tuple[Any, ...]]
 Cur = AsyncCursor[tuple[Any, ...]]
 
 
-class PostgresStore(PostgresReadsMixin, PostgresHostMixin, Store):
+class PostgresStore(PostgresEventsMixin, PostgresReadsMixin, PostgresHostMixin, Store):
     """One task hub in a PostgreSQL database (see the module docstring)."""
 
     def __init__(
