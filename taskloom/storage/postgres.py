@@ -604,6 +604,8 @@ class PostgresStore(PostgresEventsMixin, PostgresReadsMixin, PostgresHostMixin, 
     ) -> list[bool]:
         if not results:
             return []
+        if any(r.appends for r in results):
+            return await self._complete_mixed(results, now, eager)
         # Each (id, token) once: a repeat can never apply (the first deletes the item).
         first: dict[tuple[int, int], int] = {}
         for k, r in enumerate(results):
@@ -636,6 +638,20 @@ class PostgresStore(PostgresEventsMixin, PostgresReadsMixin, PostgresHostMixin, 
             took = [r for r, ok in zip(results, applied, strict=True) if ok]
             self._notify(result_kinds(took, eager))
         return applied
+
+    async def _complete_mixed(
+        self, results: Sequence[ActivityResult], now: datetime, eager: EagerEpisodes | None
+    ) -> list[bool]:
+        """Results with event appends go one by one; the rest take the batch path."""
+        slow = [k for k, r in enumerate(results) if r.appends]
+        fast = [k for k, r in enumerate(results) if not r.appends]
+        done: dict[int, bool] = {}
+        applied = await self._complete_with_appends([results[k] for k in slow], now)
+        done.update(zip(slow, applied, strict=True))
+        if fast:
+            rest = await self.complete_activities([results[k] for k in fast], now, eager)
+            done.update(zip(fast, rest, strict=True))
+        return [done[k] for k in range(len(results))]
 
     def _eager_params(self, eager: EagerEpisodes, targets: list[str]) -> dict[str, Any]:
         return {

@@ -26,8 +26,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg import AsyncConnection, AsyncCursor
 
+from taskloom.errors import WrongExpectedVersionError
 from taskloom.events.records import ExpectedVersion
-from taskloom.storage.base import EPISODES, LOG, STATUS, Message, NewInstance, timed
+from taskloom.storage.base import (
+    EPISODES,
+    LOG,
+    STATUS,
+    ActivityResult,
+    Message,
+    NewInstance,
+    refused,
+    result_kinds,
+    timed,
+)
 from taskloom.storage.events_base import (
     REPLAY,
     AppendHook,
@@ -486,6 +497,42 @@ class PostgresEventsMixin(EventLogStore):
 
         removed, _ = await self._in_tx(datetime.now(), body)
         return removed
+
+    async def _complete_with_appends(
+        self, results: Sequence[ActivityResult], now: datetime
+    ) -> list[bool]:
+        """Activity results that carry appends, one transaction each: the fenced delete of
+        the work item, the appends (a refusal turns the result into a ``TaskFailed``), the
+        result message."""
+        s, hub = self._s, self.hub
+        done: list[bool] = []
+        appended = False
+        for result in results:
+
+            async def body(cur: Cur, tx: _Tx, r: ActivityResult = result) -> tuple[bool, bool]:
+                await cur.execute(
+                    f"DELETE FROM {s}.work_items WHERE hub = %s AND id = %s AND lease_token = %s",
+                    [hub, r.work_item_id, r.lease_token],
+                )
+                if cur.rowcount != 1:
+                    return False, False
+                message, wrote = r.message, True
+                await cur.execute("SAVEPOINT activity_appends")
+                try:
+                    await self._append(cur, r.appends, now)
+                except WrongExpectedVersionError as exc:
+                    await cur.execute("ROLLBACK TO SAVEPOINT activity_appends")
+                    message, wrote = refused(r.message, exc), False
+                await self._insert_messages(cur, [message])
+                return True, wrote
+
+            (ok, wrote), _ = await self._in_tx(now, body)
+            done.append(ok)
+            appended = appended or wrote
+        took = [r for r, ok in zip(results, done, strict=True) if ok]
+        if took:
+            self._notify(result_kinds(took, None) + (LOG if appended else ""))
+        return done
 
     # -- consumers ----------------------------------------------------------------------
 
