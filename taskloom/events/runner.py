@@ -261,7 +261,14 @@ class ConsumerRunner:
         if done is None:
             return False
         if failed is not None and error is not None:
-            await self._failed(spec, self._leases[consumer].get(partition), failed, error)
+            # The batch's commit cleared the failure on the lease; the attempts made on
+            # this event before it count (they are the lease's as read before the batch).
+            current = self._leases[consumer].get(partition)
+            if current is not None and lease.failed_position == failed.position:
+                current = dataclasses.replace(
+                    current, failed_position=lease.failed_position, attempts=lease.attempts
+                )
+            await self._failed(spec, current, failed, error)
         return True
 
     async def _advance(self, lease: PartitionLease, head: int) -> None:

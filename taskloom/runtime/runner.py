@@ -42,7 +42,11 @@ async def serve_worker(
 
         client = AsyncClient(store, converter=app.converter)
         client._opened = True
-        consumers = ConsumerRunner(app, store, client)
+        # Partition leases last as long as the worker's, so a killed worker's
+        # partitions are taken over as soon as its episodes are.
+        consumers = ConsumerRunner(
+            app, store, client, lease_ttl=options.lease_for, poll_interval=options.poll_interval
+        )
         await consumers.start()
     log.info("hub %r on %s: worker running; Ctrl-C stops it", app.name, redact(store_url))
     try:
