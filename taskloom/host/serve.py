@@ -85,9 +85,10 @@ async def serve(
             store, app.name, converter=app.converter, base_url=f"http://{_netloc(host)}:{port}"
         )
         if workers:
-            worker = Worker(app, store, options=options or app.worker_options(), client=client)
+            chosen = options or app.worker_options()
+            worker = Worker(app, store, options=chosen, client=client)
             parts.append(_WorkerPart(worker))
-            parts.extend(trigger_runners(app, store, client))
+            parts.extend(trigger_runners(app, store, client, lease_for=chosen.lease_for))
         _install_signals(stop)
         for part in parts:
             await part.start()
@@ -134,7 +135,12 @@ def _netloc(host: str) -> str:
 
 
 def trigger_runners(
-    app: App, store: Store, client: AsyncClient, clock: Clock | None = None
+    app: App,
+    store: Store,
+    client: AsyncClient,
+    clock: Clock | None = None,
+    *,
+    lease_for: float = 30.0,
 ) -> list[_Runner]:
     """The schedule, queue and event-consumer runners the app needs (schedule ticks
     travel by queue)."""
@@ -149,7 +155,9 @@ def trigger_runners(
     if app.projections or app.subscriptions:
         from taskloom.events.runner import ConsumerRunner
 
-        runners.append(ConsumerRunner(app, store, client, clock=clock))
+        # Partition leases last as long as the workers' leases, so a killed host's
+        # partitions are taken over as soon as its episodes are.
+        runners.append(ConsumerRunner(app, store, client, clock=clock, lease_ttl=lease_for))
     return runners
 
 
