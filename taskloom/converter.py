@@ -65,9 +65,7 @@ class DataConverter:
         """
         try:
             if _plain(value):
-                return json.dumps(
-                    value, separators=(",", ":"), allow_nan=False, default=_fast_default
-                )
+                return _FAST.encode(value)
         except (_Fallback, ValueError, TypeError, RecursionError):
             pass
         tree = _Encoder(what).encode(value, "$", set())
@@ -160,6 +158,10 @@ def _class_path(cls: type) -> str:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+# One encoder for every fast-path call: json.dumps with options builds a new one each time.
+_FAST = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_fast_default)
 
 
 # Exact types only: a subclass (say, a pandas Timestamp) would not come back as itself.

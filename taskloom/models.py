@@ -23,7 +23,9 @@ class Status(enum.Enum):
     @property
     def is_terminal(self) -> bool:
         """True for the statuses an instance does not leave by itself."""
-        return self in _TERMINAL
+        # Identity tests: hashing an enum member runs Python code, and this is asked
+        # several times for every episode.
+        return self is Status.COMPLETED or self is Status.FAILED or self is Status.TERMINATED
 
     @classmethod
     def parse(cls, text: str) -> Status:
@@ -33,9 +35,6 @@ class Status(enum.Enum):
                 return member
         names = ", ".join(m.value for m in cls)
         raise ValueError(f"unknown runtime status {text!r}; use one of: {names}")
-
-
-_TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.TERMINATED})
 
 
 @dataclass(frozen=True)

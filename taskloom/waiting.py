@@ -128,15 +128,26 @@ class InstanceWatcher:
         else:
             records = {}
             statuses = await self.store.get_statuses(ids)
+        # Most awaited instances are unchanged at any one check: only those resolved
+        # here (ready, or gone) are looked at again below.
+        settled: list[str] = []
         ready: list[str] = []
         for iid in ids:
+            waiters = self._waiters.get(iid)
+            if not waiters:
+                continue
             status = statuses.get(iid)
-            waiters = self._waiters.get(iid, [])
+            hit = False
             for waiter in waiters:
                 waiter.last = status
-                if status is None and not waiter.future.done():
-                    waiter.future.set_exception(self._not_found(iid))
-            if status is not None and any(w.done(status) for w in waiters):
+                if status is None:
+                    if not waiter.future.done():
+                        waiter.future.set_exception(self._not_found(iid))
+                elif not hit and waiter.done(status):
+                    hit = True
+            if status is None:
+                settled.append(iid)
+            elif hit:
                 ready.append(iid)
         for iid in ready:
             record = records[iid] if iid in records else await self.store.get_instance(iid)
@@ -149,7 +160,7 @@ class InstanceWatcher:
                     waiter.future.set_result(record)
         # Resolved waiters leave at once: the pump must not skip virtual time for a wait
         # that is over but whose caller has not resumed yet.
-        for iid in ids:
+        for iid in (*settled, *ready):
             pending = [w for w in self._waiters.get(iid, ()) if not w.future.done()]
             if pending:
                 self._waiters[iid] = pending

@@ -16,10 +16,7 @@ back as timezone-aware UTC datetimes. Errors of :mod:`sqlite3` leave this module
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
-import json
 import os
 import re
 import sqlite3
@@ -33,7 +30,7 @@ from typing import Any
 
 from taskloom.errors import InstanceExistsError, StoreError, WrongExpectedVersionError
 from taskloom.history import HistoryEvent, dumps_event, loads_event
-from taskloom.models import FailureDetails, Status
+from taskloom.models import Status
 from taskloom.storage import local_bus
 from taskloom.storage import sqlite_codec as codec
 from taskloom.storage.base import (
@@ -98,13 +95,27 @@ _UPSERT_RECORD = (
     + ", ".join(f"{c} = excluded.{c}" for c in _RECORD_COLUMNS[1:])
     + ", lease_owner = NULL, lease_expires = NULL, lease_token = 0"
 )
-# A commit rewrites the whole row from the episode's view; the lease is released but its
-# token kept, so stale tokens stay invalid until the next lease issues a higher one.
+# A fresh id (the usual start) is one statement; a taken one falls back to the upsert.
+_INSERT_RECORD = (
+    f"INSERT INTO instances (hub, {', '.join(_RECORD_COLUMNS)}) "
+    f"VALUES (:hub, {', '.join(':' + c for c in _RECORD_COLUMNS)}) "
+    "ON CONFLICT (hub, instance_id) DO NOTHING"
+)
+# A commit rewrites the row from the episode's view (all but the columns no episode
+# changes, whose indexes then need no update); the lease is released but its token kept,
+# so stale tokens stay invalid until the next lease issues a higher one.
+_FIXED_COLUMNS = ("instance_id", "created_at", "parent_instance_id", "scheduled_start_at")
 _UPDATE_RECORD = (
     "UPDATE instances SET "
-    + ", ".join(f"{c} = :{c}" for c in _RECORD_COLUMNS[1:])
+    + ", ".join(f"{c} = :{c}" for c in _RECORD_COLUMNS if c not in _FIXED_COLUMNS)
     + ", lease_owner = NULL, lease_expires = NULL"
     " WHERE hub = :hub AND instance_id = :instance_id"
+)
+# A lease takes a free row and reads it back in one statement.
+_LEASE_RECORD = (
+    "UPDATE instances SET lease_owner = ?, lease_token = ?, lease_expires = ? "
+    "WHERE hub = ? AND instance_id = ? AND (lease_expires IS NULL OR lease_expires <= ?) "
+    f"RETURNING {', '.join(_RECORD_COLUMNS)}"
 )
 # A commit needs our token and a lease still held: after a commit or an abandon the same
 # token cannot apply again.
@@ -136,104 +147,6 @@ def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Conne
         raise
 
 
-def _record_params(hub: str, record: InstanceRecord) -> dict[str, Any]:
-    failure = None if record.failure is None else json.dumps(record.failure.to_dict())
-    return {
-        "hub": hub,
-        "instance_id": record.instance_id,
-        "execution_id": record.execution_id,
-        "name": record.name,
-        "version": record.version,
-        "status": record.status.value,
-        "input": record.input,
-        "output": record.output,
-        "custom_status": record.custom_status,
-        "failure": failure,
-        "created_at": codec.us(record.created_at),
-        "updated_at": codec.us(record.updated_at),
-        "completed_at": codec.us_or_none(record.completed_at),
-        "parent_instance_id": record.parent_instance_id,
-        "scheduled_start_at": codec.us_or_none(record.scheduled_start_at),
-        "history_len": record.history_len,
-    }
-
-
-def _record(row: sqlite3.Row) -> InstanceRecord:
-    failure = row["failure"]
-    return InstanceRecord(
-        instance_id=row["instance_id"],
-        execution_id=row["execution_id"],
-        name=row["name"],
-        status=Status(row["status"]),
-        created_at=codec.dt(row["created_at"]),
-        updated_at=codec.dt(row["updated_at"]),
-        version=row["version"],
-        input=row["input"],
-        output=row["output"],
-        custom_status=row["custom_status"],
-        failure=None if failure is None else FailureDetails.from_dict(json.loads(failure)),
-        completed_at=codec.dt_or_none(row["completed_at"]),
-        parent_instance_id=row["parent_instance_id"],
-        scheduled_start_at=codec.dt_or_none(row["scheduled_start_at"]),
-        history_len=row["history_len"],
-    )
-
-
-def _message(row: sqlite3.Row) -> Message:
-    return Message(
-        instance_id=row["instance_id"],
-        event=loads_event(row["event"]),
-        visible_at=codec.dt(row["visible_at"]),
-        execution_id=row["execution_id"],
-        id=row["id"],
-    )
-
-
-def _encode_token(created_at: int, instance_id: str) -> str:
-    raw = json.dumps([created_at, instance_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-def _decode_token(token: str) -> tuple[int, str]:
-    try:
-        created_at, instance_id = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-        if not isinstance(created_at, int) or not isinstance(instance_id, str):
-            raise TypeError("wrong field types")
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise ValueError(
-            f"malformed continuation token {token!r}: pass back the token of the "
-            "previous page unchanged, or None for the first page"
-        ) from exc
-    return created_at, instance_id
-
-
-def _where(hub: str, query: InstanceQuery) -> tuple[list[str], list[Any]]:
-    """SQL conditions (ANDed) and their parameters for an :class:`InstanceQuery`."""
-    clauses: list[str] = ["hub = ?"]
-    params: list[Any] = [hub]
-    if query.statuses is not None:
-        statuses = sorted(s.value for s in query.statuses)
-        clauses.append(f"status IN ({codec.marks(len(statuses))})" if statuses else "0")
-        params.extend(statuses)
-    if query.name is not None:
-        clauses.append("name = ?")
-        params.append(query.name)
-    if query.instance_id_prefix:
-        # substr rather than LIKE: LIKE is case-insensitive and needs wildcard escaping.
-        clauses.append("substr(instance_id, 1, ?) = ?")
-        params.extend([len(query.instance_id_prefix), query.instance_id_prefix])
-    if query.created_from is not None:
-        clauses.append("created_at >= ?")
-        params.append(codec.us(query.created_from))
-    if query.created_to is not None:
-        clauses.append("created_at <= ?")
-        params.append(codec.us(query.created_to))
-    if query.parent_instance_id is not None:
-        clauses.append("parent_instance_id = ?")
-        params.append(query.parent_instance_id)
-    return clauses, params
-
-
 class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
     """A task hub in an SQLite file (or ``":memory:"``, private to this object)."""
 
@@ -244,6 +157,7 @@ class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
         self.busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._doorbell: Doorbell | None = None
+        self._starts: list[tuple[NewInstance, asyncio.Future[Status | None]]] = []
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, hub={self.hub!r})"
@@ -402,6 +316,11 @@ class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
 
     def _create(self, conn: sqlite3.Connection, new: NewInstance) -> Status | None:
         """Create (or replace a terminal) instance; return the blocking status if any."""
+        if conn.execute(_INSERT_RECORD, codec.record_params(self.hub, new.record)).rowcount == 1:
+            # A fresh id has no leftovers: rows of other tables live only beside an
+            # instance row (messages for unknown instances are dropped when inserted).
+            self._insert_messages(conn, [new.start])
+            return None
         row = conn.execute(
             "SELECT status FROM instances WHERE hub = ? AND instance_id = ?",
             (self.hub, new.record.instance_id),
@@ -409,11 +328,9 @@ class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
         if row is not None and not Status(row[0]).is_terminal:
             return Status(row[0])
         # Leftovers of a previous instance with this id must not leak into the new one.
-        # A fresh id has none: rows of other tables live only beside an instance row
-        # (messages for unknown instances are dropped when inserted).
         if row is not None:
             self._delete_in(conn, _INSTANCE_DATA, [new.record.instance_id])
-        conn.execute(_UPSERT_RECORD, _record_params(self.hub, new.record))
+        conn.execute(_UPSERT_RECORD, codec.record_params(self.hub, new.record))
         self._insert_messages(conn, [new.start])
         return None
 
@@ -438,15 +355,40 @@ class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
     # -- clients --------------------------------------------------------------------
 
     async def create_instance(self, new: NewInstance) -> None:
-        with self._write(f"create instance {new.record.instance_id!r}") as conn:
-            blocking = self._create(conn, new)
+        # Starts made together (a client gathering many start_new calls) share one
+        # transaction, begun on the loop's next turn: one lock round and WAL commit.
+        loop = asyncio.get_running_loop()
+        created: asyncio.Future[Status | None] = loop.create_future()
+        if not self._starts:
+            loop.call_soon(self._create_started)
+        self._starts.append((new, created))
+        blocking = await created
         if blocking is not None:
             raise InstanceExistsError(
                 f"instance {new.record.instance_id!r} already exists in task hub {self.hub!r} "
                 f"with status {blocking.value}; wait for it to finish, terminate it, or "
                 "choose another instance_id"
             )
-        self._notify(EPISODES + STATUS + timed([new.start]))
+
+    def _create_started(self) -> None:
+        starts, self._starts = self._starts, []
+        what = f"create instance {starts[0][0].record.instance_id!r}"
+        try:
+            with self._write(
+                what if len(starts) == 1 else f"create {len(starts)} instances"
+            ) as conn:
+                blocking = [self._create(conn, new) for new, _ in starts]
+        except Exception as exc:
+            for _, created in starts:
+                if not created.done():
+                    created.set_exception(exc)
+            return
+        fresh = [new.start for (new, _), b in zip(starts, blocking, strict=True) if b is None]
+        if fresh:
+            self._notify(EPISODES + STATUS + timed(fresh))
+        for (_, created), status in zip(starts, blocking, strict=True):
+            if not created.done():
+                created.set_result(status)
 
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if not messages:
@@ -459,7 +401,7 @@ class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
         sql = f"{_SELECT_RECORD} WHERE hub = ? AND instance_id = ?"
         with self._errors(f"read instance {instance_id!r}"):
             row = self._connection().execute(sql, (self.hub, instance_id)).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else codec.record(row)
 
     async def get_statuses(self, instance_ids: Sequence[str]) -> dict[str, Status]:
         ids = list(dict.fromkeys(instance_ids))
@@ -472,7 +414,7 @@ class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
                     f"IN ({codec.marks(len(chunk))})",
                     (self.hub, *chunk),
                 )
-                found.update((row[0], Status(row[1])) for row in rows)
+                found.update((row[0], codec.STATUS[row[1]]) for row in rows)
         return found
 
     async def get_history(self, instance_id: str) -> list[HistoryEvent]:
@@ -497,25 +439,25 @@ class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
     ) -> QueryResult:
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}")
-        clauses, params = _where(self.hub, query)
+        clauses, params = codec.where(self.hub, query)
         if continuation_token:
-            created_at, instance_id = _decode_token(continuation_token)
+            created_at, instance_id = codec.decode_token(continuation_token)
             clauses.append("(created_at > ? OR (created_at = ? AND instance_id > ?))")
             params.extend([created_at, created_at, instance_id])
         sql = f"{_SELECT_RECORD} WHERE {' AND '.join(clauses)} ORDER BY created_at, instance_id"
         with self._errors("query instances"):
             # One row past the page tells whether another page exists.
             rows = self._connection().execute(f"{sql} LIMIT ?", (*params, page_size + 1)).fetchall()
-        result = QueryResult([_record(r) for r in rows[:page_size]])
+        result = QueryResult([codec.record(r) for r in rows[:page_size]])
         if len(rows) > page_size:
             last = rows[page_size - 1]
-            result.continuation_token = _encode_token(last["created_at"], last["instance_id"])
+            result.continuation_token = codec.encode_token(last["created_at"], last["instance_id"])
         return result
 
     async def purge_instances(
         self, query: InstanceQuery, instance_ids: Sequence[str] | None = None
     ) -> int:
-        clauses, params = _where(self.hub, query)
+        clauses, params = codec.where(self.hub, query)
         clauses.append(f"status IN ({codec.marks(len(_TERMINAL))})")
         params.extend(_TERMINAL)
         sql = f"SELECT instance_id FROM instances WHERE {' AND '.join(clauses)}"
@@ -546,33 +488,29 @@ class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
             return self._lease_instances(conn, ids, at, lease_for, owner)
 
     def _lease_instances(
-        self, conn: sqlite3.Connection, ids: list[str], at: int, lease_for: float, owner: str
+        self, conn: sqlite3.Connection, ids: Sequence[str], at: int, lease_for: float, owner: str
     ) -> list[LeasedEpisode]:
-        """Lease ``ids`` (free, checked under the writer lock) with their visible inboxes."""
+        """Lease those of ``ids`` that are free (under the writer lock), with their
+        visible inboxes. Tokens are taken for all of ``ids``; unused ones are gaps."""
         if not ids:
             return []
         last = conn.execute(_Q["next_lease_tokens"], (len(ids),)).fetchone()[0]
-        tokens = dict(zip(ids, range(last - len(ids) + 1, last + 1), strict=True))
         expires = at + codec.seconds_to_us(lease_for)
-        conn.executemany(
-            _Q["lease_instance"], [(owner, tokens[i], expires, self.hub, i) for i in ids]
-        )
-        marks = codec.marks(len(ids))
-        records = {
-            r["instance_id"]: _record(r)
-            for r in conn.execute(
-                f"{_SELECT_RECORD} WHERE hub = ? AND instance_id IN ({marks})",
-                (self.hub, *ids),
-            )
-        }
-        inboxes: dict[str, list[Message]] = {i: [] for i in ids}
+        leased: dict[str, tuple[InstanceRecord, int]] = {}
+        for token, iid in enumerate(ids, last - len(ids) + 1):
+            params = (owner, token, expires, self.hub, iid, at)
+            for row in conn.execute(_LEASE_RECORD, params).fetchall():
+                leased[iid] = (codec.record(row), token)
+        if not leased:
+            return []
+        inboxes: dict[str, list[Message]] = {i: [] for i in leased}
         for row in conn.execute(
             "SELECT * FROM messages WHERE hub = ? AND visible_at <= ? "
-            f"AND instance_id IN ({marks}) ORDER BY id",
-            (self.hub, at, *ids),
+            f"AND instance_id IN ({codec.marks(len(leased))}) ORDER BY id",
+            (self.hub, at, *leased),
         ):
-            inboxes[row["instance_id"]].append(_message(row))
-        return [LeasedEpisode(records[i], inboxes[i], tokens[i]) for i in ids]
+            inboxes[row["instance_id"]].append(codec.message(row))
+        return [LeasedEpisode(record, inboxes[i], token) for i, (record, token) in leased.items()]
 
     async def complete_episodes(
         self,
@@ -600,7 +538,7 @@ class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
         key = (self.hub, commit.instance.instance_id)
         # The fenced row update goes first: when the lease is lost it matches no row and
         # nothing else is written.
-        params = _record_params(self.hub, commit.instance)
+        params = codec.record_params(self.hub, commit.instance)
         params["lease_token"] = commit.lease_token
         if conn.execute(_COMMIT_RECORD, params).rowcount != 1:
             return False
@@ -732,19 +670,8 @@ class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
 
     def _lease_free(self, conn: sqlite3.Connection, ids: list[str], eager: EagerEpisodes) -> None:
         at = codec.us(eager.now)
-        free: list[str] = []
         for chunk in codec.chunks(ids):
-            free += [
-                r[0]
-                for r in conn.execute(
-                    "SELECT instance_id FROM instances WHERE hub = ? AND instance_id IN "
-                    f"({codec.marks(len(chunk))}) "
-                    "AND (lease_expires IS NULL OR lease_expires <= ?)",
-                    (self.hub, *chunk, at),
-                )
-            ]
-        for chunk in codec.chunks(free):
-            leased = self._lease_instances(conn, list(chunk), at, eager.lease_for, eager.owner)
+            leased = self._lease_instances(conn, chunk, at, eager.lease_for, eager.owner)
             eager.leased += [e for e in leased if e.messages]
 
     async def renew_activities(

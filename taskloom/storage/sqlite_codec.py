@@ -1,11 +1,20 @@
 """How the SQLite backend encodes values: times as INTEGER microseconds since the epoch
-(they sort, and round-trip exactly to aware UTC datetimes), and chunked ``IN`` lists."""
+(they sort, and round-trip exactly to aware UTC datetimes), chunked ``IN`` lists, instance
+rows and messages, paging tokens and the conditions of instance queries."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import sqlite3
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from taskloom.history import loads_event
+from taskloom.models import FailureDetails, Status
+from taskloom.storage.base import InstanceQuery, InstanceRecord, Message
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -44,3 +53,104 @@ def chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
 def marks(count: int) -> str:
     """``?, ?, ...`` for ``count`` parameters."""
     return ", ".join("?" * count)
+
+
+def record_params(hub: str, record: InstanceRecord) -> dict[str, Any]:
+    failure = None if record.failure is None else json.dumps(record.failure.to_dict())
+    return {
+        "hub": hub,
+        "instance_id": record.instance_id,
+        "execution_id": record.execution_id,
+        "name": record.name,
+        "version": record.version,
+        "status": record.status.value,
+        "input": record.input,
+        "output": record.output,
+        "custom_status": record.custom_status,
+        "failure": failure,
+        "created_at": us(record.created_at),
+        "updated_at": us(record.updated_at),
+        "completed_at": us_or_none(record.completed_at),
+        "parent_instance_id": record.parent_instance_id,
+        "scheduled_start_at": us_or_none(record.scheduled_start_at),
+        "history_len": record.history_len,
+    }
+
+
+STATUS = {s.value: s for s in Status}  # faster than calling Status(value)
+
+
+def record(row: sqlite3.Row) -> InstanceRecord:
+    failure = row["failure"]
+    return InstanceRecord(
+        instance_id=row["instance_id"],
+        execution_id=row["execution_id"],
+        name=row["name"],
+        status=STATUS[row["status"]],
+        created_at=dt(row["created_at"]),
+        updated_at=dt(row["updated_at"]),
+        version=row["version"],
+        input=row["input"],
+        output=row["output"],
+        custom_status=row["custom_status"],
+        failure=None if failure is None else FailureDetails.from_dict(json.loads(failure)),
+        completed_at=dt_or_none(row["completed_at"]),
+        parent_instance_id=row["parent_instance_id"],
+        scheduled_start_at=dt_or_none(row["scheduled_start_at"]),
+        history_len=row["history_len"],
+    )
+
+
+def message(row: sqlite3.Row) -> Message:
+    return Message(
+        instance_id=row["instance_id"],
+        event=loads_event(row["event"]),
+        visible_at=dt(row["visible_at"]),
+        execution_id=row["execution_id"],
+        id=row["id"],
+    )
+
+
+def encode_token(created_at: int, instance_id: str) -> str:
+    raw = json.dumps([created_at, instance_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def decode_token(token: str) -> tuple[int, str]:
+    try:
+        created_at, instance_id = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+        if not isinstance(created_at, int) or not isinstance(instance_id, str):
+            raise TypeError("wrong field types")
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValueError(
+            f"malformed continuation token {token!r}: pass back the token of the "
+            "previous page unchanged, or None for the first page"
+        ) from exc
+    return created_at, instance_id
+
+
+def where(hub: str, query: InstanceQuery) -> tuple[list[str], list[Any]]:
+    """SQL conditions (ANDed) and their parameters for an :class:`InstanceQuery`."""
+    clauses: list[str] = ["hub = ?"]
+    params: list[Any] = [hub]
+    if query.statuses is not None:
+        statuses = sorted(s.value for s in query.statuses)
+        clauses.append(f"status IN ({marks(len(statuses))})" if statuses else "0")
+        params.extend(statuses)
+    if query.name is not None:
+        clauses.append("name = ?")
+        params.append(query.name)
+    if query.instance_id_prefix:
+        # substr rather than LIKE: LIKE is case-insensitive and needs wildcard escaping.
+        clauses.append("substr(instance_id, 1, ?) = ?")
+        params.extend([len(query.instance_id_prefix), query.instance_id_prefix])
+    if query.created_from is not None:
+        clauses.append("created_at >= ?")
+        params.append(us(query.created_from))
+    if query.created_to is not None:
+        clauses.append("created_at <= ?")
+        params.append(us(query.created_to))
+    if query.parent_instance_id is not None:
+        clauses.append("parent_instance_id = ?")
+        params.append(query.parent_instance_id)
+    return clauses, params

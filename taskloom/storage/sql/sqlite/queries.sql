@@ -46,10 +46,6 @@ GROUP BY m.instance_id
 ORDER BY MIN(m.visible_at), MIN(m.id)
 LIMIT ?
 
--- name: lease_instance
-UPDATE instances SET lease_owner = ?, lease_token = ?, lease_expires = ?
-WHERE hub = ? AND instance_id = ?
-
 -- name: insert_history
 INSERT INTO history (hub, instance_id, seq, event) VALUES (?, ?, ?, ?)
 
