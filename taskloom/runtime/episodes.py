@@ -189,6 +189,7 @@ def _commit(
         work_items=out.work_items,
         messages=out.messages,
         new_instances=out.new_instances,
+        prior_status=rec.status,
     )
     keep = not status.is_terminal
     return Planned(commit, run if keep else None, history if keep else [])

@@ -173,6 +173,9 @@ class EpisodeCommit:
     work_items: Sequence[NewWorkItem] = ()
     messages: Sequence[Message] = ()
     new_instances: Sequence[NewInstance] = ()
+    #: The status the episode found; when the commit keeps it, waiting clients (which
+    #: wait on statuses alone) are not woken. None: not known, wake them.
+    prior_status: Status | None = None
 
 
 @dataclass
@@ -396,7 +399,8 @@ def commit_kinds(
 ) -> str:
     """The wake-up kinds of a batch of episode commits (``applied`` says which took)."""
     done = [c for c, ok in zip(commits, applied, strict=True) if ok]
-    kinds = STATUS
+    changed = any(c.prior_status is not c.instance.status for c in done)
+    kinds = STATUS if changed else ""
     # A released lease needs no EPISODES wake of its own: a message that arrived during
     # the episode woke the lease holder, which looks again after its commit.
     if any(c.messages or c.new_instances for c in done):

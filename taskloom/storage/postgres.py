@@ -489,8 +489,8 @@ class PostgresStore(PostgresEventsMixin, PostgresReadsMixin, PostgresHostMixin, 
             return applied
 
         applied = await self._run(op)
-        if any(applied):
-            self._notify(commit_kinds(commits, applied, eager))
+        if any(applied) and (kinds := commit_kinds(commits, applied, eager)):
+            self._notify(kinds)
         return applied
 
     @staticmethod

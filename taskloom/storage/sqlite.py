@@ -524,8 +524,8 @@ class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
         # checks its fence before writing anything, so a lost lease skips only itself.
         with self._write("complete episodes") as conn:
             applied = [self._apply_commit(conn, commit, now, eager) for commit in commits]
-        if any(applied):
-            self._notify(commit_kinds(commits, applied, eager))
+        if any(applied) and (kinds := commit_kinds(commits, applied, eager)):
+            self._notify(kinds)
         return applied
 
     def _apply_commit(
