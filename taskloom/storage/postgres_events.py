@@ -1,26 +1,26 @@
 """The PostgreSQL backend's :class:`~taskloom.storage.events_base.EventLogStore`, in the
 tables of ``sql/postgres/0004_events.sql``.
 
-**Positions in commit order.** An append first locks its streams' rows (inserted if
-missing, then ``SELECT ... FOR UPDATE``, in stream-id order so concurrent multi-stream
-appends never deadlock), checks versions and event ids, and only then takes positions
-with ``UPDATE event_log_head SET position = position + n RETURNING position``. That row
-stays locked until the transaction ends, so the next append waits for it; PostgreSQL
-makes a transaction visible to new snapshots before it releases its locks, so a reader
-that can see position ``p + 1`` can see ``p``. A rollback undoes its counter update too:
-no position a reader could pass is ever left behind.
+**Appends** (:mod:`taskloom.storage.postgres_events_tx`) take positions from the hub's
+head row as the last lock before COMMIT, so positions are assigned in commit order and a
+reader following the log never passes an event that commits later; without a hook an
+append is one round trip (the ``event_append`` function of
+``sql/postgres/0005_event_append.sql``). That module's docstring says why it is correct.
 
 **Hooks** are synchronous: they run in a worker thread (``asyncio.to_thread``) while the
 transaction's coroutine waits, and each :class:`EventTx` call made from that thread runs
 its statements on the transaction's connection through the event loop
 (``run_coroutine_threadsafe``).
+
+**Consumers** lease partitions with ``FOR UPDATE SKIP LOCKED``; **views** are ``jsonb``,
+filtered on ``doc -> 'field'`` with the field inlined so :meth:`view_index`'s expression
+indexes apply.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,22 +29,18 @@ from psycopg import AsyncConnection, AsyncCursor
 from taskloom.errors import WrongExpectedVersionError
 from taskloom.events.records import ExpectedVersion
 from taskloom.storage.base import (
-    EPISODES,
     LOG,
-    STATUS,
     ActivityResult,
     Message,
     NewInstance,
     refused,
     result_kinds,
-    timed,
 )
 from taskloom.storage.events_base import (
     REPLAY,
     AppendHook,
     ConsumerState,
     EventLogStore,
-    EventTx,
     ParkedRecord,
     PartitionLease,
     StoredEvent,
@@ -54,9 +50,15 @@ from taskloom.storage.events_base import (
     check_expected,
     check_field,
     check_op,
-    decide_append,
-    stream_bucket,
     view_name,
+)
+from taskloom.storage.postgres_events_tx import (
+    AppendGroup,
+    Member,
+    Outcome,
+    PgEventTx,
+    append,
+    append_together,
 )
 
 if TYPE_CHECKING:
@@ -79,139 +81,10 @@ def _event(row: Sequence[Any]) -> StoredEvent:
     return StoredEvent(*row[:8])
 
 
-class _Tx(EventTx):
-    """:class:`EventTx` on a transaction's connection, called from the hook's thread."""
-
-    def __init__(
-        self, store: PostgresEventsMixin, cur: Cur, now: datetime, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        self._store = store
-        self._cur = cur
-        self._now = now
-        self._loop = loop
-        self._savepoints = 0
-        self.kinds = ""
-
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    async def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        await self._cur.execute(sql, params)
-        return await self._cur.fetchall() if self._cur.description else []
-
-    def _q(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return self._call(self._rows(sql.replace("{s}", self._store._s), params))
-
-    def view_get(self, view: str, key: str) -> str | None:
-        rows = self._q(
-            "SELECT doc::text FROM {s}.event_views WHERE hub = %s AND view = %s AND key = %s",
-            [self._store.hub, view, key],
-        )
-        return rows[0][0] if rows else None
-
-    def view_put(self, view: str, key: str, doc: str) -> None:
-        self._q(
-            "INSERT INTO {s}.event_views (hub, view, key, doc) VALUES (%s, %s, %s, %s::jsonb) "
-            "ON CONFLICT (hub, view, key) DO UPDATE SET doc = excluded.doc",
-            [self._store.hub, view, key, doc],
-        )
-
-    def view_delete(self, view: str, key: str) -> None:
-        self._q(
-            "DELETE FROM {s}.event_views WHERE hub = %s AND view = %s AND key = %s",
-            [self._store.hub, view, key],
-        )
-
-    def append(self, appends: Sequence[StreamAppend]) -> list[tuple[int, int]]:
-        # In a savepoint: a hook that catches a refused append keeps none of its appends.
-        with self.savepoint():
-            results, written = self._call(self._store._append(self._cur, appends, self._now))
-        if written:
-            self.kinds += LOG
-        return results
-
-    def start(self, instances: Sequence[NewInstance], messages: Sequence[Message]) -> None:
-        async def run() -> None:
-            for new in instances:
-                await self._store._create(self._cur, new)
-            await self._store._insert_messages(self._cur, messages)
-
-        self._call(run())
-        if instances or messages:
-            self.kinds += EPISODES + STATUS + timed([*messages, *(n.start for n in instances)])
-
-    def park(self, consumer: str, event: StoredEvent, error: str, attempts: int) -> None:
-        self._q(
-            "INSERT INTO {s}.event_parked (hub, consumer, position, stream_id, version, "
-            "event_id, type, error, attempts, parked_at) VALUES "
-            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (hub, consumer, position) "
-            "DO UPDATE SET error = excluded.error, attempts = excluded.attempts, "
-            "parked_at = excluded.parked_at",
-            [
-                self._store.hub,
-                consumer,
-                event.position,
-                event.stream_id,
-                event.version,
-                event.id,
-                event.type,
-                error,
-                attempts,
-                self._now,
-            ],
-        )
-
-    def unpark(self, consumer: str, position: int) -> None:
-        self._q(
-            "DELETE FROM {s}.event_parked WHERE hub = %s AND consumer = %s AND position = %s",
-            [self._store.hub, consumer, position],
-        )
-
-    def read_log(self, after: int, limit: int) -> list[StoredEvent]:
-        return self._call(self._store._read_log(self._cur, after, limit, None, None))
-
-    def generation(self, name: str) -> int:
-        rows = self._q(
-            "SELECT generation FROM {s}.event_view_meta WHERE hub = %s AND name = %s",
-            [self._store.hub, name],
-        )
-        return int(rows[0][0]) if rows else 1
-
-    def checkpoint(self, consumer: str) -> int | None:
-        # Locked: an inline append and the runner catching up never both apply an event.
-        rows = self._q(
-            "SELECT position FROM {s}.event_consumers WHERE hub = %s AND consumer = %s "
-            "ORDER BY partition FOR UPDATE",
-            [self._store.hub, consumer],
-        )
-        return min(int(r[0]) for r in rows) if rows else None
-
-    def set_checkpoint(self, consumer: str, position: int) -> None:
-        self._q(
-            "UPDATE {s}.event_consumers SET position = %s, updated_at = %s "
-            "WHERE hub = %s AND consumer = %s",
-            [position, self._now, self._store.hub, consumer],
-        )
-
-    @contextmanager
-    def _savepoint(self) -> Iterator[None]:
-        self._savepoints += 1
-        name = f"tl_sp{self._savepoints}"
-        self._q(f"SAVEPOINT {name}", [])
-        try:
-            yield
-        except BaseException:
-            self._q(f"ROLLBACK TO SAVEPOINT {name}", [])
-            self._q(f"RELEASE SAVEPOINT {name}", [])
-            raise
-        self._q(f"RELEASE SAVEPOINT {name}", [])
-
-    def savepoint(self) -> AbstractContextManager[None]:
-        return self._savepoint()
-
-
 class PostgresEventsMixin(EventLogStore):
     """:class:`EventLogStore` for :class:`~taskloom.storage.postgres.PostgresStore`."""
+
+    _append_group: AppendGroup | None = None  # made on the first hook-less append
 
     if TYPE_CHECKING:  # provided by PostgresStore
         hub: str
@@ -243,126 +116,31 @@ class PostgresEventsMixin(EventLogStore):
         return await self._run(op)
 
     async def _in_tx(
-        self, now: datetime, body: Callable[[Cur, _Tx], Awaitable[T]]
+        self, now: datetime, body: Callable[[Cur, PgEventTx], Awaitable[T]]
     ) -> tuple[T, str]:
         loop = asyncio.get_running_loop()
 
         async def op(conn: Conn) -> tuple[T, str]:
             async with conn.transaction(), conn.cursor() as cur:
-                tx = _Tx(self, cur, now, loop)
+                tx = PgEventTx(self, cur, now, loop)
                 return await body(cur, tx), tx.kinds
 
         return await self._run(op)
 
     # -- streams and the log ----------------------------------------------------------
 
-    async def _append(
-        self, cur: Cur, appends: Sequence[StreamAppend], now: datetime
-    ) -> tuple[list[tuple[int, int]], list[StoredEvent]]:
-        s, hub = self._s, self.hub
-        streams = sorted({a.stream_id for a in appends})
-        await cur.executemany(
-            f"INSERT INTO {s}.event_streams (hub, stream_id, version) VALUES (%s, %s, 0) "
-            "ON CONFLICT (hub, stream_id) DO NOTHING",
-            [(hub, sid) for sid in streams],
-        )
-        await cur.execute(
-            f"SELECT stream_id, version, deleted FROM {s}.event_streams WHERE hub = %s AND "
-            "stream_id = ANY(%s) ORDER BY stream_id FOR UPDATE",
-            [hub, streams],
-        )
-        state = {r[0]: (int(r[1]), bool(r[2])) for r in await cur.fetchall()}
-        results: list[tuple[int, int] | None] = []
-        plans: list[tuple[StreamAppend, int]] = []
-        for append in appends:
-            stored, deleted = state[append.stream_id]
-            current = 0 if deleted else stored
-            await cur.execute(
-                f"SELECT event_id, version, position FROM {s}.events WHERE hub = %s AND "
-                "stream_id = %s AND event_id = ANY(%s)",
-                [hub, append.stream_id, [e.id for e in append.events]],
-            )
-            found = {r[0]: (int(r[1]), int(r[2])) for r in await cur.fetchall()}
-            repeat = decide_append(append, current, found)
-            if repeat is not None:
-                results.append(repeat)
-                continue
-            check_expected(append.stream_id, append.expected, current)
-            plans.append((append, stored))
-            state[append.stream_id] = (stored + len(append.events), False)
-            results.append(None)
-        written: list[StoredEvent] = []
-        if plans:
-            total = sum(len(a.events) for a, _ in plans)
-            await cur.execute(
-                f"INSERT INTO {s}.event_log_head (hub, position) VALUES (%s, 0) "
-                "ON CONFLICT (hub) DO NOTHING",
-                [hub],
-            )
-            await cur.execute(
-                f"UPDATE {s}.event_log_head SET position = position + %s WHERE hub = %s "
-                "RETURNING position",
-                [total, hub],
-            )
-            row = await cur.fetchone()
-            assert row is not None
-            position = int(row[0]) - total
-            rows: list[tuple[Any, ...]] = []
-            ends: list[tuple[int, int]] = []
-            for append, stored in plans:
-                bucket = stream_bucket(append.stream_id)
-                for i, e in enumerate(append.events):
-                    position += 1
-                    version = stored + 1 + i
-                    rows.append(
-                        (
-                            hub,
-                            position,
-                            append.stream_id,
-                            version,
-                            e.id,
-                            e.type,
-                            e.data,
-                            e.metadata,
-                            bucket,
-                            now,
-                        )
-                    )
-                    written.append(
-                        StoredEvent(
-                            position,
-                            append.stream_id,
-                            version,
-                            e.id,
-                            e.type,
-                            e.data,
-                            e.metadata,
-                            now,
-                        )
-                    )
-                ends.append((stored + len(append.events), position))
-            await cur.executemany(
-                f"INSERT INTO {s}.events (hub, position, stream_id, version, event_id, type, "
-                "data, metadata, bucket, recorded_at) VALUES "
-                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                rows,
-            )
-            await cur.executemany(
-                f"UPDATE {s}.event_streams SET first_version = CASE WHEN deleted THEN %s "
-                "ELSE first_version END, version = %s, deleted = false "
-                "WHERE hub = %s AND stream_id = %s",
-                [(stored + 1, stored + len(a.events), hub, a.stream_id) for a, stored in plans],
-            )
-            it = iter(ends)
-            results = [r if r is not None else next(it) for r in results]
-        return [r for r in results if r is not None], written
-
     async def append_events(
         self, appends: Sequence[StreamAppend], now: datetime, hook: AppendHook | None = None
     ) -> list[tuple[int, int]]:
-        async def body(cur: Cur, tx: _Tx) -> tuple[list[tuple[int, int]], bool]:
-            results, written = await self._append(cur, appends, now)
-            if hook is not None and written:
+        if hook is None:
+            group = self._append_group
+            if group is None:
+                group = self._append_group = AppendGroup(self._append_members)
+            return await group.append(appends, now)
+
+        async def body(cur: Cur, tx: PgEventTx) -> tuple[list[tuple[int, int]], bool]:
+            results, written = await append(cur, self._s, self.hub, appends, now)
+            if written:
                 await asyncio.to_thread(hook, tx, written)
             return results, bool(written)
 
@@ -370,6 +148,36 @@ class PostgresEventsMixin(EventLogStore):
         if wrote or kinds:
             self._notify(LOG + kinds)
         return results
+
+    async def _append_members(self, members: list[Member]) -> list[Outcome]:
+        """The appends of an :class:`AppendGroup`: together in one autocommit statement,
+        or, for those the function leaves to the Python path, each in its own
+        transaction."""
+        s, hub = self._s, self.hub
+
+        async def together(conn: Conn) -> list[Outcome]:
+            async with conn.cursor() as cur:
+                return await append_together(cur, s, hub, members)
+
+        outcomes = await self._run(together)
+        wrote = any(isinstance(o, list) for o in outcomes)
+        for i, outcome in enumerate(outcomes):
+            if outcome is not None:
+                continue
+
+            async def alone(conn: Conn, member: Member = members[i]) -> tuple[Outcome, bool]:
+                async with conn.cursor() as cur:
+                    results, written = await append(cur, s, hub, *member, fast=False)
+                    return results, bool(written)
+
+            try:
+                outcomes[i], alone_wrote = await self._run(alone)
+                wrote = wrote or alone_wrote
+            except Exception as exc:
+                outcomes[i] = exc
+        if wrote:
+            self._notify(LOG)
+        return outcomes
 
     async def read_stream(
         self, stream_id: str, from_version: int | None, backwards: bool, limit: int | None
@@ -449,7 +257,7 @@ class PostgresEventsMixin(EventLogStore):
     async def delete_stream(self, stream_id: str, expected: ExpectedVersion, purge: bool) -> bool:
         s, hub = self._s, self.hub
 
-        async def body(cur: Cur, tx: _Tx) -> bool:
+        async def body(cur: Cur, tx: PgEventTx) -> bool:
             await cur.execute(
                 f"SELECT version, deleted FROM {s}.event_streams WHERE hub = %s AND "
                 "stream_id = %s FOR UPDATE",
@@ -482,7 +290,7 @@ class PostgresEventsMixin(EventLogStore):
     async def truncate_stream(self, stream_id: str, before_version: int) -> int:
         s, hub = self._s, self.hub
 
-        async def body(cur: Cur, tx: _Tx) -> int:
+        async def body(cur: Cur, tx: PgEventTx) -> int:
             await cur.execute(
                 f"DELETE FROM {s}.events WHERE hub = %s AND stream_id = %s AND version < %s",
                 [hub, stream_id, before_version],
@@ -509,7 +317,9 @@ class PostgresEventsMixin(EventLogStore):
         appended = False
         for result in results:
 
-            async def body(cur: Cur, tx: _Tx, r: ActivityResult = result) -> tuple[bool, bool]:
+            async def body(
+                cur: Cur, tx: PgEventTx, r: ActivityResult = result
+            ) -> tuple[bool, bool]:
                 await cur.execute(
                     f"DELETE FROM {s}.work_items WHERE hub = %s AND id = %s AND lease_token = %s",
                     [hub, r.work_item_id, r.lease_token],
@@ -519,7 +329,7 @@ class PostgresEventsMixin(EventLogStore):
                 message, wrote = r.message, True
                 await cur.execute("SAVEPOINT activity_appends")
                 try:
-                    await self._append(cur, r.appends, now)
+                    await append(cur, s, hub, r.appends, now)
                 except WrongExpectedVersionError as exc:
                     await cur.execute("ROLLBACK TO SAVEPOINT activity_appends")
                     message, wrote = refused(r.message, exc), False
@@ -541,7 +351,7 @@ class PostgresEventsMixin(EventLogStore):
     ) -> None:
         s, hub = self._s, self.hub
 
-        async def body(cur: Cur, tx: _Tx) -> None:
+        async def body(cur: Cur, tx: PgEventTx) -> None:
             await cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{hub}/{consumer}"])
             await cur.execute(
                 f"SELECT partitions, min(position), max(lease_token) FROM {s}.event_consumers "
@@ -619,7 +429,7 @@ class PostgresEventsMixin(EventLogStore):
     ) -> int | None:
         s, hub = self._s, self.hub
 
-        async def body(cur: Cur, tx: _Tx) -> int | None:
+        async def body(cur: Cur, tx: PgEventTx) -> int | None:
             await cur.execute(
                 f"SELECT 1 FROM {s}.event_consumers WHERE hub = %s AND consumer = %s AND "
                 "partition = %s AND lease_token = %s AND lease_owner IS NOT NULL FOR UPDATE",
@@ -757,7 +567,7 @@ class PostgresEventsMixin(EventLogStore):
     ) -> int:
         s, hub = self._s, self.hub
 
-        async def body(cur: Cur, tx: _Tx) -> int:
+        async def body(cur: Cur, tx: PgEventTx) -> int:
             # The log's write lock: no append commits until the swap has.
             await cur.execute(
                 f"INSERT INTO {s}.event_log_head (hub, position) VALUES (%s, 0) "
