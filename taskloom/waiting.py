@@ -41,6 +41,15 @@ class _Waiter:
     last: Status | None = field(default=None)
 
 
+class _Expired(Exception):
+    """A wait's timeout passed (turned into a TimeoutError naming the instance)."""
+
+
+def _expire(future: asyncio.Future[InstanceRecord]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
+
+
 class InstanceWatcher:
     """Resolves waits on instances of one store (see the module docstring)."""
 
@@ -62,19 +71,24 @@ class InstanceWatcher:
         """The instance's record once ``done(status)`` holds; ``TimeoutError`` (naming the
         last status seen) after ``timeout`` seconds; ``InstanceNotFoundError`` if the
         instance does not exist."""
-        waiter = _Waiter(done, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(done, loop.create_future())
         self._waiters.setdefault(instance_id, []).append(waiter)
         self._changed.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._pump(), name="taskloom-wait")
+        # A timer on the waiter's own future rather than wait_for(shield(...)), which
+        # costs a task and two futures per wait (thousands of waits are normal).
+        timer = loop.call_later(timeout, _expire, waiter.future)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
-        except TimeoutError:
+            return await waiter.future
+        except _Expired:
             status = "unknown" if waiter.last is None else waiter.last.value
             raise TimeoutError(
                 f"instance {instance_id!r} did not {what} within {timeout} s (status {status})"
             ) from None
         finally:
+            timer.cancel()
             self._discard(instance_id, waiter)
 
     def _discard(self, instance_id: str, waiter: _Waiter) -> None:
