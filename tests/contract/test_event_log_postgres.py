@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from backends import PG_URL, require_postgres
 
-from taskloom.events.records import ANY
+from taskloom.errors import WrongExpectedVersionError
+from taskloom.events.records import ANY, NO_STREAM, ExpectedVersion
 from taskloom.storage import open_store
 from taskloom.storage.events_base import EventData, EventLogStore, StreamAppend
 
@@ -83,5 +84,92 @@ async def test_multi_stream_appends_in_opposite_orders_do_not_deadlock() -> None
             writer(["a", "b", "c"], "x"), writer(["c", "b", "a"], "y"), writer(["b", "a"], "z")
         )
         assert [await store.stream_version(s) for s in "abc"] == [90, 90, 60]
+    finally:
+        await store.close()
+
+
+def _one(stream: str, event_id: str, expected: ExpectedVersion = ANY) -> StreamAppend:
+    return StreamAppend(stream, expected, (EventData(event_id, "T", "{}"),))
+
+
+async def test_concurrent_appends_of_one_store_are_each_checked_and_followed_gap_free() -> None:
+    """Concurrent hook-less appends of one store share commits (AppendGroup); each is
+    still checked on its own: optimistic writers racing for one stream's versions lose
+    exactly when they should, and a reader following the log skips nothing."""
+    require_postgres()
+    store = open_store(PG_URL, hub="grp" + uuid.uuid4().hex[:10])
+    await store.open()
+    assert isinstance(store, EventLogStore)
+    refusals = 0
+
+    async def racer(tag: str) -> None:
+        nonlocal refusals
+        done = 0
+        while done < 5:
+            version = await store.stream_version("hot")
+            try:
+                await store.append_events(
+                    [
+                        _one("hot", f"{tag}-{done}", version or NO_STREAM),
+                        _one(tag, f"{tag}-{done}"),
+                    ],
+                    datetime.now(UTC),
+                )
+                done += 1
+            except WrongExpectedVersionError as exc:
+                assert exc.actual > version  # someone else took the version
+                refusals += 1
+
+    seen: list[int] = []
+
+    async def reader(until: asyncio.Event) -> None:
+        checkpoint = 0
+        while True:
+            finished = until.is_set()
+            batch = await store.read_log(checkpoint, 100)
+            seen.extend(e.position for e in batch)
+            checkpoint = batch[-1].position if batch else checkpoint
+            if finished and not batch:
+                return
+            if not batch:
+                await asyncio.sleep(0.002)
+
+    try:
+        stop = asyncio.Event()
+        follow = asyncio.create_task(reader(stop))
+        await asyncio.wait_for(asyncio.gather(*(racer(f"r{i}") for i in range(12))), 30)
+        stop.set()
+        await asyncio.wait_for(follow, 30)
+        hot = await store.read_stream("hot", None, False, None)
+        assert [e.version for e in hot] == list(range(1, 61))
+        assert sorted(e.id for e in hot) == sorted(f"r{i}-{k}" for i in range(12) for k in range(5))
+        assert refusals > 0  # the race happened
+        everything = [e.position for e in await store.read_log(0, 10_000)]
+        assert len(everything) == 120
+        assert seen == everything
+    finally:
+        await store.close()
+
+
+async def test_repeated_appends_return_the_first_result_alone_or_together() -> None:
+    require_postgres()
+    store = open_store(PG_URL, hub="rep" + uuid.uuid4().hex[:10])
+    await store.open()
+    assert isinstance(store, EventLogStore)
+    now = datetime.now(UTC)
+    two = StreamAppend("s", NO_STREAM, (EventData("a", "T", "{}"), EventData("b", "T", "{}")))
+    try:
+        # The same append from many callers at once (a client retrying): written once.
+        results = await asyncio.gather(*(store.append_events([two], now) for _ in range(8)))
+        assert all(r == results[0] for r in results) and results[0][0][0] == 2
+        # Twice in one call: the second sees the first, as on SQLite.
+        again = StreamAppend("t", ANY, two.events)
+        assert await store.append_events([again, again], now) == [(2, 4), (2, 4)]
+        # Overlapping ids in one call: a partial repeat, refused, nothing written.
+        other = StreamAppend("u", ANY, (EventData("b", "T", "{}"), EventData("c", "T", "{}")))
+        with pytest.raises(WrongExpectedVersionError, match="already in the stream"):
+            await store.append_events([StreamAppend("u", ANY, two.events), other], now)
+        assert await store.stream_version("u") == 0
+        assert await store.log_head() == 4
     finally:
         await store.close()
