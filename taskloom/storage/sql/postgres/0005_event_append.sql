@@ -5,7 +5,8 @@
 -- 1. Lock the streams' rows in stream-id order ("C" collation, as the column), inserting
 --    a version-0 row for each new stream first, so concurrent appends never deadlock.
 -- 2. If any of the events' ids is already in its stream, write nothing and return {1}:
---    the caller decides, in Python, between an idempotent repeat and a refusal.
+--    the caller decides, in Python, between an idempotent repeat and a refusal (also
+--    when a concurrent purge removed a stream row between its insert and its lock).
 -- 3. Check each append's expected version against the stream as the earlier appends of
 --    this call leave it; on a mismatch write nothing and return {2, append, current}.
 -- 4. Update the stream rows, then take the positions from the hub's head row (the last
@@ -69,6 +70,11 @@ BEGIN
         WHERE hub = p_hub AND stream_id = ANY (v_sorted)
         ORDER BY stream_id FOR UPDATE
     ) AS l; --
+    IF coalesce(cardinality(v_version), 0) < cardinality(v_sorted) THEN
+        -- A purge deleted a row between our insert and our lock: the Python path retries.
+        DELETE FROM {schema}.event_streams WHERE hub = p_hub AND stream_id = ANY (v_created); --
+        RETURN '{1}'; --
+    END IF; --
 
     IF EXISTS (
         SELECT 1 FROM unnest(p_ev_append, p_ids) AS x(a, id)
