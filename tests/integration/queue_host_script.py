@@ -22,7 +22,10 @@ app = tl.App("killed")
 
 @app.queue_trigger("slow", visibility_timeout=timedelta(seconds=1))
 def slow(message: object, client: tl.Client) -> None:
-    marker.write_text(repr(message))
+    # Written beside and renamed, so the test never reads a half-written marker.
+    partial = marker.with_suffix(".partial")
+    partial.write_text(repr(message))
+    partial.rename(marker)
     time.sleep(600)
 
 
