@@ -233,7 +233,8 @@ STATUS = "s"  # an instance row changed (waiting clients)
 TIMERS = "t"  # something will become visible later (next_wakeup may have moved)
 QUEUES = "q"  # durable queues and schedules
 LOG = "l"  # events were appended to the hub's event log (consumers follow it)
-ALL_KINDS = "eastql"
+DELIVERIES = "d"  # topic deliveries became due (added, retried or redriven)
+ALL_KINDS = "eastqld"
 
 
 def merge_kinds(pending: str, kinds: str) -> str:

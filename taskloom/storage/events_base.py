@@ -269,6 +269,14 @@ class EventTx(abc.ABC):
     def savepoint(self) -> AbstractContextManager[None]:
         """A nested transaction: an exception inside undoes only what it wrote."""
 
+    @abc.abstractmethod
+    def schedule_deliveries(
+        self, subscription: str, topic: str, events: Sequence[StoredEvent], due_at: datetime
+    ) -> None:
+        """Add a topic delivery row per event, due at ``due_at`` and published at the
+        event's ``recorded_at`` (see :mod:`taskloom.storage.topics_base`); a row that
+        exists already is left as it is."""
+
 
 #: Runs inside an append's transaction with the events just written.
 AppendHook = Callable[[EventTx, list[StoredEvent]], None]
@@ -307,9 +315,11 @@ class EventLogStore(abc.ABC):
         limit: int,
         types: Sequence[str] | None = None,
         partition: tuple[int, int] | None = None,
+        stream: str | None = None,
     ) -> list[StoredEvent]:
         """Events with ``position > after``, in position order; ``partition`` is
-        ``(index, count)``: only streams whose bucket is ``index`` modulo ``count``."""
+        ``(index, count)``: only streams whose bucket is ``index`` modulo ``count``;
+        ``stream``: only that stream's events."""
 
     @abc.abstractmethod
     async def log_head(self) -> int:

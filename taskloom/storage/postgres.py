@@ -119,6 +119,7 @@ from taskloom.storage.postgres_notify import (
     validate_schema,
 )
 from taskloom.storage.postgres_reads import PostgresReadsMixin, instance_from_row
+from taskloom.storage.postgres_topics import PostgresTopicsMixin
 
 __all__ = ["PostgresStore"]
 
@@ -129,7 +130,9 @@ Conn = AsyncConnection[tuple[Any, ...]]
 Cur = AsyncCursor[tuple[Any, ...]]
 
 
-class PostgresStore(PostgresEventsMixin, PostgresReadsMixin, PostgresHostMixin, Store):
+class PostgresStore(
+    PostgresTopicsMixin, PostgresEventsMixin, PostgresReadsMixin, PostgresHostMixin, Store
+):
     """One task hub in a PostgreSQL database (see the module docstring)."""
 
     def __init__(

@@ -219,6 +219,7 @@ class PostgresEventsMixin(EventLogStore):
         limit: int,
         types: Sequence[str] | None,
         partition: tuple[int, int] | None,
+        stream: str | None = None,
     ) -> list[StoredEvent]:
         clauses = ["hub = %s", "position > %s"]
         params: list[Any] = [self.hub, after]
@@ -228,6 +229,9 @@ class PostgresEventsMixin(EventLogStore):
         if partition is not None and partition[1] > 1:
             clauses.append("bucket %% %s = %s")
             params += [partition[1], partition[0]]
+        if stream is not None:
+            clauses.append("stream_id = %s")
+            params.append(stream)
         await cur.execute(
             f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events WHERE {' AND '.join(clauses)} "
             "ORDER BY position LIMIT %s",
@@ -241,10 +245,11 @@ class PostgresEventsMixin(EventLogStore):
         limit: int,
         types: Sequence[str] | None = None,
         partition: tuple[int, int] | None = None,
+        stream: str | None = None,
     ) -> list[StoredEvent]:
         async def op(conn: Conn) -> list[StoredEvent]:
             async with conn.cursor() as cur:
-                return await self._read_log(cur, after, limit, types, partition)
+                return await self._read_log(cur, after, limit, types, partition, stream)
 
         return await self._run(op)
 

@@ -35,7 +35,7 @@ from psycopg.pq import TransactionStatus
 
 from taskloom.errors import WrongExpectedVersionError
 from taskloom.events.records import StreamState
-from taskloom.storage.base import EPISODES, LOG, STATUS, Message, NewInstance, timed
+from taskloom.storage.base import DELIVERIES, EPISODES, LOG, STATUS, Message, NewInstance, timed
 from taskloom.storage.events_base import (
     EventTx,
     StoredEvent,
@@ -518,3 +518,23 @@ class PgEventTx(EventTx):
 
     def savepoint(self) -> AbstractContextManager[None]:
         return self._savepoint()
+
+    def schedule_deliveries(
+        self, subscription: str, topic: str, events: Sequence[StoredEvent], due_at: datetime
+    ) -> None:
+        if not events:
+            return
+        self._q(
+            "INSERT INTO {s}.topic_deliveries (hub, subscription, position, topic, due_at, "
+            "published_at) SELECT %s, %s, p, %s, %s, r FROM unnest(%s::bigint[], "
+            "%s::timestamptz[]) AS e(p, r) ON CONFLICT (hub, subscription, position) DO NOTHING",
+            [
+                self._store.hub,
+                subscription,
+                topic,
+                due_at,
+                [e.position for e in events],
+                [e.recorded_at for e in events],
+            ],
+        )
+        self.kinds += DELIVERIES

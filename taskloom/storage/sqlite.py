@@ -62,6 +62,7 @@ from taskloom.storage.doorbell import Doorbell
 from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.sqlite_events import SqliteEventsMixin
 from taskloom.storage.sqlite_host import SqliteHostMixin
+from taskloom.storage.sqlite_topics import SqliteTopicsMixin
 
 __all__ = ["SqliteStore"]
 
@@ -147,7 +148,7 @@ def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Conne
         raise
 
 
-class SqliteStore(SqliteEventsMixin, SqliteHostMixin, Store):
+class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
     """A task hub in an SQLite file (or ``":memory:"``, private to this object)."""
 
     def __init__(self, path: str, hub: str = "default", *, busy_timeout_ms: int = 5000) -> None:

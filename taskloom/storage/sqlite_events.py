@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskloom.events.records import ExpectedVersion
 from taskloom.storage import sqlite_codec as codec
-from taskloom.storage.base import EPISODES, LOG, STATUS, Message, NewInstance, timed
+from taskloom.storage.base import DELIVERIES, EPISODES, LOG, STATUS, Message, NewInstance, timed
 from taskloom.storage.events_base import (
     REPLAY,
     AppendHook,
@@ -183,6 +183,22 @@ class _Tx(EventTx):
     def savepoint(self) -> AbstractContextManager[None]:
         return self._savepoint()
 
+    def schedule_deliveries(
+        self, subscription: str, topic: str, events: Sequence[StoredEvent], due_at: datetime
+    ) -> None:
+        if not events:
+            return
+        due = codec.us(due_at)
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO topic_deliveries (hub, subscription, position, topic, "
+            "due_at, published_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (self._store.hub, subscription, e.position, topic, due, codec.us(e.recorded_at))
+                for e in events
+            ],
+        )
+        self.kinds += DELIVERIES
+
 
 class SqliteEventsMixin(EventLogStore):
     """:class:`EventLogStore` for :class:`~taskloom.storage.sqlite.SqliteStore`."""
@@ -328,6 +344,7 @@ class SqliteEventsMixin(EventLogStore):
         limit: int,
         types: Sequence[str] | None,
         partition: tuple[int, int] | None,
+        stream: str | None = None,
     ) -> list[StoredEvent]:
         clauses = ["hub = ?", "position > ?"]
         params: list[Any] = [self.hub, after]
@@ -337,6 +354,9 @@ class SqliteEventsMixin(EventLogStore):
         if partition is not None and partition[1] > 1:
             clauses.append("bucket % ? = ?")
             params += [partition[1], partition[0]]
+        if stream is not None:
+            clauses.append("stream_id = ?")
+            params.append(stream)
         rows = conn.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
             "ORDER BY position LIMIT ?",
@@ -350,9 +370,10 @@ class SqliteEventsMixin(EventLogStore):
         limit: int,
         types: Sequence[str] | None = None,
         partition: tuple[int, int] | None = None,
+        stream: str | None = None,
     ) -> list[StoredEvent]:
         with self._read("read the event log") as conn:
-            return self._read_log(conn, after, limit, types, partition)
+            return self._read_log(conn, after, limit, types, partition, stream)
 
     async def log_head(self) -> int:
         value = self._scalar(
