@@ -13,6 +13,7 @@
     ├── WrongExpectedVersionError   an append found its stream at another version
     ├── InvalidEventError           an event, stream id or read the event store refuses
     │                               (also ValueError)
+    ├── InvalidFilterError          a topic subscription filter that is malformed (also ValueError)
     ├── OrchestrationError          raised inside orchestrator code
     │   ├── TaskFailedError         an activity or sub-orchestration failed (.details)
     │   │   └── TaskTimeoutError    wait_for_external_event(timeout=...) ran out
@@ -89,6 +90,16 @@ class WrongExpectedVersionError(TaskloomError):
 
 class InvalidEventError(TaskloomError, ValueError):
     """An event, a stream id or a read the event store refuses; nothing was written."""
+
+
+class InvalidFilterError(TaskloomError, ValueError):
+    """A topic subscription filter is malformed. ``field`` names the offending part
+    (e.g. ``advancedFilters[2].operatorType``); the message also says what is allowed."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
 
 
 class OrchestrationError(TaskloomError):
