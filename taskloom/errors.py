@@ -13,6 +13,8 @@
     ├── WrongExpectedVersionError   an append found its stream at another version
     ├── InvalidEventError           an event, stream id or read the event store refuses
     │                               (also ValueError)
+    ├── InvalidCloudEventError      a CloudEvent that breaks CloudEvents 1.0 (.attribute, .rule;
+    │                               also ValueError)
     ├── InvalidFilterError          a topic subscription filter that is malformed (also ValueError)
     ├── OrchestrationError          raised inside orchestrator code
     │   ├── TaskFailedError         an activity or sub-orchestration failed (.details)
@@ -100,6 +102,24 @@ class InvalidFilterError(TaskloomError, ValueError):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+
+class InvalidCloudEventError(TaskloomError, ValueError):
+    """A CloudEvent (or a body meant to carry some) breaks a rule of CloudEvents 1.0.
+
+    ``attribute`` names what is wrong (``"time"``, ``"specversion"``, an extension name,
+    ``"batch[3].id"``, ``"body"``); ``rule`` says what it must be. Nothing was accepted."""
+
+    def __init__(self, attribute: str, rule: str) -> None:
+        super().__init__(
+            f"invalid CloudEvent: {attribute!r} {rule}; "
+            f"correct {attribute!r} and try again"
+        )
+        self.attribute = attribute
+        self.rule = rule
+
+    def __reduce__(self) -> tuple[type[InvalidCloudEventError], tuple[str, str]]:
+        return (type(self), (self.attribute, self.rule))
 
 
 class OrchestrationError(TaskloomError):

@@ -60,6 +60,7 @@ LAYERS = [
             "taskloom.clock",
             "taskloom._version",
             "taskloom.events.records",
+            "taskloom.cloudevents",
         ),
     ),
 ]
