@@ -10,13 +10,16 @@ from taskloom._version import __version__ as __version__
 from taskloom.activity_context import ActivityInfo, activity_info
 from taskloom.app import App
 from taskloom.client import AsyncClient, Client
+from taskloom.cloudevents.event import CloudEvent
 from taskloom.context import OrchestrationContext
 from taskloom.converter import DataConverter
 from taskloom.errors import (
     ConfigurationError,
     InstanceExistsError,
     InstanceNotFoundError,
+    InvalidCloudEventError,
     InvalidEventError,
+    InvalidFilterError,
     InvalidStateError,
     NonDeterminismError,
     OrchestrationError,
@@ -42,22 +45,30 @@ from taskloom.events.store import AsyncEventStore, EventStore, ViewRow
 from taskloom.models import FailureDetails, OrchestrationState, Page, Status
 from taskloom.retry import RetryPolicy
 from taskloom.tasks import Task, TimerTask
+from taskloom.topics.filters import AdvancedFilter, EventFilter
+from taskloom.topics.publish import DeadLetter, PublishedEvent
 
 __all__ = [  # noqa: RUF022 (plain sorted order, as test_public_api checks)
     "ANY",
     "ActivityInfo",
+    "AdvancedFilter",
     "App",
     "AppendResult",
     "AsyncClient",
     "AsyncEventStore",
     "Client",
+    "CloudEvent",
     "ConfigurationError",
     "DataConverter",
+    "DeadLetter",
+    "EventFilter",
     "EventStore",
     "FailureDetails",
     "InstanceExistsError",
     "InstanceNotFoundError",
+    "InvalidCloudEventError",
     "InvalidEventError",
+    "InvalidFilterError",
     "InvalidStateError",
     "NO_STREAM",
     "NewEvent",
@@ -66,6 +77,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as test_public_api checks)
     "OrchestrationError",
     "OrchestrationState",
     "Page",
+    "PublishedEvent",
     "RecordedEvent",
     "RetryPolicy",
     "STREAM_EXISTS",

@@ -13,6 +13,7 @@ from taskloom.converter import DataConverter, default_converter
 from taskloom.errors import ConfigurationError
 from taskloom.events.projection import ProjectionSpec
 from taskloom.events.subscription import SubscriptionSpec
+from taskloom.topics.specs import EventTriggerSpec
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -73,6 +74,7 @@ class App:
         self.queue_triggers: dict[str, QueueTrigger] = {}
         self.projections: dict[str, ProjectionSpec] = {}
         self.subscriptions: dict[str, SubscriptionSpec] = {}
+        self.event_triggers: dict[str, EventTriggerSpec] = {}
         self._router: APIRouter | None = None
         self._limits = {
             "max_concurrent_activities": max_concurrent_activities,
@@ -273,6 +275,82 @@ class App:
                 max_attempts=max_attempts,
                 start=start,
                 wants_events="events" in _keyword_only_params(f),
+            )
+            return f
+
+        return register
+
+    def event_trigger(
+        self,
+        topic: str,
+        *,
+        name: str | None = None,
+        types: list[str] | None = None,
+        subject_begins_with: str | None = None,
+        subject_ends_with: str | None = None,
+        max_delivery_attempts: int = 30,
+        event_ttl: timedelta = timedelta(hours=24),
+        advanced_filters: list[Any] | None = None,
+        filter: Any = None,
+        start: str = "beginning",
+        concurrency: int = 16,
+    ) -> Callable[[F], F]:
+        """Run the handler ``(event: tl.CloudEvent, client)`` at least once for every event
+        of ``topic`` that passes the filter (Event Grid's: ``types``, subject prefix and
+        suffix, ``advanced_filters`` as ``tl.AdvancedFilter`` objects or Event Grid JSON,
+        or a whole ``tl.EventFilter`` as ``filter``). Failures are retried on Event Grid's
+        schedule; after ``max_delivery_attempts`` attempts (the first included) or
+        ``event_ttl`` the event goes to the trigger's dead letters."""
+        from taskloom.topics.filters import AdvancedFilter, EventFilter
+        from taskloom.topics.policy import RetryPolicy
+        from taskloom.topics.publish import check_topic
+
+        try:
+            check_topic(topic)
+            if filter is not None:
+                if not isinstance(filter, EventFilter):
+                    raise ConfigurationError("filter must be a tl.EventFilter")
+                if types or subject_begins_with or subject_ends_with or advanced_filters:
+                    raise ConfigurationError(
+                        "pass either filter= or types/subject/advanced_filters, not both"
+                    )
+                flt = filter
+            else:
+                advanced = [
+                    f if isinstance(f, AdvancedFilter) else AdvancedFilter.from_json(f)
+                    for f in advanced_filters or []
+                ]
+                flt = EventFilter(
+                    included_event_types=types,
+                    subject_begins_with=subject_begins_with,
+                    subject_ends_with=subject_ends_with,
+                    advanced_filters=advanced,
+                )
+            retry = RetryPolicy(max_delivery_attempts, event_ttl)
+        except ConfigurationError:
+            raise
+        except ValueError as exc:
+            raise ConfigurationError(f"event trigger on topic {topic!r}: {exc}") from exc
+        if start not in ("beginning", "end"):
+            raise ConfigurationError(f"start must be 'beginning' or 'end', not {start!r}")
+        if not isinstance(concurrency, int) or not 1 <= concurrency <= 1000:
+            raise ConfigurationError(f"concurrency must be an int 1..1000, not {concurrency!r}")
+
+        def register(f: F) -> F:
+            trigger = name or f.__name__
+            _check_name(trigger, "event trigger")
+            check_topic(trigger)  # it names a subscription of the topic too
+            self._check_new(trigger, self.event_triggers, "event trigger")
+            self.event_triggers[trigger] = EventTriggerSpec(
+                trigger,
+                topic,
+                f,
+                inspect.iscoroutinefunction(f),
+                filter=flt,
+                retry=retry,
+                wants_events="events" in _keyword_only_params(f),
+                start=start,
+                concurrency=concurrency,
             )
             return f
 

@@ -27,6 +27,7 @@ from taskloom.models import OrchestrationState, Page, Status
 from taskloom.storage import Store, open_store
 from taskloom.storage.base import AT_ONCE, InstanceQuery, InstanceRecord, Message, NewInstance
 from taskloom.storage.host_base import HostStore, QueueMessage, ScheduleRecord
+from taskloom.topics.client_api import AsyncTopicsMixin, TopicsMixin
 from taskloom.waiting import IdleHook, InstanceWatcher
 
 T = TypeVar("T")
@@ -34,7 +35,7 @@ T = TypeVar("T")
 _TERMINAL = frozenset(s for s in Status if s.is_terminal)
 
 
-class AsyncClient:
+class AsyncClient(AsyncTopicsMixin):
     """Starts, queries and controls instances of one task hub."""
 
     def __init__(
@@ -448,7 +449,7 @@ def _statuses(statuses: Any) -> frozenset[Status] | None:
     return frozenset(s if isinstance(s, Status) else Status.parse(s) for s in statuses)
 
 
-class Client:
+class Client(TopicsMixin):
     """The synchronous client: the same methods as :class:`AsyncClient`, blocking."""
 
     def __init__(

@@ -13,9 +13,9 @@
     ├── WrongExpectedVersionError   an append found its stream at another version
     ├── InvalidEventError           an event, stream id or read the event store refuses
     │                               (also ValueError)
+    ├── InvalidFilterError          a topic subscription filter that is malformed (also ValueError)
     ├── InvalidCloudEventError      a CloudEvent that breaks CloudEvents 1.0 (.attribute, .rule;
     │                               also ValueError)
-    ├── InvalidFilterError          a topic subscription filter that is malformed (also ValueError)
     ├── OrchestrationError          raised inside orchestrator code
     │   ├── TaskFailedError         an activity or sub-orchestration failed (.details)
     │   │   └── TaskTimeoutError    wait_for_external_event(timeout=...) ran out
@@ -112,8 +112,7 @@ class InvalidCloudEventError(TaskloomError, ValueError):
 
     def __init__(self, attribute: str, rule: str) -> None:
         super().__init__(
-            f"invalid CloudEvent: {attribute!r} {rule}; "
-            f"correct {attribute!r} and try again"
+            f"invalid CloudEvent: {attribute!r} {rule}; correct {attribute!r} and try again"
         )
         self.attribute = attribute
         self.rule = rule

@@ -55,7 +55,13 @@ class TestEnv:
         self._store_url = store
         self._options = options or app.worker_options()
         self._http = http
-        wanted = app.schedules or app.queue_triggers or app.projections or app.subscriptions
+        wanted = (
+            app.schedules
+            or app.queue_triggers
+            or app.projections
+            or app.subscriptions
+            or app.event_triggers
+        )
         self._triggers = bool(wanted) if triggers is None else triggers
         self._parts: list[Any] = []
         self.base_url: str | None = None
@@ -144,14 +150,13 @@ class TestEnv:
         return min((d for d in due if d is not None), default=None)
 
     def wait_for_consumers(self, timeout: float = 30.0) -> None:
-        """Block until every projection and subscription has handled the whole log (and
-        nothing waits for a retry), skipping virtual time to retries as it goes."""
+        """Block until every projection, subscription and event trigger has handled the
+        whole log (and nothing waits for a retry; dead letters do not count), skipping
+        virtual time to retries as it goes."""
         self.run(self._wait_for_consumers(timeout))
 
     async def _wait_for_consumers(self, timeout: float) -> None:
-        from taskloom.events.runner import ConsumerRunner
-
-        runners = [p for p in self._parts if isinstance(p, ConsumerRunner)]
+        runners = [p for p in self._parts if hasattr(p, "caught_up")]
         deadline = asyncio.get_running_loop().time() + timeout
         pause = 0.002
         while True:
@@ -159,8 +164,8 @@ class TestEnv:
                 return
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(
-                    f"projections and subscriptions did not catch up within {timeout} s: "
-                    "see env.client.events.consumers() for lag and failures"
+                    f"projections, subscriptions and event triggers did not catch up within "
+                    f"{timeout} s: see env.client.events.consumers() for lag and failures"
                 )
             if self.time_skipping and self._idle():
                 due = self._consumer_due()

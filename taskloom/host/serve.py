@@ -88,7 +88,8 @@ async def serve(
             chosen = options or app.worker_options()
             worker = Worker(app, store, options=chosen, client=client)
             parts.append(_WorkerPart(worker))
-            parts.extend(trigger_runners(app, store, client, lease_for=chosen.lease_for))
+            runners = trigger_runners(app, store, client, lease_for=chosen.lease_for, webhooks=True)
+            parts.extend(runners)
         _install_signals(stop)
         for part in parts:
             await part.start()
@@ -141,9 +142,10 @@ def trigger_runners(
     clock: Clock | None = None,
     *,
     lease_for: float = 30.0,
+    webhooks: bool = False,
 ) -> list[_Runner]:
-    """The schedule, queue and event-consumer runners the app needs (schedule ticks
-    travel by queue)."""
+    """The schedule, queue, event-consumer and topic runners the app needs (schedule
+    ticks travel by queue); ``webhooks`` also delivers the hub's webhook subscriptions."""
     from taskloom.host.queues import QueueRunner
     from taskloom.host.schedules import ScheduleRunner
 
@@ -158,6 +160,12 @@ def trigger_runners(
         # Partition leases last as long as the workers' leases, so a killed host's
         # partitions are taken over as soon as its episodes are.
         runners.append(ConsumerRunner(app, store, client, clock=clock, lease_ttl=lease_for))
+    if app.event_triggers or webhooks:
+        from taskloom.topics.runner import TopicRunner
+
+        runners.append(
+            TopicRunner(app, store, client, clock=clock, lease_ttl=lease_for, webhooks=webhooks)
+        )
     return runners
 
 

@@ -48,11 +48,28 @@ async def serve_worker(
             app, store, client, lease_ttl=options.lease_for, poll_interval=options.poll_interval
         )
         await consumers.start()
+    topics = None
+    if app.event_triggers:
+        from taskloom.client import AsyncClient
+        from taskloom.topics.runner import TopicRunner
+
+        topic_client = AsyncClient(store, converter=app.converter)
+        topic_client._opened = True
+        topics = TopicRunner(
+            app,
+            store,
+            topic_client,
+            lease_ttl=options.lease_for,
+            poll_interval=options.poll_interval,
+        )
+        await topics.start()
     log.info("hub %r on %s: worker running; Ctrl-C stops it", app.name, redact(store_url))
     try:
         await stop.wait()
     finally:
         log.info("stopping: letting running activities finish")
+        if topics is not None:
+            await topics.stop()
         if consumers is not None:
             await consumers.stop()
         await worker.stop()

@@ -26,7 +26,15 @@ LAYERS = [
     ("adapters", ("taskloom.__main__", "taskloom.cli", "taskloom.cli_events", "taskloom.cli_host")),
     ("entry points", ("taskloom", "taskloom.app", "taskloom.testing")),
     ("host", ("taskloom.host", "taskloom.http")),
-    ("runtime", ("taskloom.runtime", "taskloom.events.runner")),
+    (
+        "runtime",
+        (
+            "taskloom.runtime",
+            "taskloom.events.runner",
+            "taskloom.topics.runner",
+            "taskloom.topics.webhook",
+        ),
+    ),
     (
         "client",
         (
@@ -37,6 +45,7 @@ LAYERS = [
             "taskloom.security",
             "taskloom.cron",
             "taskloom.events",
+            "taskloom.topics",
         ),
     ),
     (
