@@ -190,6 +190,22 @@ class PostgresTopicsMixin(TopicStore):
             self._notify(kinds)
         return settled
 
+    async def delivery_ack(self, deliveries: Sequence[Delivery]) -> int:
+        if not deliveries:
+            return 0
+        return await self._exec(
+            "DELETE FROM {s}.topic_deliveries d USING unnest(%s::text[], %s::bigint[], "
+            "%s::bigint[]) AS k(subscription, position, token) WHERE d.hub = %s AND "
+            "d.subscription = k.subscription AND d.position = k.position AND "
+            "d.lease_token = k.token",
+            [
+                [d.subscription for d in deliveries],
+                [d.position for d in deliveries],
+                [d.lease_token for d in deliveries],
+                self.hub,
+            ],
+        )
+
     async def delivery_retry(
         self, delivery: Delivery, due_at: datetime, outcome: str, now: datetime
     ) -> bool:

@@ -183,6 +183,18 @@ class SqliteTopicsMixin(TopicStore):
             self._notify(tx.kinds)
         return True
 
+    async def delivery_ack(self, deliveries: Sequence[Delivery]) -> int:
+        if not deliveries:
+            return 0
+        with self._write(f"acknowledge {len(deliveries)} deliveries") as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "DELETE FROM topic_deliveries WHERE hub = ? AND subscription = ? AND "
+                "position = ? AND lease_token = ?",
+                [self._key(d) for d in deliveries],
+            )
+            return conn.total_changes - before
+
     async def delivery_retry(
         self, delivery: Delivery, due_at: datetime, outcome: str, now: datetime
     ) -> bool:

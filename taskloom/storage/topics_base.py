@@ -147,6 +147,11 @@ class TopicStore(abc.ABC):
         nothing written) if the lease was lost."""
 
     @abc.abstractmethod
+    async def delivery_ack(self, deliveries: Sequence[Delivery]) -> int:
+        """Delete delivered rows whose leases are still held, in one transaction; how
+        many (the others were lost to another host and are delivered again)."""
+
+    @abc.abstractmethod
     async def delivery_retry(
         self, delivery: Delivery, due_at: datetime, outcome: str, now: datetime
     ) -> bool:

@@ -292,7 +292,8 @@ class TopicRunner:
             ready = [d for d in leased if await self._deliverable(sub, d)]
             self._busy += len(ready)
             try:
-                await asyncio.gather(*(self._run_trigger(sub, spec, d) for d in ready))
+                results = await asyncio.gather(*(self._run_trigger(sub, spec, d) for d in ready))
+                await self._ack(sub, [d for d in results if d is not None])
             finally:
                 self._busy -= len(ready)
             return bool(leased)
@@ -326,7 +327,16 @@ class TopicRunner:
             return False
         return True
 
-    async def _run_trigger(self, sub: _Sub, spec: EventTriggerSpec, delivery: Delivery) -> None:
+    async def _ack(self, sub: _Sub, done: list[Delivery]) -> None:
+        """Delete the rows of successful deliveries that wrote nothing, together."""
+        if done and await self.topics.delivery_ack(done) < len(done):
+            log.warning("%s lost some leases before acknowledging; delivered again", sub.name)
+
+    async def _run_trigger(
+        self, sub: _Sub, spec: EventTriggerSpec, delivery: Delivery
+    ) -> Delivery | None:
+        """Run the handler; a success without effects is returned for :meth:`_ack`, one
+        with effects is settled here, in the transaction of its effects."""
         assert delivery.event is not None
         effects = Effects()
         try:
@@ -334,17 +344,19 @@ class TopicRunner:
             await self._call(spec, event, effects)
         except Exception as exc:
             await self._failed(sub, delivery, Outcome.handler_error(), _error(exc))
-            return
-        hook = effects.apply if (effects.appends or effects.instances or effects.messages) else None
+            return None
+        if not (effects.appends or effects.instances or effects.messages):
+            return delivery
         try:
-            settled = await self.topics.delivery_settle(delivery, self.clock.now(), hook)
+            settled = await self.topics.delivery_settle(delivery, self.clock.now(), effects.apply)
         except Exception as exc:  # an effect was refused (e.g. a wrong expected version)
             await self._failed(sub, delivery, Outcome.handler_error(), f"effects: {_error(exc)}")
-            return
+            return None
         if not settled:
             log.warning(
                 "%s lost the lease of event %d; it is delivered again", sub.name, delivery.position
             )
+        return None
 
     async def _call(self, spec: EventTriggerSpec, event: CloudEvent, effects: Effects) -> None:
         buffered = BufferedClient(self.client, effects)
@@ -375,11 +387,11 @@ class TopicRunner:
             outcome, detail = Outcome.connection_error(), _error(exc)
         else:
             detail = ""
+        if outcome.succeeded:
+            await self._ack(sub, batch)
+            return
         for delivery in batch:
-            if outcome.succeeded:
-                await self.topics.delivery_settle(delivery, self.clock.now())
-            else:
-                await self._failed(sub, delivery, outcome, detail)
+            await self._failed(sub, delivery, outcome, detail)
 
     async def _failed(self, sub: _Sub, delivery: Delivery, outcome: Outcome, detail: str) -> None:
         now = self.clock.now()

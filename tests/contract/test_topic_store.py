@@ -217,3 +217,18 @@ async def test_position_at_finds_the_first_event_at_or_after_a_time(
     assert await topics.position_at(stream, at(5)) == events[1].position - 1
     assert await topics.position_at(stream, at(-5)) == events[0].position - 1
     assert await topics.position_at(stream, at(30)) == await log.log_head()
+
+
+async def test_ack_deletes_the_rows_still_leased(log: EventLogStore, topics: TopicStore) -> None:
+    await publish(log, "a", "b", "c")
+    await fan_out(log)
+    a, b = await topics.delivery_lease(SUB, "A", T0, 30, 2)
+    (c,) = await topics.delivery_lease(SUB, "A", T0, 1, 1)
+    (c2,) = await topics.delivery_lease(SUB, "B", at(2), 30, 3)  # A's lease of c lapsed
+    assert c2.position == c.position
+    assert await topics.delivery_ack([]) == 0
+    assert await topics.delivery_ack([a, b, c]) == 2
+    (stats,) = await topics.delivery_stats()
+    assert stats.pending == 1
+    assert await topics.delivery_ack([c2]) == 1
+    assert await topics.delivery_stats() == []
