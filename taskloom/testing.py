@@ -34,7 +34,9 @@ class TestEnv:
 
     ``triggers`` (on by default when the app has schedules or queue triggers) runs them
     on the virtual clock; ``http=True`` serves the management API and the app's own
-    routes on a free loopback port at ``env.base_url``, open without keys."""
+    routes on a free loopback port at ``env.base_url``, open without keys; ``webhooks=True``
+    also delivers the hub's webhook subscriptions (over real HTTP, retries on the virtual
+    clock)."""
 
     __test__ = False  # not a pytest test class
 
@@ -48,6 +50,7 @@ class TestEnv:
         options: WorkerOptions | None = None,
         http: bool = False,
         triggers: bool | None = None,
+        webhooks: bool = False,
     ) -> None:
         self.app = app
         self.time_skipping = time_skipping
@@ -62,7 +65,8 @@ class TestEnv:
             or app.subscriptions
             or app.event_triggers
         )
-        self._triggers = bool(wanted) if triggers is None else triggers
+        self._triggers = bool(wanted or webhooks) if triggers is None else triggers
+        self._webhooks = webhooks
         self._parts: list[Any] = []
         self.base_url: str | None = None
         self._tmp: str | None = None
@@ -103,7 +107,9 @@ class TestEnv:
         from taskloom.host.serve import start_http, trigger_runners
 
         if self._triggers:
-            runners = trigger_runners(self.app, self.store, self.async_client, self.clock)
+            runners = trigger_runners(
+                self.app, self.store, self.async_client, self.clock, webhooks=self._webhooks
+            )
             for runner in runners:
                 await runner.start()
                 self._parts.append(runner)

@@ -69,7 +69,13 @@ class WebhookSender(Protocol):
     """Posts a batch of events to a webhook and says how it went."""
 
     async def send(
-        self, spec: WebhookSpec, subscription: str, topic: str, events: Sequence[CloudEvent]
+        self,
+        spec: WebhookSpec,
+        subscription: str,
+        topic: str,
+        events: Sequence[CloudEvent],
+        *,
+        attempt: int = 1,
     ) -> Outcome: ...
 
     async def aclose(self) -> None: ...
@@ -381,7 +387,8 @@ class TopicRunner:
             self._sender = HttpSender()
         events = [decode_event(d.event) for d in batch if d.event is not None]
         try:
-            outcome = await self._sender.send(hook, sub.name, sub.topic, events)
+            attempt = max(d.attempts for d in batch)
+            outcome = await self._sender.send(hook, sub.name, sub.topic, events, attempt=attempt)
         except Exception as exc:
             log.exception("webhook %s: the sender failed", sub.name)
             outcome, detail = Outcome.connection_error(), _error(exc)
