@@ -48,7 +48,7 @@ from taskloom.events.effects import BufferedClient, Effects
 from taskloom.events.projection import ProjectionSpec, apply_batch
 from taskloom.events.store import EventStore
 from taskloom.events.subscription import SubscriptionSpec
-from taskloom.storage.base import LOG
+from taskloom.storage.base import LOG, SUBSCRIPTIONS
 from taskloom.storage.events_base import (
     REPLAY,
     EventLogStore,
@@ -131,6 +131,7 @@ class ConsumerRunner:
                 start = head if spec.start == "end" else 0
                 await self.log.consumer_ensure(consumer, spec.partitions, start, now)
         self.store.add_listener(self.wake, LOG)
+        self.store.add_listener(self._reset_seen, SUBSCRIPTIONS)
         self._task = asyncio.create_task(self._loop(), name="consumers")
         log.info("consumer runner %s running %s", self.owner, ", ".join(self.specs))
 
@@ -139,6 +140,7 @@ class ConsumerRunner:
             return
         self._stopping = True
         self.store.remove_listener(self.wake)
+        self.store.remove_listener(self._reset_seen)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -148,6 +150,12 @@ class ConsumerRunner:
                 await self.log.consumer_release(consumer, list(held.values()))
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def _reset_seen(self) -> None:
+        """A consumer was reset (its leases dropped): lease again now, not at the next
+        balance."""
+        self._balanced_at = -math.inf
         self._wake.set()
 
     @property

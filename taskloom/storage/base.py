@@ -234,7 +234,8 @@ TIMERS = "t"  # something will become visible later (next_wakeup may have moved)
 QUEUES = "q"  # durable queues and schedules
 LOG = "l"  # events were appended to the hub's event log (consumers follow it)
 DELIVERIES = "d"  # topic deliveries became due (added, retried or redriven)
-ALL_KINDS = "eastqld"
+SUBSCRIPTIONS = "u"  # a topic subscription was created, changed or deleted
+ALL_KINDS = "eastqldu"
 
 
 def merge_kinds(pending: str, kinds: str) -> str:

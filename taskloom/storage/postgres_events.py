@@ -30,6 +30,7 @@ from taskloom.errors import WrongExpectedVersionError
 from taskloom.events.records import ExpectedVersion
 from taskloom.storage.base import (
     LOG,
+    SUBSCRIPTIONS,
     ActivityResult,
     Message,
     NewInstance,
@@ -492,7 +493,7 @@ class PostgresEventsMixin(EventLogStore):
             "attempts = 0, last_error = NULL, updated_at = %s WHERE hub = %s AND consumer = %s",
             [position, now, self.hub, consumer],
         )
-        self._notify(LOG)
+        self._notify(LOG + SUBSCRIPTIONS)
         return count
 
     async def consumer_parked(self, consumer: str) -> list[ParkedRecord]:

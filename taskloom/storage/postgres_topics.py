@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg import AsyncConnection, AsyncCursor
 
-from taskloom.storage.base import DELIVERIES
+from taskloom.storage.base import DELIVERIES, SUBSCRIPTIONS
 from taskloom.storage.events_base import StoredEvent
 from taskloom.storage.postgres_events_tx import PgEventTx
 from taskloom.storage.topics_base import (
@@ -91,6 +91,7 @@ class PostgresTopicsMixin(TopicStore):
                 record.updated_at,
             ],
         )
+        self._notify(SUBSCRIPTIONS)
         return bool(rows[0][0])
 
     async def _subscriptions(self, where: str, params: Sequence[Any]) -> list[SubscriptionRecord]:
@@ -128,7 +129,9 @@ class PostgresTopicsMixin(TopicStore):
             )
             return found
 
-        return await self._tx(body)
+        found = await self._tx(body)
+        self._notify(SUBSCRIPTIONS)
+        return found
 
     # -- deliveries ----------------------------------------------------------------
 

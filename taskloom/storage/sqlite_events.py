@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from taskloom.events.records import ExpectedVersion
 from taskloom.storage import sqlite_codec as codec
-from taskloom.storage.base import DELIVERIES, EPISODES, LOG, STATUS, Message, NewInstance, timed
+from taskloom.storage.base import (
+    DELIVERIES,
+    EPISODES,
+    LOG,
+    STATUS,
+    SUBSCRIPTIONS,
+    Message,
+    NewInstance,
+    timed,
+)
 from taskloom.storage.events_base import (
     REPLAY,
     AppendHook,
@@ -584,7 +593,7 @@ class SqliteEventsMixin(EventLogStore):
                 "attempts = 0, last_error = NULL, updated_at = ? WHERE hub = ? AND consumer = ?",
                 (position, codec.us(now), self.hub, consumer),
             )
-        self._notify(LOG)
+        self._notify(LOG + SUBSCRIPTIONS)
         return int(cur.rowcount)
 
     async def consumer_parked(self, consumer: str) -> list[ParkedRecord]:

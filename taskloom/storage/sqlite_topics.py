@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from taskloom.storage import sqlite_codec as codec
-from taskloom.storage.base import DELIVERIES
+from taskloom.storage.base import DELIVERIES, SUBSCRIPTIONS
 from taskloom.storage.events_base import StoredEvent
 from taskloom.storage.sqlite_events import _event, _Tx
 from taskloom.storage.topics_base import (
@@ -74,22 +74,26 @@ class SqliteTopicsMixin(TopicStore):
                     record.name,
                 ),
             )
-            if cur.rowcount:
-                return False
-            conn.execute(
-                "INSERT INTO topic_subscriptions (hub, name, topic, kind, spec, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    self.hub,
-                    record.name,
-                    record.topic,
-                    record.kind,
-                    record.spec,
-                    codec.us(record.created_at),
-                    codec.us(record.updated_at),
-                ),
-            )
-        return True
+            created = not cur.rowcount
+            if created:
+                self._insert_subscription(conn, record)
+        self._notify(SUBSCRIPTIONS)
+        return created
+
+    def _insert_subscription(self, conn: sqlite3.Connection, record: SubscriptionRecord) -> None:
+        conn.execute(
+            "INSERT INTO topic_subscriptions (hub, name, topic, kind, spec, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.hub,
+                record.name,
+                record.topic,
+                record.kind,
+                record.spec,
+                codec.us(record.created_at),
+                codec.us(record.updated_at),
+            ),
+        )
 
     def _subscriptions(self, where: str, params: Sequence[Any]) -> list[SubscriptionRecord]:
         with self._read("read topic subscriptions") as conn:
@@ -124,6 +128,7 @@ class SqliteTopicsMixin(TopicStore):
                 "DELETE FROM event_consumers WHERE hub = ? AND consumer = ?",
                 (self.hub, fanout_consumer(name)),
             )
+        self._notify(SUBSCRIPTIONS)
         return cur.rowcount > 0
 
     # -- deliveries ----------------------------------------------------------------

@@ -39,7 +39,7 @@ from taskloom.clock import Clock, SystemClock
 from taskloom.cloudevents.event import CloudEvent
 from taskloom.events.effects import BufferedClient, Effects
 from taskloom.events.store import EventStore
-from taskloom.storage.base import AT_ONCE, DELIVERIES, LOG
+from taskloom.storage.base import AT_ONCE, DELIVERIES, LOG, SUBSCRIPTIONS
 from taskloom.storage.events_base import EventLogStore, EventTx, PartitionLease
 from taskloom.storage.topics_base import (
     Delivery,
@@ -63,6 +63,8 @@ log = logging.getLogger("taskloom.topics")
 
 #: How long a leased trigger delivery stays hidden from other hosts.
 TRIGGER_VISIBILITY = 300.0
+#: How often the subscriptions are reloaded even without a wake-up of kind ``u``.
+LIST_EVERY = 30.0
 
 
 class WebhookSender(Protocol):
@@ -127,7 +129,8 @@ class TopicRunner:
         self._sender = sender
         self.triggers: dict[str, EventTriggerSpec] = dict(app.event_triggers)
         self._subs: dict[str, _Sub] = {}
-        self._refreshed_at = -math.inf
+        self._listed_at: float | None = None
+        self._balanced_at = -math.inf
         self._next_due: datetime | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -146,8 +149,10 @@ class TopicRunner:
             await self.topics.subscription_put(record)
             start = head if spec.start == "end" else 0
             await self.log.consumer_ensure(fanout_consumer(spec.name), 1, start, now)
-        await self._refresh()
+        await self._list()
+        await self._balance()
         self.store.add_listener(self.wake, LOG + DELIVERIES)
+        self.store.add_listener(self._changed, SUBSCRIPTIONS)
         self._task = asyncio.create_task(self._loop(), name="topics")
         log.info("topic runner %s serving %s", self.owner, ", ".join(self._subs) or "nothing yet")
 
@@ -156,6 +161,7 @@ class TopicRunner:
             return
         self._stopping = True
         self.store.remove_listener(self.wake)
+        self.store.remove_listener(self._changed)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -197,8 +203,13 @@ class TopicRunner:
             self._wake.clear()
             progressed = False
             try:
-                if time.monotonic() - self._refreshed_at >= min(self.poll_interval, 10.0):
-                    await self._refresh()
+                clock = time.monotonic()
+                if self._listed_at is None or clock - self._listed_at >= LIST_EVERY:
+                    await self._list()
+                unleased = any(sub.lease is None for sub in self._subs.values())
+                every = self.poll_interval if unleased else self.lease_ttl / 3
+                if clock - self._balanced_at >= every:
+                    await self._balance()
                 for sub in list(self._subs.values()):
                     progressed |= await self._fan_out(sub)
                 for sub in list(self._subs.values()):
@@ -216,11 +227,15 @@ class TopicRunner:
         ahead = (self._next_due - self.clock.now()).total_seconds()
         return max(0.0, min(self.poll_interval, ahead))
 
-    async def _refresh(self) -> None:
-        """Reload the subscriptions (webhooks come and go) and hold the fan-out leases
-        nobody holds; renew the ones we hold."""
-        self._refreshed_at = time.monotonic()
-        now = self.clock.now()
+    def _changed(self) -> None:
+        """A subscription was created, changed or deleted (here or in another process)."""
+        self._listed_at = None
+        self._balanced_at = -math.inf
+        self._wake.set()
+
+    async def _list(self) -> None:
+        """Reload the subscriptions this runner serves (webhooks come and go)."""
+        self._listed_at = time.monotonic()
         wanted: dict[str, _Sub] = {}
         for record in await self.topics.subscription_list():
             if record.kind == "trigger" and record.name in self.triggers:
@@ -243,11 +258,17 @@ class TopicRunner:
                 with contextlib.suppress(Exception):
                     await self.log.consumer_release(old.lease.consumer, [old.lease])
         self._subs = wanted
-        for sub in wanted.values():
+
+    async def _balance(self) -> None:
+        """Renew the fan-out leases we hold; take the ones nobody holds."""
+        self._balanced_at = time.monotonic()
+        now = self.clock.now()
+        for sub in list(self._subs.values()):
             consumer = fanout_consumer(sub.name)
             if sub.lease is not None:
                 kept = await self.log.consumer_renew(consumer, [sub.lease], now, self.lease_ttl)
                 if not kept:
+                    log.warning("topic subscription %s lost its fan-out lease", sub.name)
                     sub.lease = None
             if sub.lease is None:
                 got = await self.log.consumer_lease(consumer, self.owner, now, self.lease_ttl, 1)
@@ -281,7 +302,7 @@ class TopicRunner:
         if position is None:
             log.warning("topic subscription %s lost its fan-out lease", sub.name)
             sub.lease = None
-            self._refreshed_at = -math.inf
+            self._balanced_at = -math.inf
             return False
         sub.lease = dataclasses.replace(lease, position=position)
         return True
