@@ -6,7 +6,10 @@ Roles, each including the rights of the ones before it where marked:
 - ``worker``: reserved for remote workers (reads too).
 - ``contributor``: reader + start, raise events, terminate, suspend, resume, rewind,
   restart, purge, enqueue, trigger schedules.
-- ``admin``: contributor + manage keys.
+- ``admin``: contributor + manage keys, webhook subscriptions of topics, redrive and
+  replay.
+- ``publisher``: publish CloudEvents to topics (``publish``) and nothing else; the
+  ``contributor`` and ``admin`` roles may publish too.
 
 Keys are ``tlk_`` plus 43 random URL-safe characters; only their SHA-256 is stored.
 """
@@ -21,18 +24,20 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-ROLES = ("reader", "worker", "contributor", "admin")
+ROLES = ("reader", "worker", "contributor", "admin", "publisher")
 
 _GRANTS: dict[str, frozenset[str]] = {
     "reader": frozenset({"read"}),
     "worker": frozenset({"read", "work"}),
-    "contributor": frozenset({"read", "write"}),
-    "admin": frozenset({"read", "write", "admin"}),
+    "contributor": frozenset({"read", "write", "publish"}),
+    "admin": frozenset({"read", "write", "admin", "publish"}),
+    "publisher": frozenset({"publish"}),
 }
 
 
 def allows(role: str, permission: str) -> bool:
-    """Whether ``role`` has ``permission`` (``read``, ``write``, ``work``, ``admin``)."""
+    """Whether ``role`` has ``permission`` (``read``, ``write``, ``work``, ``admin``,
+    ``publish``)."""
     return permission in _GRANTS.get(role, frozenset())
 
 

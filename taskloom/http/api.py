@@ -33,7 +33,7 @@ from taskloom.errors import (
     SerializationError,
     StoreError,
 )
-from taskloom.http import links, management, triggers
+from taskloom.http import links, management, topics, triggers
 from taskloom.http.auth import KeyCache
 from taskloom.storage.host_base import HostStore
 
@@ -78,6 +78,7 @@ def create_asgi_app(app: App, client: AsyncClient, *, open_without_keys: bool) -
     api.include_router(management.router)
     api.include_router(links.router)
     api.include_router(triggers.router)
+    api.include_router(topics.router)
     api.include_router(app.api)
 
     api.add_exception_handler(RequestValidationError, _invalid_request)

@@ -60,7 +60,7 @@ class KeyInfo(BaseModel):
 
 class NewKey(BaseModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
-    role: Literal["reader", "worker", "contributor", "admin"]
+    role: Literal["reader", "worker", "contributor", "admin", "publisher"]
 
 
 class CreatedKey(KeyInfo):

@@ -23,7 +23,16 @@ UNCOUNTED = {"taskloom"}
 # The layers table of docs/architecture.md, top to bottom: a module imports only from its
 # own layer and the ones below. A name stands for the module and, if a package, all in it.
 LAYERS = [
-    ("adapters", ("taskloom.__main__", "taskloom.cli", "taskloom.cli_events", "taskloom.cli_host")),
+    (
+        "adapters",
+        (
+            "taskloom.__main__",
+            "taskloom.cli",
+            "taskloom.cli_events",
+            "taskloom.cli_host",
+            "taskloom.cli_topics",
+        ),
+    ),
     ("entry points", ("taskloom", "taskloom.app", "taskloom.testing")),
     ("host", ("taskloom.host", "taskloom.http")),
     (
