@@ -198,7 +198,8 @@ class AsyncTopicsMixin:
             behind = await log.read_log(position, 1000, stream=topic_stream(record.topic))
             st = stats.get(record.name)
             spec = json.loads(record.spec)
-            spec.pop("secret", None)
+            if spec.pop("secret", None) is not None:
+                spec["signed"] = True
             out.append(
                 TopicSubscription(
                     record.name,

@@ -68,8 +68,8 @@ def _check_endpoint(endpoint: object) -> str:
 @dataclass(frozen=True)
 class WebhookSpec:
     """A webhook subscription: where and how events are posted. ``secret`` signs every
-    delivery (HMAC-SHA256 of the body, see docs/topics.md) so the receiver can check
-    the sender."""
+    delivery (HMAC-SHA256 of the timestamp and body, see docs/cloudevents.md) so the
+    receiver can check the sender."""
 
     endpoint: str
     filter: EventFilter = field(default_factory=EventFilter)
