@@ -66,8 +66,12 @@ publish_right = Depends(auth.authorize("publish"))
 
 class CloudEventError(BaseModel):
     detail: str = Field(description="What was refused and what to do about it.")
-    attribute: str = Field(description="The attribute (or body member) that breaks a rule.")
-    rule: str = Field(description="The rule it breaks.")
+    attribute: str | None = Field(
+        default=None,
+        description="The attribute (or body member) that breaks a rule; absent on other 400s "
+        "(a bad topic name).",
+    )
+    rule: str | None = Field(default=None, description="The rule it breaks.")
 
 
 class Published(BaseModel):
@@ -242,12 +246,12 @@ _EVENT_SCHEMA: dict[str, Any] = {
         "id": {"type": "string", "minLength": 1},
         "source": {"type": "string", "minLength": 1},
         "type": {"type": "string", "minLength": 1},
-        "subject": {"type": "string", "minLength": 1},
-        "time": {"type": "string", "format": "date-time"},
-        "datacontenttype": {"type": "string"},
-        "dataschema": {"type": "string", "format": "uri"},
+        "subject": {"type": ["string", "null"], "minLength": 1},
+        "time": {"type": ["string", "null"], "format": "date-time"},
+        "datacontenttype": {"type": ["string", "null"]},
+        "dataschema": {"type": ["string", "null"], "format": "uri"},
         "data": {},
-        "data_base64": {"type": "string", "format": "byte"},
+        "data_base64": {"type": ["string", "null"], "format": "byte"},
     },
 }
 _EVENTGRID_SCHEMA: dict[str, Any] = {
@@ -257,13 +261,13 @@ _EVENTGRID_SCHEMA: dict[str, Any] = {
         "required": ["id", "subject", "eventType", "eventTime"],
         "properties": {
             "id": {"type": "string", "minLength": 1},
-            "topic": {"type": "string"},
+            "topic": {"type": ["string", "null"]},
             "subject": {"type": "string", "minLength": 1},
             "eventType": {"type": "string", "minLength": 1},
             "eventTime": {"type": "string", "format": "date-time"},
             "data": {},
-            "dataVersion": {"type": "string"},
-            "metadataVersion": {"type": "string", "enum": ["1"]},
+            "dataVersion": {"type": ["string", "null"]},
+            "metadataVersion": {"type": ["string", "null"], "enum": ["1", None]},
         },
     },
 }
