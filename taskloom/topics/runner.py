@@ -65,6 +65,8 @@ log = logging.getLogger("taskloom.topics")
 TRIGGER_VISIBILITY = 300.0
 #: A webhook delivery stays hidden for the endpoint's timeout plus this many seconds.
 WEBHOOK_MARGIN = 10.0
+#: How many requests a runner has in flight to one webhook at a time.
+WEBHOOK_PARALLEL = 16
 #: How often the subscriptions are reloaded even without a wake-up of kind ``u``.
 LIST_EVERY = 30.0
 
@@ -330,7 +332,7 @@ class TopicRunner:
             hook = sub.webhook
             size = hook.max_events_per_batch
             leased = await self.topics.delivery_lease(
-                sub.name, self.owner, now, hook.timeout + WEBHOOK_MARGIN, size * 4
+                sub.name, self.owner, now, hook.timeout + WEBHOOK_MARGIN, size * WEBHOOK_PARALLEL
             )
             ready = [d for d in leased if await self._deliverable(sub, d)]
             batches = [ready[i : i + size] for i in range(0, len(ready), size)]

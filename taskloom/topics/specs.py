@@ -133,10 +133,12 @@ class WebhookSpec:
             )
         if "endpoint" not in obj:
             raise InvalidEventError("a webhook subscription needs an 'endpoint' URL")
+        flt = obj.get("filter")
+        retry = obj.get("retryPolicy")
         return cls(
             endpoint=obj["endpoint"],
-            filter=EventFilter.from_json(obj.get("filter") or {}),
-            retry=RetryPolicy.from_json(obj.get("retryPolicy") or {}),
+            filter=EventFilter.from_json({} if flt is None else flt),
+            retry=RetryPolicy.from_json({} if retry is None else retry),
             delivery_schema=obj.get("deliverySchema", "cloudevents"),
             max_events_per_batch=obj.get("maxEventsPerBatch", 1),
             secret=obj.get("secret"),
