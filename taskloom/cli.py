@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--store", default=DEFAULT_STORE)
     serve.add_argument("--host", default="127.0.0.1", help="HTTP address (default: loopback)")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--local-port",
+        type=int,
+        help="also serve the API WITHOUT keys on 127.0.0.1:PORT (for SDKs that send none, "
+        "like the Functions host's RPC port)",
+    )
     serve.add_argument("--no-http", action="store_true", help="run no HTTP API")
     serve.add_argument(
         "--no-workers", action="store_true", help="run no workers, schedules or queue triggers"
@@ -81,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--input", help="JSON input")
     start.add_argument("--id", dest="instance_id")
     start.add_argument("--wait", type=float, help="wait this many seconds for completion")
+    start.add_argument("--version", help="the instance's orchestration version")
     for name, help in (("status", "show an instance"), ("history", "print the history")):
         managed(name, help).add_argument("instance_id")
     event = managed("raise-event", "deliver an external event")
@@ -135,7 +142,8 @@ def _manage(args: argparse.Namespace) -> int:
     with Client(args.store, hub=args.hub) as client:
         cmd = args.command
         if cmd == "start":
-            iid = client.start_new(args.name, _json_arg(args.input, "--input"), args.instance_id)
+            data = _json_arg(args.input, "--input")
+            iid = client.start_new(args.name, data, args.instance_id, version=args.version)
             if args.wait:
                 print(
                     json.dumps(_state_json(client.wait_for_completion(iid, args.wait)), default=str)
@@ -187,6 +195,7 @@ def _serve(args: argparse.Namespace) -> int:
         args.store,
         host=args.host,
         port=args.port,
+        local_port=args.local_port,
         http=not args.no_http,
         workers=not args.no_workers,
         json_logs=args.json_logs,

@@ -29,16 +29,31 @@ COMMANDS = ("keys", "schedules", "queue", "purge-many")
 def add_commands(sub: Any, default_store: str) -> None:
     """Add the host's subcommands to the ``taskloom`` parser's subparsers ``sub``."""
 
-    def leaf(parent: Any, name: str, help: str) -> argparse.ArgumentParser:
+    def leaf(
+        parent: Any, name: str, help: str, *, hub_required: bool = False
+    ) -> argparse.ArgumentParser:
         cmd: argparse.ArgumentParser = parent.add_parser(name, help=help)
         cmd.add_argument("--store", default=default_store)
-        cmd.add_argument("--hub", default="default", help="task hub (the App's name)")
+        if hub_required:
+            cmd.add_argument(
+                "--hub",
+                required=True,
+                help="the task hub the key is for (the App's name, as in tl.App(NAME)); "
+                "a key is valid for that hub only",
+            )
+        else:
+            cmd.add_argument("--hub", default="default", help="task hub (the App's name)")
         return cmd
 
     keys = sub.add_parser("keys", help="API keys: create, list, revoke").add_subparsers(
         dest="action", required=True
     )
-    create = leaf(keys, "create", "make a key; prints it once (only its hash is stored)")
+    create = leaf(
+        keys,
+        "create",
+        "make a key for one hub; prints it once (only its hash is stored)",
+        hub_required=True,
+    )
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--name")
     leaf(keys, "list", "list keys (ids, names, roles; never key material)")
@@ -123,7 +138,8 @@ async def _keys(store: Store, args: argparse.Namespace) -> int:
         print(created.key)
         print(
             f"key {created.record.id} ({created.record.name}, role {created.record.role}) "
-            "created; copy it now, it is not shown again",
+            f"created for hub {args.hub!r}; copy it now, it is not shown again. Hosts of "
+            "this store now require keys (taskloom serve refuses to serve a hub with none)",
             file=sys.stderr,
         )
     elif args.action == "list":

@@ -7,7 +7,12 @@ the triggers and the worker let running handlers and activities finish, then the
 closes. Several hosts on one PostgreSQL store share the work through the store's leases.
 
 Without API keys the management API is open, which is only allowed on a loopback
-address; bound elsewhere, serve refuses to start until a key exists.
+address; bound elsewhere, serve refuses to start until a key exists. Keys belong to one
+hub, but any key in the store, for any hub, closes the API: a store with keys for other
+hubs and none for this one makes serve refuse to start (nobody could call it, and running
+open would ignore what the keys were made for). ``local_port`` adds a key-free listener on
+127.0.0.1 only, like the Functions host's RPC port, for SDKs that send no key. Serve logs
+at startup which hub it serves and whether keys are required, and why.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import ipaddress
 import logging
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from taskloom.client import AsyncClient
@@ -68,21 +74,35 @@ async def serve(
     options: WorkerOptions | None = None,
     stop: asyncio.Event | None = None,
     configure_logging: bool = True,
+    local_port: int | None = None,
 ) -> None:
-    """Serve ``app`` from ``store_url`` until ``stop`` is set or a signal arrives."""
+    """Serve ``app`` from ``store_url`` until ``stop`` is set or a signal arrives;
+    ``local_port``: also serve the API without keys on 127.0.0.1 at that port."""
     if not (http or workers):
         raise ConfigurationError("nothing to run: --no-http and --no-workers together")
+    if local_port is not None and not http:
+        raise ConfigurationError("--local-port needs the HTTP API: drop --no-http")
+    if local_port is not None and local_port == port and is_loopback(host):
+        raise ConfigurationError(
+            f"--local-port {local_port} is the public port too; choose another port"
+        )
     if configure_logging:
         logs.configure(json_logs=json_logs)
     stop = stop or asyncio.Event()
     store = open_store(store_url, hub=app.name)
     await store.open()
     parts: list[_Runner] = []
+    servers: list[HttpServer] = []
     try:
+        exposure = None
         if http:
-            await _check_exposure(store, host)
+            exposure = await _check_exposure(store, host)
         client = AsyncClient(
-            store, app.name, converter=app.converter, base_url=f"http://{_netloc(host)}:{port}"
+            store,
+            app.name,
+            converter=app.converter,
+            base_url=f"http://{_netloc(host)}:{port}",
+            default_version=app.versioning.start_version,
         )
         if workers:
             chosen = options or app.worker_options()
@@ -93,21 +113,36 @@ async def serve(
         _install_signals(stop)
         for part in parts:
             await part.start()
-        server = None
-        if http:
-            server = await start_http(app, client, host, port)
+        if exposure is not None:
+            servers.append(
+                await start_http(app, client, host, port, open_without_keys=exposure.open)
+            )
+            if local_port is not None:
+                servers.append(await start_http(app, client, "127.0.0.1", local_port, local=True))
         what = ", ".join(p for p, on in (("HTTP", http), ("workers and triggers", workers)) if on)
         where = f" on http://{_netloc(host)}:{port}" if http else ""
         log.info("serving hub %r from %s%s: %s", app.name, redact(store_url), where, what)
+        if exposure is not None:
+            level = logging.WARNING if exposure.open else logging.INFO
+            log.log(level, "hub %r, http://%s:%d: %s", app.name, _netloc(host), port, exposure.why)
+        if local_port is not None:
+            log.warning(
+                "hub %r, http://127.0.0.1:%d: NO KEYS REQUIRED (--local-port): every "
+                "program on this machine may call it as admin",
+                app.name,
+                local_port,
+            )
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
-        if server is not None:
-            waiters.append(server.task)
+        waiters.extend(s.task for s in servers)
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         log.info("stopping: finishing requests, handlers and activities in flight")
-        if server is not None:
+        for server in servers:
             await server.stop()
         waiters[0].cancel()
     finally:
+        for server in servers:
+            if not server.task.done():
+                await server.stop()
         for part in reversed(parts):
             try:
                 await part.stop()
@@ -117,18 +152,43 @@ async def serve(
         log.info("stopped")
 
 
-async def _check_exposure(store: Store, host: str) -> None:
-    if is_loopback(host):
-        return
+@dataclass(frozen=True)
+class Exposure:
+    """How the public listener admits callers: ``open`` (no key needed) or not, and why."""
+
+    open: bool
+    why: str
+
+
+async def _check_exposure(store: Store, host: str) -> Exposure:
+    """Keys required when the store holds keys for this hub; open only on loopback and
+    only while the store holds no keys at all; otherwise a :class:`ConfigurationError`."""
     if not isinstance(store, HostStore):
         raise ConfigurationError(f"{store!r} holds no API keys; cannot serve HTTP on {host}")
-    if not any(k.revoked_at is None for k in await store.key_list()):
+    hub = store.hub
+    per_hub = await store.key_hubs()
+    create = f"taskloom keys create --role admin --hub {hub} --store URL"
+    if per_hub.get(hub):
+        return Exposure(False, f"API keys required ({per_hub[hub]} key(s) for this hub)")
+    if per_hub:
+        others = ", ".join(f"{h!r} ({n})" for h, n in sorted(per_hub.items()))
         raise ConfigurationError(
-            f"refusing to serve the management API on {host} without API keys: anyone who "
-            f"can reach {host} could start and stop workflows. Create a key first "
-            f"(taskloom keys create --role admin --hub {store.hub} --store URL), or bind to "
-            "127.0.0.1"
+            f"refusing to serve hub {hub!r}: the store holds API keys for hub(s) {others} "
+            f"but none for {hub!r}, and a key is valid for its own hub only. Serving open "
+            f"would ignore those keys; requiring keys would refuse every caller. Create a "
+            f"key for this hub ({create}), or serve the app whose name is the keys' hub"
         )
+    if is_loopback(host):
+        return Exposure(
+            True,
+            "OPEN: the store holds no API keys, so every caller on this machine acts as "
+            f"admin (loopback only); create a key to require keys ({create})",
+        )
+    raise ConfigurationError(
+        f"refusing to serve the management API on {host} without API keys: anyone who "
+        f"can reach {host} could start and stop workflows. Create a key first "
+        f"({create}), or bind to 127.0.0.1"
+    )
 
 
 def _netloc(host: str) -> str:
@@ -191,12 +251,26 @@ class HttpServer:
             await self.task
 
 
-async def start_http(app: App, client: AsyncClient, host: str, port: int) -> HttpServer:
+async def start_http(
+    app: App,
+    client: AsyncClient,
+    host: str,
+    port: int,
+    *,
+    open_without_keys: bool | None = None,
+    local: bool = False,
+) -> HttpServer:
+    """Serve the HTTP API on ``host:port``; ``open_without_keys`` defaults to whether
+    ``host`` is loopback; ``local`` is the key-free loopback listener."""
     import uvicorn
 
     from taskloom.http.api import create_asgi_app
 
-    asgi = create_asgi_app(app, client, open_without_keys=is_loopback(host))
+    if local and not is_loopback(host):
+        raise ConfigurationError(f"the key-free listener binds to loopback only, not {host}")
+    if open_without_keys is None:
+        open_without_keys = is_loopback(host)
+    asgi = create_asgi_app(app, client, open_without_keys=open_without_keys, local=local)
     config = uvicorn.Config(
         asgi,
         host=host,

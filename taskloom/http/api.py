@@ -1,7 +1,9 @@
 """The host's ASGI app: the management API, signed links, key management, the app's own
 routes (``app.api``) and ``/openapi.json``.
 
-Errors a client causes become 4xx with ``{"detail": "..."}``:
+Errors a client causes become 4xx with ``{"detail": "...", "Message": "...",
+"ExceptionMessage": "..."}`` (the last two are the members Durable Functions' error bodies
+have; its Python SDK reads ``ExceptionMessage``):
 :class:`InstanceNotFoundError` 404, :class:`InvalidStateError` 410,
 :class:`InstanceExistsError` 409, :class:`SerializationError`, ``ValueError`` and request
 validation 400 (Durable Functions answers 400, not FastAPI's 422). A failing store is
@@ -55,9 +57,14 @@ _STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
 )
 
 
-def create_asgi_app(app: App, client: AsyncClient, *, open_without_keys: bool) -> FastAPI:
+def create_asgi_app(
+    app: App, client: AsyncClient, *, open_without_keys: bool, local: bool = False
+) -> FastAPI:
     """The FastAPI app ``taskloom serve`` runs. ``open_without_keys``: admit callers
-    without a key while the hub holds no keys (only for hosts bound to loopback)."""
+    without a key while the store holds no keys for any hub (only for hosts bound to
+    loopback). ``local``: the key-free listener on loopback (``--local-port``), which
+    admits callers without a key as admin, keys or not (like the Functions host's RPC
+    port); a key sent to it is still checked."""
     store = client.store
     if not isinstance(store, HostStore):
         raise ConfigurationError(f"{store!r} holds no API keys; use a SQLite or PostgreSQL store")
@@ -74,6 +81,7 @@ def create_asgi_app(app: App, client: AsyncClient, *, open_without_keys: bool) -
     api.state.taskloom_host_store = store
     api.state.taskloom_keys = KeyCache(store)
     api.state.taskloom_open = open_without_keys
+    api.state.taskloom_local = local
 
     api.include_router(management.router)
     api.include_router(links.router)
@@ -89,10 +97,16 @@ def create_asgi_app(app: App, client: AsyncClient, *, open_without_keys: bool) -
     return api
 
 
+def error_body(detail: str) -> dict[str, str]:
+    """An error's JSON: ``detail`` and Durable Functions' ``Message`` and
+    ``ExceptionMessage`` (all three the same text)."""
+    return {"detail": detail, "Message": detail, "ExceptionMessage": detail}
+
+
 def _detail(exc: Exception) -> JSONResponse:
     for kind, status in _STATUS_OF:
         if isinstance(exc, kind):
-            return JSONResponse({"detail": str(exc)}, status_code=status)
+            return JSONResponse(error_body(str(exc)), status_code=status)
     raise exc
 
 
@@ -102,7 +116,7 @@ async def _invalid_request(request: Request, exc: Exception) -> Response:
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()))
         problems.append(f"{where}: {error.get('msg', 'invalid')}")
-    return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=400)
+    return JSONResponse(error_body("; ".join(problems) or "invalid request"), status_code=400)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -111,7 +125,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:
         # Starlette names the methods of the first route that matched the path only.
         headers["Allow"] = ", ".join(sorted(_methods_of(request)))
-    return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=headers)
+    return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=headers)
 
 
 def _methods_of(request: Request) -> set[str]:
@@ -128,7 +142,7 @@ async def _error(request: Request, exc: Exception) -> Response:
         response = _detail(exc)
     except Exception:
         log.exception("unexpected error in %s %s", request.method, _path(request))
-        return JSONResponse({"detail": "internal error; see the server log"}, status_code=500)
+        return JSONResponse(error_body("internal error; see the server log"), status_code=500)
     if response.status_code == 503:
         log.error("store error in %s %s: %s", request.method, _path(request), exc)
     return response
@@ -147,7 +161,7 @@ async def _log_request(
             response = _detail(exc)
         except Exception:
             log.exception("unexpected error in %s %s", request.method, _path(request))
-            response = JSONResponse({"detail": "internal error; see the server log"}, 500)
+            response = JSONResponse(error_body("internal error; see the server log"), 500)
     principal = getattr(request.state, "principal", None)
     access_log.info(
         "%s %s %d",
@@ -204,8 +218,12 @@ def _openapi(api: FastAPI) -> dict[str, Any]:
         "Error",
         {
             "type": "object",
-            "properties": {"detail": {"type": "string", "title": "Detail"}},
-            "required": ["detail"],
+            "properties": {
+                "detail": {"type": "string", "title": "Detail"},
+                "Message": {"type": "string", "title": "Message"},
+                "ExceptionMessage": {"type": "string", "title": "Exceptionmessage"},
+            },
+            "required": ["detail", "Message", "ExceptionMessage"],
             "title": "Error",
         },
     )

@@ -2,9 +2,11 @@
 
 A request carries ``Authorization: Bearer KEY`` or ``?code=KEY``. The key's SHA-256 is
 looked up in the store (:meth:`HostStore.key_lookup`), briefly cached. With no key on a
-host that is open (bound to loopback while the hub holds no keys), the caller acts as
-``admin``. Outcomes: 401 for a missing, unknown or revoked key; 403 for a role without
-the route's permission (see :mod:`taskloom.security`).
+host that is open (bound to loopback while the store holds no keys for any hub), or on the
+key-free loopback listener (``taskloom serve --local-port``), the caller acts as
+``admin``, provided the request is addressed to localhost and comes from no foreign
+page. Outcomes: 401 for a missing, unknown or revoked key; 403 for a role without the
+route's permission (see :mod:`taskloom.security`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Principal:
 
 
 class KeyCache:
-    """Key lookups and "does the hub hold any key" answers, kept for a couple of seconds
+    """Key lookups and "does the store hold any key" answers, kept for a couple of seconds
     so a busy API does not query the store on every request; a revoked key stops working
     within that time."""
 
@@ -67,7 +69,9 @@ class KeyCache:
         now = time.monotonic()
         if self._any is not None and now - self._any[0] < self.ttl:
             return self._any[1]
-        found = any(k.revoked_at is None for k in await self.store.key_list())
+        # Any hub's keys close an open host: a key made for another hub of the store
+        # means someone meant to protect this store.
+        found = bool(await self.store.key_hubs())
         self._any = (now, found)
         return found
 
@@ -93,25 +97,26 @@ def _host_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
-def _refuse_foreign_browsers(request: Request) -> None:
+def _refuse_foreign_browsers(request: Request, *, local_listener: bool = False) -> None:
     """An open (keyless, loopback) host only answers local callers by local names.
 
     A web page the developer visits can send requests to 127.0.0.1 (cross-site, with an
     ``Origin`` header) or reach it under its own name through DNS rebinding (a foreign
     ``Host``); neither may act as the keyless admin.
     """
+    what = "this listener takes no API keys" if local_listener else "this host has no API keys"
     host = _host_name(request.headers.get("host", ""))
     if host not in _LOOPBACK_NAMES:
         raise HTTPException(
             403,
-            f"this host has no API keys and only answers requests addressed to localhost "
+            f"{what} and only answers requests addressed to localhost "
             f"or 127.0.0.1, not {host!r}; create a key (taskloom keys create) to serve others",
         )
     origin = request.headers.get("origin")
     if origin is not None and _host_name(origin.split("://", 1)[-1]) not in _LOOPBACK_NAMES:
         raise HTTPException(
             403,
-            f"cross-site request from {origin!r} refused: this host has no API keys; "
+            f"cross-site request from {origin!r} refused: {what}; "
             "browsers may only call it from pages served by localhost",
         )
 
@@ -129,7 +134,10 @@ def authorize(permission: str) -> Any:
         keys: KeyCache = request.app.state.taskloom_keys
         key = _key_of(bearer, code)
         if key is None:
-            if request.app.state.taskloom_open and not await keys.any_keys():
+            if getattr(request.app.state, "taskloom_local", False):
+                _refuse_foreign_browsers(request, local_listener=True)
+                principal = Principal(None, "admin", "local")
+            elif request.app.state.taskloom_open and not await keys.any_keys():
                 _refuse_foreign_browsers(request)
                 principal = Principal(None, "admin")
             else:

@@ -4,7 +4,10 @@ Routes, query parameters, JSON field names and status codes follow the Durable F
 HTTP API reference: start (``POST orchestrators/{name}[/{instanceId}]``), status, list,
 raiseEvent, terminate, suspend, resume, rewind, restart and purge. Errors of the client
 map to statuses in :mod:`taskloom.http.api`; each handler checks what Durable Functions
-checks first (404 unknown, 410 finished) before reading the body.
+checks first (404 unknown, 410 finished) before reading the body. ``historyEvents`` are in
+Durable Functions' shape (:mod:`taskloom.http.df_history`); ``historyFormat=taskloom``
+gives taskloom's own events instead. The list and purge-by-filter routes answer with and
+without the trailing slash (the Python SDK asks for ``instances/``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import Response
@@ -24,6 +27,7 @@ from taskloom.client import AsyncClient
 from taskloom.history import event_to_dict
 from taskloom.http import auth
 from taskloom.http.bodies import JSON, json_body
+from taskloom.http.df_history import durable_history
 from taskloom.http.schemas import InstanceStatus, ManagementPayload, PurgeResult, errors
 from taskloom.models import OrchestrationState, Status
 
@@ -46,6 +50,12 @@ _STATUS_LIST = Query(
 )
 _TIME = Annotated[str | None, Query(json_schema_extra={"format": "date-time"})]
 _OUTPUT_FIELDS = frozenset({"result"})
+_VERSION = Annotated[
+    str | None,
+    Query(
+        max_length=100, description="The orchestration's version (Durable Functions' ?version=)."
+    ),
+]
 
 
 def _client(request: Request) -> AsyncClient:
@@ -69,11 +79,24 @@ def _payload_response(request: Request, instance_id: str) -> Response:
     return payloads.check_status_response(payload)  # type: ignore[no-any-return]
 
 
+HistoryFormat = Literal["durable", "taskloom"]
+
+
 def status_body(
-    state: OrchestrationState, *, show_input: bool = True, show_history_output: bool = False
+    state: OrchestrationState,
+    *,
+    show_input: bool = True,
+    show_history_output: bool = False,
+    history_format: HistoryFormat = "durable",
 ) -> dict[str, Any]:
+    """A status object; with the history, as Durable Functions shows it (``durable``) or
+    as taskloom records it (``taskloom``: ``kind`` and snake_case fields)."""
     body = payloads.status_json(state, show_input=show_input)
-    if state.history is not None:
+    if state.history is not None and history_format == "durable":
+        body["historyEvents"] = durable_history(
+            state.history, show_history_output=show_history_output
+        )
+    elif state.history is not None:
         events = []
         for event in state.history:
             item = event_to_dict(event)
@@ -123,8 +146,10 @@ def _gone_if_finished(state: OrchestrationState, what: str) -> None:
     responses={202: {"model": ManagementPayload}, **errors(400, 401, 403, 409)},
     summary="Start an orchestration with a random instance id",
 )
-async def start(request: Request, functionName: str, _: Any = auth.write) -> Response:
-    return await _start(request, functionName, None)
+async def start(
+    request: Request, functionName: str, version: _VERSION = None, _: Any = auth.write
+) -> Response:
+    return await _start(request, functionName, None, version)
 
 
 @router.post(
@@ -136,16 +161,22 @@ async def start(request: Request, functionName: str, _: Any = auth.write) -> Res
     summary="Start an orchestration with the given instance id",
 )
 async def start_with_id(
-    request: Request, functionName: str, instanceId: str, _: Any = auth.write
+    request: Request,
+    functionName: str,
+    instanceId: str,
+    version: _VERSION = None,
+    _: Any = auth.write,
 ) -> Response:
-    return await _start(request, functionName, _checked_id(instanceId))
+    return await _start(request, functionName, _checked_id(instanceId), version)
 
 
-async def _start(request: Request, name: str, instance_id: str | None) -> Response:
+async def _start(
+    request: Request, name: str, instance_id: str | None, version: str | None
+) -> Response:
     if name not in request.app.state.taskloom_app.orchestrators:
         raise HTTPException(400, f"no orchestrator named {name!r} is registered in this app")
     data = await json_body(request)
-    iid = await _client(request).start_new(name, data, instance_id)
+    iid = await _client(request).start_new(name, data, instance_id, version=version or None)
     log.info("started %s", name, extra={"instance_id": iid, "orchestrator": name})
     return _payload_response(request, iid)
 
@@ -169,6 +200,7 @@ async def get_status(
     showHistory: bool = False,
     showHistoryOutput: bool = False,
     showInput: bool = True,
+    historyFormat: HistoryFormat = "durable",
     _: Any = auth.read,
 ) -> Response:
     state = None
@@ -178,7 +210,12 @@ async def get_status(
         )
     if state is None:
         raise HTTPException(404, f"no instance {instanceId!r} in this task hub")
-    body = status_body(state, show_input=showInput, show_history_output=showHistoryOutput)
+    body = status_body(
+        state,
+        show_input=showInput,
+        show_history_output=showHistoryOutput,
+        history_format=historyFormat,
+    )
     if state.runtime_status.is_terminal:
         return JSON(body, status_code=200)
     return JSON(body, status_code=202, headers={"Location": str(request.url), "Retry-After": "5"})
@@ -201,6 +238,7 @@ async def get_status(
     },
     summary="List instances, a page at a time",
 )
+@router.get("/instances/", response_model=None, include_in_schema=False)
 async def list_instances(
     request: Request,
     runtimeStatus: Annotated[str | None, _STATUS_LIST] = None,
@@ -329,17 +367,18 @@ async def restart(
 @router.delete(
     "/instances/{instanceId}",
     response_model=PurgeResult,
-    responses=errors(400, 401, 403, 404, 409),
+    responses=errors(400, 401, 403, 404, 412),
     summary="Purge a finished instance's history",
 )
 async def purge(request: Request, instanceId: str, _: Any = auth.write) -> Response:
     client = _client(request)
     state = await _known(client, instanceId)
     if not state.runtime_status.is_terminal:
+        # As Durable Functions: 412 Precondition Failed for an instance not finished.
         raise HTTPException(
-            409,
-            f"instance {instanceId!r} is {state.runtime_status.value}; terminate it "
-            "(or wait for it to finish) before purging",
+            412,
+            f"only instances that finished can be purged; {instanceId!r} is "
+            f"{state.runtime_status.value}: terminate it (or wait for it to finish) first",
         )
     deleted = await client.purge(instanceId)
     log.info("purged", extra={"instance_id": instanceId})
@@ -352,6 +391,7 @@ async def purge(request: Request, instanceId: str, _: Any = auth.write) -> Respo
     responses=errors(400, 401, 403, 404),
     summary="Purge finished instances created in a time range",
 )
+@router.delete("/instances/", response_model=PurgeResult, include_in_schema=False)
 async def purge_many(
     request: Request,
     createdTimeFrom: Annotated[str, Query(json_schema_extra={"format": "date-time"})],

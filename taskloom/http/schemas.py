@@ -17,6 +17,10 @@ RUNTIME_STATUSES: list[JsonValue] = [s.value for s in Status]
 
 class Error(BaseModel):
     detail: str = Field(description="What went wrong and what to do about it.")
+    Message: str = Field(description="The same text, as Durable Functions names it.")
+    ExceptionMessage: str = Field(
+        description="The same text again: Durable Functions' SDKs read this member."
+    )
 
 
 class ManagementPayload(BaseModel):
@@ -80,5 +84,6 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "No such instance (or nothing matched).",
         409: "An instance with this id exists and has not finished.",
         410: "The instance's status does not allow this (it already finished).",
+        412: "The instance has not finished (Durable Functions' Precondition Failed).",
     }
     return {code: {"model": Error, "description": text[code]} for code in codes}

@@ -129,6 +129,11 @@ class HostStore(abc.ABC):
         """The unrevoked key with this hash, if any."""
 
     @abc.abstractmethod
+    async def key_hubs(self) -> dict[str, int]:
+        """Unrevoked keys per hub, for every hub of the store (not only this one): a
+        host must not serve its hub open while the store holds keys for any hub."""
+
+    @abc.abstractmethod
     async def secret(self, name: str, candidate: str) -> str:
         """The stored secret ``name``; stores ``candidate`` first if there is none (the
         first writer wins, so every host signs with the same key)."""

@@ -316,6 +316,16 @@ class PostgresHostMixin(HostStore):
 
         return await self._run(op)
 
+    async def key_hubs(self) -> dict[str, int]:
+        async def op(conn: Conn) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(
+                f"SELECT hub, count(*) FROM {self._s}.api_keys WHERE revoked_at IS NULL "
+                "GROUP BY hub"
+            )
+            return await cur.fetchall()
+
+        return {str(r[0]): int(r[1]) for r in await self._run(op)}
+
     async def key_lookup(self, key_hash: str) -> KeyRecord | None:
         async def op(conn: Conn) -> tuple[Any, ...] | None:
             cur = await conn.execute(

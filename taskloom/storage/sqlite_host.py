@@ -303,6 +303,13 @@ class SqliteHostMixin(HostStore):
             ).fetchone()
         return None if row is None else _key(row)
 
+    async def key_hubs(self) -> dict[str, int]:
+        with self._read("count API keys") as conn:
+            rows = conn.execute(
+                "SELECT hub, COUNT(*) FROM api_keys WHERE revoked_at IS NULL GROUP BY hub"
+            ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
     async def secret(self, name: str, candidate: str) -> str:
         with self._write(f"read secret {name!r}") as conn:
             conn.execute(

@@ -108,13 +108,25 @@ def test_status_with_history(http: httpx.Client) -> None:
     url = f"{PREFIX}/instances/hist-1"
     plain = http.get(url).json()
     assert "historyEvents" not in plain
+    # Durable Functions' shape: the TaskScheduled folded into its TaskCompleted, no
+    # OrchestratorStarted, results only with showHistoryOutput.
     events = http.get(url, params={"showHistory": "true"}).json()["historyEvents"]
-    kinds = [e["kind"] for e in events]
-    assert "ExecutionStarted" in kinds and "TaskCompleted" in kinds
-    completed = next(e for e in events if e["kind"] == "TaskCompleted")
-    assert "result" not in completed
+    kinds = [e["EventType"] for e in events]
+    assert kinds == ["ExecutionStarted", "TaskCompleted", "ExecutionCompleted"]
+    started, completed, finished = events
+    assert started["FunctionName"] == "add_one" and "Input" not in started
+    assert completed["FunctionName"] == "double" and "Result" not in completed
+    assert completed["ScheduledTime"] <= completed["Timestamp"]
+    assert completed["Timestamp"].endswith("Z")
+    assert finished["OrchestrationStatus"] == "Completed" and "Result" not in finished
     params = {"showHistory": "true", "showHistoryOutput": "true"}
     events = http.get(url, params=params).json()["historyEvents"]
+    assert events[1]["Result"] == 10 and events[2]["Result"] == 11
+    # taskloom's own form stays available.
+    params = {"showHistory": "true", "showHistoryOutput": "true", "historyFormat": "taskloom"}
+    events = http.get(url, params=params).json()["historyEvents"]
+    kinds = [e["kind"] for e in events]
+    assert "OrchestratorStarted" in kinds and "TaskScheduled" in kinds
     assert next(e for e in events if e["kind"] == "TaskCompleted")["result"] == 10
 
 
@@ -243,8 +255,11 @@ def test_purge_one(http: httpx.Client) -> None:
     assert response.json() == {"instancesDeleted": 1}
     assert http.get(f"{PREFIX}/instances/purge-1").status_code == 404
     assert http.delete(f"{PREFIX}/instances/purge-1").status_code == 404
+    # As Durable Functions: 412 for an instance that has not finished.
     start(http, "wait_approval", "purge-2")
-    assert http.delete(f"{PREFIX}/instances/purge-2").status_code == 409
+    running = http.delete(f"{PREFIX}/instances/purge-2")
+    assert running.status_code == 412
+    assert "Running" in running.json()["ExceptionMessage"] or "Pending" in running.text
 
 
 def test_purge_by_filter(http: httpx.Client) -> None:
@@ -312,3 +327,68 @@ def test_access_log_names_instances_and_never_keys(server: Server, http: httpx.C
     assert "logged-1" in log
     for secret in server.keys.values():
         assert secret not in log
+
+
+# -- Durable Functions fidelity (each found with azure-functions-durable's client) ------
+
+
+def test_error_bodies_carry_message_and_exception_message(http: httpx.Client) -> None:
+    # The SDK's start_new reads ExceptionMessage from a 400 and crashes without it.
+    for response in (
+        http.post(f"{PREFIX}/orchestrators/no_such_thing", json=1),
+        http.get(f"{PREFIX}/instances/nope-fidelity"),
+        http.get(f"{PREFIX}/instances", params={"top": "0"}),
+        httpx.get(f"{http.base_url}{PREFIX}/instances"),  # no key: 401
+    ):
+        body = response.json()
+        assert response.status_code >= 400
+        assert body["detail"] and body["Message"] == body["ExceptionMessage"] == body["detail"]
+
+
+def test_start_passes_the_version_through(http: httpx.Client) -> None:
+    response = http.post(f"{PREFIX}/orchestrators/add_one/versioned-1?version=2.1", json=1)
+    assert response.status_code == 202, response.text
+    wait_status(http, "versioned-1", "Completed")
+    params = {"showHistory": "true", "historyFormat": "taskloom"}
+    events = http.get(f"{PREFIX}/instances/versioned-1", params=params).json()["historyEvents"]
+    started = next(e for e in events if e["kind"] == "ExecutionStarted")
+    assert started["version"] == "2.1"
+
+
+def test_list_and_purge_answer_with_and_without_the_trailing_slash(http: httpx.Client) -> None:
+    start(http, "add_one", "slash-1", 1)
+    wait_status(http, "slash-1", "Completed")
+    for path in (f"{PREFIX}/instances", f"{PREFIX}/instances/"):
+        listed = http.get(path, params={"instanceIdPrefix": "slash-"}, follow_redirects=False)
+        assert listed.status_code == 200, (path, listed.status_code)
+        assert [s["instanceId"] for s in listed.json()] == ["slash-1"]
+    since = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    params = {"createdTimeFrom": since, "runtimeStatus": "Completed"}
+    purged = http.delete(f"{PREFIX}/instances/", params=params, follow_redirects=False)
+    assert purged.status_code == 200 and purged.json()["instancesDeleted"] >= 1
+    again = http.delete(f"{PREFIX}/instances", params=params, follow_redirects=False)
+    assert again.status_code == 404
+    assert http.get(f"{PREFIX}/instances/slash-1").status_code == 404
+
+
+def test_history_of_a_failure_and_a_pending_task_in_durable_functions_shape(
+    http: httpx.Client,
+) -> None:
+    start(http, "fail_once", "hist-fail", "boom")
+    wait_status(http, "hist-fail", "Failed")
+    url = f"{PREFIX}/instances/hist-fail"
+    events = http.get(url, params={"showHistory": "true"}).json()["historyEvents"]
+    failed = next(e for e in events if e["EventType"] == "TaskFailed")
+    assert failed["FunctionName"] == "explode" and "ScheduledTime" in failed
+    assert "boom" in failed["Reason"]
+    assert failed["FailureDetails"]["ErrorType"].endswith("RuntimeError")
+    assert events[-1]["EventType"] == "ExecutionCompleted"
+    assert events[-1]["OrchestrationStatus"] == "Failed"
+    assert all("kind" not in e and "EventId" not in e for e in events)
+    start(http, "wait_approval", "hist-wait")
+    wait_status(http, "hist-wait", "Running")
+    events = http.get(f"{PREFIX}/instances/hist-wait", params={"showHistory": "true"}).json()
+    kinds = [e["EventType"] for e in events["historyEvents"]]
+    assert kinds == ["ExecutionStarted", "TimerCreated"]
+    assert events["historyEvents"][1]["FireAt"].endswith("Z")
+    http.post(f"{PREFIX}/instances/hist-wait/terminate")
