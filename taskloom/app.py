@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from taskloom.context import OrchestrationContext
 from taskloom.converter import DataConverter, default_converter
+from taskloom.entities.context import Entity
+from taskloom.entities.executor import EntityFunction
 from taskloom.errors import ConfigurationError
 from taskloom.events.projection import ProjectionSpec
 from taskloom.events.subscription import SubscriptionSpec
@@ -70,6 +72,9 @@ class App:
         self.converter = converter or default_converter
         self.activities: dict[str, Activity] = {}
         self.orchestrators: dict[str, Callable[[OrchestrationContext], Any]] = {}
+        # Entities by lower-cased name: a function taking the EntityContext, or an
+        # ``Entity`` subclass (see docs/entities.md).
+        self.entities: dict[str, EntityFunction | type[Entity]] = {}
         self.schedules: dict[str, Schedule] = {}
         self.queue_triggers: dict[str, QueueTrigger] = {}
         self.projections: dict[str, ProjectionSpec] = {}
@@ -136,6 +141,32 @@ class App:
             else:
                 self.orchestrators[key] = f
             f.__taskloom_name__ = key  # type: ignore[attr-defined]
+            return f
+
+        return register(fn) if fn is not None else register
+
+    @overload
+    def entity(self, fn: F) -> F: ...
+    @overload
+    def entity(self, *, name: str | None = None) -> Callable[[F], F]: ...
+
+    def entity(self, fn: F | None = None, *, name: str | None = None) -> Any:
+        """Register an entity: a function taking the ``EntityContext``, or a ``tl.Entity``
+        subclass whose public methods are its operations. Names ignore case."""
+
+        def register(f: F) -> F:
+            key = (name or f.__name__).lower()
+            if not key or "@" in key:
+                raise ConfigurationError(f"invalid entity name {key!r}: it may not contain '@'")
+            self._check_new(key, self.entities, "entity")
+            if isinstance(f, type):
+                if not issubclass(f, Entity):
+                    raise ConfigurationError(f"entity class {f.__name__} must subclass tl.Entity")
+                self.entities[key] = f
+            elif _positional_params(f) != 1:
+                raise ConfigurationError(f"entity function {key!r} must take exactly ctx")
+            else:
+                self.entities[key] = f
             return f
 
         return register(fn) if fn is not None else register

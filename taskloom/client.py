@@ -15,6 +15,8 @@ from taskloom import history as h
 from taskloom import manage, payloads, security
 from taskloom.clock import Clock, SystemClock
 from taskloom.converter import DataConverter, default_converter
+from taskloom.entities.client import AsyncEntitiesMixin, EntitiesMixin
+from taskloom.entities.records import is_entity_id
 from taskloom.errors import (
     ConfigurationError,
     InstanceNotFoundError,
@@ -35,7 +37,7 @@ T = TypeVar("T")
 _TERMINAL = frozenset(s for s in Status if s.is_terminal)
 
 
-class AsyncClient(AsyncTopicsMixin):
+class AsyncClient(AsyncTopicsMixin, AsyncEntitiesMixin):
     """Starts, queries and controls instances of one task hub."""
 
     def __init__(
@@ -135,6 +137,11 @@ class AsyncClient(AsyncTopicsMixin):
     ) -> NewInstance:
         """The rows of a new instance (nothing is written)."""
         iid = instance_id or uuid.uuid4().hex
+        if is_entity_id(iid):
+            raise ValueError(
+                f"instance id {iid!r} starts with '@', which marks entities (@name@key); "
+                "choose another id for an orchestration"
+            )
         now = self.clock.now()
         eid = uuid.uuid4().hex
         record = InstanceRecord(
@@ -449,7 +456,7 @@ def _statuses(statuses: Any) -> frozenset[Status] | None:
     return frozenset(s if isinstance(s, Status) else Status.parse(s) for s in statuses)
 
 
-class Client(TopicsMixin):
+class Client(TopicsMixin, EntitiesMixin):
     """The synchronous client: the same methods as :class:`AsyncClient`, blocking."""
 
     def __init__(

@@ -14,7 +14,10 @@ from typing import Any
 
 from taskloom.core.actions import CreateSubOrchestration, CreateTimer, ScheduleTask, SendEvent
 from taskloom.core.state import ReplayState
-from taskloom.errors import TaskTimeoutError
+from taskloom.entities import protocol as entity_protocol
+from taskloom.entities.records import EntityId
+from taskloom.entities.tasks import CriticalSection, EntityResponseTask
+from taskloom.errors import OrchestrationError, TaskTimeoutError
 from taskloom.models import FailureDetails
 from taskloom.retry import RetryPolicy
 from taskloom.tasks import (
@@ -215,6 +218,91 @@ class OrchestrationContext:
         """Raise an event on another instance (fire and forget, recorded in history)."""
         text = self._encode(data, f"data of event {name!r}")
         self._state.add_action(SendEvent(self._state.next_id(), instance_id, name, text), None)
+
+    # -- entities -------------------------------------------------------------------
+
+    def call_entity(
+        self, entity_id: EntityId | str, operation_name: str, input: Any = None
+    ) -> Task[Any]:
+        """Run an operation on an entity and wait for its result; the task fails with
+        :class:`TaskFailedError` when the operation raised."""
+        target = EntityId.of(entity_id)
+        held = self._state.critical_section
+        if held is not None and target.instance_id not in held[1]:
+            raise OrchestrationError(
+                f"orchestration {self.instance_id!r} called entity {target} inside a "
+                "critical section that does not lock it; inside ctx.lock_entities(...) "
+                "call only the locked entities (signal the others)"
+            )
+        text = self._encode(input, f"input of operation {operation_name!r} on {target}")
+        request_id = str(self.new_uuid())
+        body = entity_protocol.operation(
+            operation_name,
+            text,
+            request_id=request_id,
+            parent=self.instance_id,
+            execution_id=self._state.execution_id,
+        )
+        action = SendEvent(
+            self._state.next_id(), target.instance_id, entity_protocol.OPERATION, body
+        )
+        self._state.add_action(action, None)
+        task = EntityResponseTask(request_id, f"operation {operation_name!r} on entity {target}")
+        self._state.event_waiters.setdefault(request_id, deque()).append(task)
+        return task
+
+    def signal_entity(
+        self, entity_id: EntityId | str, operation_name: str, input: Any = None
+    ) -> None:
+        """Send an operation to an entity without waiting (recorded in history)."""
+        target = EntityId.of(entity_id)
+        text = self._encode(input, f"input of operation {operation_name!r} on {target}")
+        body = entity_protocol.operation(operation_name, text, parent=self.instance_id)
+        action = SendEvent(
+            self._state.next_id(), target.instance_id, entity_protocol.OPERATION, body
+        )
+        self._state.add_action(action, None)
+
+    def lock_entities(self, entities: Sequence[EntityId | str]) -> Task[CriticalSection]:
+        """Lock ``entities`` for a critical section: ``with (yield ctx.lock_entities([a,
+        b])):``. Requests go to the entities in one global order (sorted ids), so
+        orchestrations locking the same entities in any order never deadlock. The locks
+        are released when the block ends or the orchestration ends in any way."""
+        ids = sorted({EntityId.of(e) for e in entities})
+        if not ids:
+            raise ValueError("lock_entities needs at least one entity")
+        if self._state.critical_section is not None:
+            raise OrchestrationError(
+                f"orchestration {self.instance_id!r} already holds a critical section; "
+                "critical sections do not nest (lock all the entities at once)"
+            )
+        lock_id = str(self.new_uuid())
+        targets = [e.instance_id for e in ids]
+        body = entity_protocol.lock_request(
+            lock_id, targets, 0, self.instance_id, self._state.execution_id
+        )
+        action = SendEvent(self._state.next_id(), targets[0], entity_protocol.OPERATION, body)
+        self._state.add_action(action, None)
+        self._state.critical_section = (lock_id, targets)
+
+        def granted(_: Any) -> CriticalSection:
+            return CriticalSection(lock_id, ids, self._release_locks)
+
+        names = ", ".join(map(str, ids))
+        task = EntityResponseTask(lock_id, f"lock of entities {names}", granted)
+        self._state.event_waiters.setdefault(lock_id, deque()).append(task)
+        return task
+
+    def _release_locks(self, lock_id: str) -> None:
+        held = self._state.critical_section
+        if held is None or held[0] != lock_id:
+            return
+        self._state.critical_section = None
+        if not self._state.is_replaying:
+            body = entity_protocol.release(lock_id, self.instance_id)
+            self._state.entity_messages.extend(
+                (entity, entity_protocol.RELEASE, body) for entity in held[1]
+            )
 
     # -- lifecycle ------------------------------------------------------------------
 

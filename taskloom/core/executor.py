@@ -27,6 +27,8 @@ from taskloom.core.actions import (
     SendEvent,
 )
 from taskloom.core.state import ReplayState
+from taskloom.entities.protocol import RELEASE, release
+from taskloom.entities.tasks import EntityResponseTask
 from taskloom.errors import NonDeterminismError, TaskFailedError
 from taskloom.models import FailureDetails, Status
 from taskloom.tasks import Task
@@ -49,6 +51,8 @@ class ExecutionResult:
     new_input: str | None = None
     carryover: list[tuple[str, str | None]] = field(default_factory=list)
     open_children: list[str] = field(default_factory=list)
+    # (entity instance id, event name, body): unrecorded messages to entities (releases).
+    entity_messages: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class OrchestrationRun:
@@ -86,6 +90,7 @@ class OrchestrationRun:
         """Replay ``past``, apply ``new``, and report the episode's outcome."""
         self._applied = []
         self._late_events = []
+        self.state.entity_messages = []
         try:
             self.state.is_replaying = True
             for event in past:
@@ -99,10 +104,12 @@ class OrchestrationRun:
                     break
                 self._apply(event, is_new=True)
         except NonDeterminismError as exc:
+            self.state.is_replaying = False  # the run fails now, in this episode
             self._fail(exc)
         except Exception as exc:
             # A retry policy's ``handle`` or a converter raised while applying an event:
             # the orchestration fails with that error rather than retrying forever.
+            self.state.is_replaying = False
             self._fail(exc)
         self.processed += len(past) + len(self._applied)
         return self._result()
@@ -148,6 +155,7 @@ class OrchestrationRun:
             return
         st = self.state
         st.name, st.input, st.version = event.name, event.input, event.version
+        st.execution_id = event.execution_id
         st.parent_instance_id = event.parent.instance_id if event.parent else None
         if st.current_time is None:
             st.current_time = event.timestamp
@@ -252,7 +260,10 @@ class OrchestrationRun:
             waiter = waiters.popleft()
             if waiter.timer is not None:
                 waiter.timer.cancel()
-            waiter._set_result(self.state.converter.loads(event.input))
+            if isinstance(waiter, EntityResponseTask):
+                waiter._receive(event.input, self.state.converter)
+            else:
+                waiter._set_result(self.state.converter.loads(event.input))
         else:
             self.state.event_buffer.setdefault(key, deque()).append((event.name, event.input))
 
@@ -359,6 +370,13 @@ class OrchestrationRun:
             result.carryover += [(e.name, e.input) for e in self._late_events]
         if status is Status.TERMINATED:
             result.open_children = list(self._children.values())
+        if self.is_done and st.critical_section is not None and not st.is_replaying:
+            # Ended in any way while holding (or waiting for) locks: release them.
+            lock_id, entities = st.critical_section
+            st.critical_section = None
+            body = release(lock_id, st.instance_id)
+            st.entity_messages.extend((entity, RELEASE, body) for entity in entities)
+        result.entity_messages = list(st.entity_messages)
         if not self.is_done:
             result.actions = list(st.pending_actions.values())
         elif status is not Status.FAILED:

@@ -37,6 +37,12 @@ class ReplayState:
     event_buffer: dict[str, deque[tuple[str, str | None]]] = field(default_factory=dict)
     custom_status: str | None = None
     continued_as_new: tuple[str | None, bool] | None = None
+    execution_id: str = ""
+    # Entities: the critical section held or requested (lock id, sorted entity ids), and
+    # the messages to entities that history does not record (lock releases), sent with
+    # the episode that produced them (see docs/entities.md).
+    critical_section: tuple[str, list[str]] | None = None
+    entity_messages: list[tuple[str, str, str]] = field(default_factory=list)
 
     def next_id(self) -> int:
         task_id = self.sequence

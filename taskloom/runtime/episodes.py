@@ -163,6 +163,8 @@ def _commit(
     out = _Outbox(history=list(result.applied))
     for action in result.actions:
         _apply_action(action, rec, out, now)
+    for target, name, body in result.entity_messages:  # lock releases (docs/entities.md)
+        out.messages.append(Message(target, h.EventRaised(now, name=name, input=body), AT_ONCE))
     status = result.status
     updates: dict[str, object] = {
         "status": status,

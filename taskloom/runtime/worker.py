@@ -25,6 +25,8 @@ from taskloom import history as h
 from taskloom.client import AsyncClient, Client
 from taskloom.clock import Clock, SystemClock
 from taskloom.core.executor import OrchestrationRun
+from taskloom.entities.episodes import plan_entity_episode
+from taskloom.entities.records import is_entity_id
 from taskloom.runtime.activities import run_activity
 from taskloom.runtime.episodes import Planned, plan_episode
 from taskloom.storage.base import (
@@ -290,6 +292,8 @@ class Worker:
         return cached
 
     def _plan(self, episode: LeasedEpisode, history: list[h.HistoryEvent]) -> Planned:
+        if is_entity_id(episode.instance.instance_id):
+            return self._plan_entity(episode)
         cached = self._cached(episode)
         return plan_episode(
             episode,
@@ -298,6 +302,22 @@ class Worker:
             self._new_run,
             self.clock.now(),
         )
+
+    def _plan_entity(self, episode: LeasedEpisode) -> Planned:
+        app = self.app
+        commit, result = plan_entity_episode(
+            episode, app.entities.get, self.clock.now(), app.converter, lambda: list(app.entities)
+        )
+        for outcome in result.outcomes:
+            if outcome.failure is not None and outcome.request_id is None:
+                # A signal has no caller to tell: the log is where its failure shows.
+                log.warning(
+                    "operation %r signalled to entity %r failed: %s",
+                    outcome.operation,
+                    episode.instance.instance_id,
+                    outcome.failure.message,
+                )
+        return Planned(commit)
 
     def _new_run(self, instance_id: str) -> OrchestrationRun:
         app = self.app

@@ -15,6 +15,7 @@ from typing import Any
 from taskloom.history import loads_event
 from taskloom.models import FailureDetails, Status
 from taskloom.storage.base import InstanceQuery, InstanceRecord, Message
+from taskloom.storage.entity_rows import SQLITE_NO_ENTITIES, wants_entities
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -153,4 +154,6 @@ def where(hub: str, query: InstanceQuery) -> tuple[list[str], list[Any]]:
     if query.parent_instance_id is not None:
         clauses.append("parent_instance_id = ?")
         params.append(query.parent_instance_id)
+    if not wants_entities(query.instance_id_prefix):
+        clauses.append(SQLITE_NO_ENTITIES)  # entities (@name@key) are not orchestrations
     return clauses, params

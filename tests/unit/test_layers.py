@@ -42,6 +42,7 @@ LAYERS = [
             "taskloom.events.runner",
             "taskloom.topics.runner",
             "taskloom.topics.webhook",
+            "taskloom.entities.episodes",
         ),
     ),
     (
@@ -55,6 +56,7 @@ LAYERS = [
             "taskloom.cron",
             "taskloom.events",
             "taskloom.topics",
+            "taskloom.entities.client",
         ),
     ),
     (
@@ -65,6 +67,7 @@ LAYERS = [
             "taskloom.tasks",
             "taskloom.retry",
             "taskloom.activity_context",
+            "taskloom.entities",
         ),
     ),
     ("storage", ("taskloom.storage",)),
@@ -75,10 +78,13 @@ LAYERS = [
             "taskloom.converter",
             "taskloom.models",
             "taskloom.errors",
+            "taskloom.versioning",
             "taskloom.clock",
             "taskloom._version",
             "taskloom.events.records",
             "taskloom.cloudevents",
+            "taskloom.entities.records",
+            "taskloom.entities.protocol",
         ),
     ),
 ]
