@@ -5,6 +5,7 @@
     TaskloomError
     ├── ConfigurationError          bad store URL, bad option, missing extra
     ├── SerializationError          a value the data converter cannot encode or decode
+    │   └── PayloadTooLargeError    a payload above the store's hard limit (also ValueError)
     ├── InstanceExistsError         start_new on an id that is still running
     ├── InstanceNotFoundError       an operation on an id the hub does not hold
     ├── InvalidStateError           an operation the instance's status does not allow
@@ -43,6 +44,23 @@ class ConfigurationError(TaskloomError):
 
 class SerializationError(TaskloomError):
     """A value cannot be encoded to (or decoded from) the stored JSON form."""
+
+
+class PayloadTooLargeError(SerializationError, ValueError):
+    """A payload (input, output, event data, result, custom status) whose encoded JSON is
+    larger than the store's ``payload_limit``; nothing was written. ``.size`` and
+    ``.limit`` are in bytes."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{what} is {size:,} bytes of encoded JSON, above this store's payload limit of "
+            f"{limit:,} bytes; nothing was stored. Pass less data (store large blobs "
+            "elsewhere and pass a reference) or raise the limit with "
+            "open_store(..., payload_limit=...)"
+        )
+        self.what = what
+        self.size = size
+        self.limit = limit
 
 
 class InstanceExistsError(TaskloomError):

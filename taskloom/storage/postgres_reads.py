@@ -17,13 +17,15 @@ from psycopg import AsyncConnection
 
 from taskloom.history import HistoryEvent, loads_event
 from taskloom.models import FailureDetails, Status
+from taskloom.storage import large
 from taskloom.storage.base import InstanceQuery, InstanceRecord, QueryResult
+from taskloom.storage.postgres_batch import INSTANCE_COLUMNS
 from taskloom.storage.entity_rows import (
     POSTGRES_NO_ENTITIES,
     postgres_keep_busy_entities,
     wants_entities,
-)
 from taskloom.storage.postgres_batch import INSTANCE_COLUMNS
+)
 
 __all__ = ["PostgresReadsMixin", "instance_from_row"]
 
@@ -78,6 +80,19 @@ class PostgresReadsMixin:
         _s: str
 
         async def _run(self, op: Callable[[Conn], Awaitable[T]]) -> T: ...
+    async def _resolved(self, conn: Conn, objs: list[T]) -> list[T]:
+        """``objs`` with their large payload markers resolved, in one query."""
+        digests = large.refs(objs)
+        if not digests:
+            return objs
+        cur = await conn.execute(
+            f"SELECT DISTINCT ON (id) id, data FROM {self._s}.payloads "
+            "WHERE hub = %s AND id = ANY(%s)",
+            [self.hub, sorted(digests)],
+        )
+        texts = {row[0]: large.decompress(row[1]) for row in await cur.fetchall()}
+        return [large.resolve(obj, texts) for obj in objs]
+
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         async def op(conn: Conn) -> InstanceRecord | None:
@@ -87,7 +102,9 @@ class PostgresReadsMixin:
                 [self.hub, instance_id],
             )
             row = await cur.fetchone()
-            return None if row is None else instance_from_row(row)
+            return (
+                None if row is None else (await self._resolved(conn, [instance_from_row(row)]))[0]
+            )
 
         return await self._run(op)
 
@@ -112,13 +129,15 @@ class PostgresReadsMixin:
         if not ids:
             return {}
 
-        async def op(conn: Conn) -> list[tuple[Any, ...]]:
+        async def op(conn: Conn) -> list[tuple[str, HistoryEvent]]:
             cur = await conn.execute(
                 f"SELECT instance_id, event FROM {self._s}.history "
                 "WHERE hub = %s AND instance_id = ANY(%s::text[]) ORDER BY instance_id, seq",
                 [self.hub, ids],
             )
-            return await cur.fetchall()
+            rows = await cur.fetchall()
+            events = await self._resolved(conn, [loads_event(row[1]) for row in rows])
+            return [(row[0], event) for row, event in zip(rows, events, strict=True)]
 
         found: dict[str, list[HistoryEvent]] = {i: [] for i in ids}
         for instance_id, event in await self._run(op):
@@ -148,9 +167,9 @@ class PostgresReadsMixin:
             params.append(query.created_to)
         if query.parent_instance_id is not None:
             conds.append("parent_instance_id = %s")
-            params.append(query.parent_instance_id)
         if not wants_entities(query.instance_id_prefix):
             conds.append(POSTGRES_NO_ENTITIES)  # entities (@name@key) are not orchestrations
+            params.append(query.parent_instance_id)
         return "".join(f" AND {c}" for c in conds), params
 
     async def query_instances(
@@ -164,27 +183,29 @@ class PostgresReadsMixin:
             where += " AND (created_at, instance_id) > (%s, %s)"
             params += [created, last_id]
 
-        async def op(conn: Conn) -> list[tuple[Any, ...]]:
+        async def op(conn: Conn) -> tuple[int, list[InstanceRecord]]:
             cur = await conn.execute(
                 f"SELECT {INSTANCE_COLUMNS} FROM {self._s}.instances WHERE hub = %s{where} "
                 "ORDER BY created_at, instance_id LIMIT %s",
                 [self.hub, *params, page_size + 1],
             )
-            return await cur.fetchall()
+            rows = await cur.fetchall()
+            page = [instance_from_row(r) for r in rows[:page_size]]
+            return len(rows), await self._resolved(conn, page)
 
         rows = await self._run(op)
         records = [instance_from_row(r) for r in rows[:page_size]]
         token = None
-        if len(rows) > page_size:
+        if count > page_size:
             last = records[-1]
             token = _encode_token(last.created_at, last.instance_id)
         return QueryResult(records, token)
 
     async def purge_instances(
         self, query: InstanceQuery, instance_ids: Sequence[str] | None = None
+        where += f" AND {postgres_keep_busy_entities(self._s)}"
     ) -> int:
         where, params = self._filters(query)
-        where += f" AND {postgres_keep_busy_entities(self._s)}"
         if instance_ids is not None:
             if not instance_ids:
                 return 0
@@ -204,6 +225,7 @@ class PostgresReadsMixin:
                 f"w AS (DELETE FROM {s}.work_items WHERE hub = %s "
                 "AND instance_id IN (SELECT instance_id FROM gone)) "
                 "SELECT count(*) FROM gone",
+        where += f" AND {postgres_keep_busy_entities(self._s)}"
                 [self.hub, _TERMINAL, *params, self.hub, self.hub, self.hub],
             )
             row = await cur.fetchone()

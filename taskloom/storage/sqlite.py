@@ -26,12 +26,12 @@ from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from taskloom.errors import InstanceExistsError, StoreError, WrongExpectedVersionError
 from taskloom.history import HistoryEvent, dumps_event, loads_event
 from taskloom.models import Status
-from taskloom.storage import local_bus
+from taskloom.storage import large, local_bus
 from taskloom.storage import sqlite_codec as codec
 from taskloom.storage.base import (
     ALL_KINDS,
@@ -59,7 +59,6 @@ from taskloom.storage.base import (
     timed,
 )
 from taskloom.storage.doorbell import Doorbell
-from taskloom.storage.entity_rows import SQLITE_KEEP_BUSY_ENTITIES, ensure_sqlite
 from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.sqlite_events import SqliteEventsMixin
 from taskloom.storage.sqlite_host import SqliteHostMixin
@@ -68,7 +67,8 @@ from taskloom.storage.sqlite_topics import SqliteTopicsMixin
 __all__ = ["SqliteStore"]
 
 _TERMINAL = tuple(s.value for s in Status if s.is_terminal)
-_INSTANCE_DATA = ("history", "messages", "work_items")
+_INSTANCE_DATA = ("history", "messages", "work_items", "payloads")
+T = TypeVar("T")
 
 _RECORD_COLUMNS = (
     "instance_id",
@@ -152,7 +152,15 @@ def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Conne
 class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
     """A task hub in an SQLite file (or ``":memory:"``, private to this object)."""
 
-    def __init__(self, path: str, hub: str = "default", *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        path: str,
+        hub: str = "default",
+        *,
+        busy_timeout_ms: int = 5000,
+        payload_threshold: int = large.DEFAULT_THRESHOLD,
+        payload_limit: int = large.DEFAULT_LIMIT,
+    ) -> None:
         super().__init__()
         self.path = path
         self.hub = hub
@@ -160,6 +168,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
         self._conn: sqlite3.Connection | None = None
         self._doorbell: Doorbell | None = None
         self._starts: list[tuple[NewInstance, asyncio.Future[Status | None]]] = []
+        self.payloads = large.Payloads(payload_threshold, payload_limit)
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, hub={self.hub!r})"
@@ -191,9 +200,59 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
 
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
-        """A write transaction holding SQLite's writer lock from its first statement."""
+        """A write transaction holding SQLite's writer lock from its first statement;
+        the large payloads its rows refer to are inserted last, before COMMIT."""
         with self._errors(action), _transaction(self._connection(), "BEGIN IMMEDIATE") as conn:
-            yield conn
+            try:
+                yield conn
+                self._flush_payloads(conn)
+            finally:
+                self.payloads.pending.clear()
+
+    # -- large payloads (storage/large.py) --------------------------------------------
+
+    def _flush_payloads(self, conn: sqlite3.Connection) -> None:
+        pending = self.payloads.take()
+        if not pending:
+            return
+        stored: set[tuple[str, str]] = set()
+        for chunk in codec.chunks(sorted({digest for _, digest in pending})):
+            stored.update(
+                conn.execute(
+                    f"SELECT instance_id, id FROM payloads WHERE hub = ? AND id IN "
+                    f"({codec.marks(len(chunk))})",
+                    (self.hub, *chunk),
+                ).fetchall()
+            )
+        conn.executemany(
+            "INSERT INTO payloads (hub, instance_id, id, size, data) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            [
+                (self.hub, iid, digest, len(text), large.compress(text))
+                for (iid, digest), text in pending.items()
+                if (iid, digest) not in stored
+            ],
+        )
+
+    def _resolved(self, conn: sqlite3.Connection, objs: list[T]) -> list[T]:
+        """``objs`` with their payload markers resolved, in one query."""
+        digests = large.refs(objs)
+        if not digests:
+            return objs
+        # Rows written earlier in this transaction refer to payloads not inserted yet.
+        texts = {d: text for (_, d), text in self.payloads.pending.items() if d in digests}
+        for chunk in codec.chunks(sorted(digests - texts.keys())):
+            for digest, data in conn.execute(
+                "SELECT id, data FROM payloads WHERE hub = ? "
+                f"AND id IN ({codec.marks(len(chunk))})",
+                (self.hub, *chunk),
+            ):
+                if digest not in texts:
+                    texts[digest] = large.decompress(data)
+        return [large.resolve(obj, texts) for obj in objs]
+
+    def _record_params(self, record: InstanceRecord) -> dict[str, Any]:
+        return codec.record_params(self.hub, self.payloads.record(record))
 
     def _scalar(self, action: str, sql: str, params: Sequence[Any] | dict[str, Any]) -> Any:
         """The first column of the first row of a one-statement read (None if no row)."""
@@ -318,7 +377,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
 
     def _create(self, conn: sqlite3.Connection, new: NewInstance) -> Status | None:
         """Create (or replace a terminal) instance; return the blocking status if any."""
-        if conn.execute(_INSERT_RECORD, codec.record_params(self.hub, new.record)).rowcount == 1:
+        if conn.execute(_INSERT_RECORD, self._record_params(new.record)).rowcount == 1:
             # A fresh id has no leftovers: rows of other tables live only beside an
             # instance row (messages for unknown instances are dropped when inserted).
             self._insert_messages(conn, [new.start])
@@ -339,16 +398,16 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
     def _insert_messages(self, conn: sqlite3.Connection, messages: Sequence[Message]) -> None:
         if not messages:
             return
-        ensure_sqlite(conn, self.hub, messages, codec.us)  # entities exist once addressed
         conn.executemany(
             _Q["insert_message"],
             [
+        ensure_sqlite(conn, self.hub, messages, codec.us)  # entities exist once addressed
                 {
                     "hub": self.hub,
                     "instance_id": m.instance_id,
                     "execution_id": m.execution_id,
                     "visible_at": codec.us(m.visible_at),
-                    "event": dumps_event(m.event),
+                    "event": dumps_event(self.payloads.event(m.instance_id, m.event)),
                     "dedup_key": m.key,
                 }
                 for m in messages
@@ -403,8 +462,9 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         sql = f"{_SELECT_RECORD} WHERE hub = ? AND instance_id = ?"
         with self._errors(f"read instance {instance_id!r}"):
-            row = self._connection().execute(sql, (self.hub, instance_id)).fetchone()
-        return None if row is None else codec.record(row)
+            conn = self._connection()
+            row = conn.execute(sql, (self.hub, instance_id)).fetchone()
+            return None if row is None else self._resolved(conn, [codec.record(row)])[0]
 
     async def get_statuses(self, instance_ids: Sequence[str]) -> dict[str, Status]:
         ids = list(dict.fromkeys(instance_ids))
@@ -450,8 +510,9 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
         sql = f"{_SELECT_RECORD} WHERE {' AND '.join(clauses)} ORDER BY created_at, instance_id"
         with self._errors("query instances"):
             # One row past the page tells whether another page exists.
-            rows = self._connection().execute(f"{sql} LIMIT ?", (*params, page_size + 1)).fetchall()
-        result = QueryResult([codec.record(r) for r in rows[:page_size]])
+            conn = self._connection()
+            rows = conn.execute(f"{sql} LIMIT ?", (*params, page_size + 1)).fetchall()
+            result = QueryResult(self._resolved(conn, [codec.record(r) for r in rows[:page_size]]))
         if len(rows) > page_size:
             last = rows[page_size - 1]
             result.continuation_token = codec.encode_token(last["created_at"], last["instance_id"])
@@ -463,7 +524,6 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
         clauses, params = codec.where(self.hub, query)
         clauses.append(f"status IN ({codec.marks(len(_TERMINAL))})")
         params.extend(_TERMINAL)
-        clauses.append(SQLITE_KEEP_BUSY_ENTITIES)
         sql = f"SELECT instance_id FROM instances WHERE {' AND '.join(clauses)}"
         with self._write("purge instances") as conn:
             if instance_ids is None:
@@ -479,10 +539,15 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
     # -- orchestration episodes -----------------------------------------------------
 
     async def lease_episodes(
-        self, now: datetime, limit: int, lease_for: float, owner: str
+        self,
+        now: datetime,
+        limit: int,
+        lease_for: float,
+        owner: str,
+        versions: VersionFilter | None = None,
     ) -> list[LeasedEpisode]:
         at = codec.us(now)
-        params = (self.hub, at, at, limit)
+        params = (self.hub, at, at, *_version_params(versions), limit)
         # Look without the writer lock first, so idle pollers never queue on it.
         if limit < 1 or not self._scalar("look for work", _Q["episode_candidates"], params):
             return []
@@ -524,6 +589,15 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
     ) -> list[bool]:
         if not commits:
             return []
+        records = [record for record, _ in leased.values()]
+        messages = [m for inbox in inboxes.values() for m in inbox]
+        if large.refs(records) or large.refs(messages):
+            records = self._resolved(conn, records)
+            by_id = {m.id: m for m in self._resolved(conn, messages)}
+            for iid, record in zip(leased, records, strict=True):
+                leased[iid] = (record, leased[iid][1])
+            for inbox in inboxes.values():
+                inbox[:] = [by_id[m.id] for m in inbox]
         # One transaction for the batch (one lock round and one WAL commit); each commit
         # checks its fence before writing anything, so a lost lease skips only itself.
         with self._write("complete episodes") as conn:
@@ -542,7 +616,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
         key = (self.hub, commit.instance.instance_id)
         # The fenced row update goes first: when the lease is lost it matches no row and
         # nothing else is written.
-        params = codec.record_params(self.hub, commit.instance)
+        params = self._record_params(commit.instance)
         params["lease_token"] = commit.lease_token
         if conn.execute(_COMMIT_RECORD, params).rowcount != 1:
             return False
@@ -554,7 +628,10 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
             start = commit.instance.history_len - len(commit.history)
         conn.executemany(
             _Q["insert_history"],
-            [(*key, seq, dumps_event(e)) for seq, e in enumerate(commit.history, start)],
+            [
+                (*key, seq, dumps_event(self.payloads.event(key[1], e)))
+                for seq, e in enumerate(commit.history, start)
+            ],
         )
         for chunk in codec.chunks(list(commit.consumed)):
             conn.execute(
