@@ -13,13 +13,6 @@ from taskloom.client import AsyncClient, Client
 from taskloom.cloudevents.event import CloudEvent
 from taskloom.context import OrchestrationContext
 from taskloom.converter import DataConverter
-from taskloom.entities.context import Entity, EntityContext
-from taskloom.entities.records import (
-    CleanEntityStorageResult,
-    EntityId,
-    EntityMetadata,
-    EntityStateResponse,
-)
 from taskloom.errors import (
     ConfigurationError,
     InstanceExistsError,
@@ -30,6 +23,7 @@ from taskloom.errors import (
     InvalidStateError,
     NonDeterminismError,
     OrchestrationError,
+    PayloadTooLargeError,
     ScheduleNotFoundError,
     SerializationError,
     StoreError,
@@ -63,19 +57,13 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as test_public_api checks)
     "AppendResult",
     "AsyncClient",
     "AsyncEventStore",
-    "CleanEntityStorageResult",
+    "Client",
     "CloudEvent",
     "ConfigurationError",
     "DataConverter",
     "DeadLetter",
     "EventFilter",
-    "Entity",
-    "EntityContext",
-    "EntityId",
-    "EntityMetadata",
-    "EntityStateResponse",
     "EventStore",
-    "EventFilter",
     "FailureDetails",
     "InstanceExistsError",
     "InstanceNotFoundError",
@@ -95,6 +83,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as test_public_api checks)
     "RetryPolicy",
     "STREAM_EXISTS",
     "ScheduleNotFoundError",
+    "PayloadTooLargeError",
     "SerializationError",
     "Status",
     "StoreError",

@@ -54,6 +54,7 @@ Choices, and why:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -68,6 +69,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed
 from taskloom.errors import ConfigurationError, InstanceExistsError, StoreError
 from taskloom.history import dumps_event, loads_event
 from taskloom.models import Status
+from taskloom.storage import large
 from taskloom.storage.base import (
     ALL_KINDS,
     EPISODES,
@@ -144,8 +146,11 @@ class PostgresStore(
         min_size: int = 1,
         max_size: int = 10,
         retry_for: float = 30.0,
+        payload_threshold: int = large.DEFAULT_THRESHOLD,
+        payload_limit: int = large.DEFAULT_LIMIT,
     ) -> None:
         super().__init__()
+        self.payloads = large.Payloads(payload_threshold, payload_limit)
         if not isinstance(hub, str) or not hub:
             raise ConfigurationError(f"invalid task hub name {hub!r}: use a non-empty string")
         if min_size < 0 or max_size < max(1, min_size):
@@ -304,9 +309,37 @@ class PostgresStore(
 
         await self._run(op)
 
+    async def _put_payloads(self, cur: Cur, pending: dict[tuple[str, str], str]) -> None:
+        """Insert the large payloads of this transaction's rows (storage/large.py) that
+        are not stored yet; only those are compressed."""
+        if not pending:
+            return
+        await cur.execute(
+            f"SELECT instance_id, id FROM {self._s}.payloads WHERE hub = %s AND id = ANY(%s)",
+            [self.hub, sorted({digest for _, digest in pending})],
+        )
+        stored = {(row[0], row[1]) for row in await cur.fetchall()}
+        rows = [(key, text) for key, text in pending.items() if key not in stored]
+        if not rows:
+            return
+        await cur.execute(
+            f"INSERT INTO {self._s}.payloads (hub, instance_id, id, size, data) "
+            "SELECT %s, u.* FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bytea[]) "
+            "AS u(instance_id, id, size, data) ON CONFLICT DO NOTHING",
+            [
+                self.hub,
+                [iid for (iid, _), _ in rows],
+                [digest for (_, digest), _ in rows],
+                [len(text) for _, text in rows],
+                [large.compress(text) for _, text in rows],
+            ],
+        )
+
     async def _insert_messages(self, cur: Cur, messages: Sequence[Message]) -> None:
         if not messages:
             return
+        payloads = self.payloads.fork()
+        messages = [payloads.message(m) for m in messages]
         await cur.execute(
             f"INSERT INTO {self._s}.messages "
             "(hub, instance_id, execution_id, visible_at, event, dedup_key) "
@@ -327,6 +360,7 @@ class PostgresStore(
                 self.hub,
             ],
         )
+        await self._put_payloads(cur, payloads.pending)
 
     async def _create(self, cur: Cur, new: NewInstance, retried: bool = False) -> Status | None:
         """Create ``new``, replacing a terminal instance; return the status that blocks it.
@@ -340,7 +374,13 @@ class PostgresStore(
             return None
         return await self._replace(cur, new, retried)
 
-    async def _replace(self, cur: Cur, new: NewInstance, retried: bool) -> Status | None:
+    async def _replace(
+        self,
+        cur: Cur,
+        new: NewInstance,
+        retried: bool,
+        pending: dict[tuple[str, str], str] | None = None,
+    ) -> Status | None:
         """The slow path of :meth:`_create`: the id is taken (or was, a moment ago)."""
         s, iid = self._s, new.record.instance_id
         # Lock the row so a concurrent replace cannot interleave.
@@ -351,7 +391,9 @@ class PostgresStore(
         )
         row = await cur.fetchone()
         if row is None:  # purged in between: start over
-            return await self._create(cur, new, retried)
+            created = await self._create(cur, new, retried)
+            await self._put_payloads(cur, pending or {})
+            return created
         status = Status(row[0])
         if not status.is_terminal:
             return None if retried and row[1] == new.record.execution_id else status
@@ -370,17 +412,22 @@ class PostgresStore(
         # statement clears all three.
         await cur.execute(
             f"WITH h AS (DELETE FROM {s}.history WHERE hub = %(hub)s AND instance_id = %(id)s), "
-            f"m AS (DELETE FROM {s}.messages WHERE hub = %(hub)s AND instance_id = %(id)s) "
+            f"m AS (DELETE FROM {s}.messages WHERE hub = %(hub)s AND instance_id = %(id)s), "
+            f"p AS (DELETE FROM {s}.payloads WHERE hub = %(hub)s AND instance_id = %(id)s) "
             f"DELETE FROM {s}.work_items WHERE hub = %(hub)s AND instance_id = %(id)s",
             {"hub": self.hub, "id": iid},
         )
         await self._insert_messages(cur, [new.start])
+        await self._put_payloads(cur, pending or {})
         return None
 
     # -- clients --------------------------------------------------------------------
 
     async def create_instance(self, new: NewInstance) -> None:
         attempts = 0
+        payloads = self.payloads.fork()
+        new = NewInstance(payloads.record(new.record), payloads.message(new.start))
+        pending = payloads.pending
 
         async def op(conn: Conn) -> Status | None:
             nonlocal attempts
@@ -392,11 +439,16 @@ class PostgresStore(
                 created = conn.cursor()
                 async with conn.transaction():
                     await created.execute(create_sql(self._s), create_params(self.hub, new))
-                row = await created.fetchone()
+                    if pending:  # large payloads go in the same transaction, if created
+                        row = await created.fetchone()
+                        if row is not None and row[0]:
+                            await self._put_payloads(created, pending)
+                if not pending:
+                    row = await created.fetchone()
                 if row is not None and row[0]:
                     return None
                 async with conn.transaction(), conn.cursor() as cur:
-                    return await self._replace(cur, new, retried=attempts > 1)
+                    return await self._replace(cur, new, attempts > 1, pending)
 
         blocking = await self._run(op)
         if blocking is not None:
@@ -467,6 +519,8 @@ class PostgresStore(
         rounds = commit_rounds(commits)
         later = any(c.replace_history or c.new_instances for c in commits)
         sql = commit_sql(self._s)
+        payloads = self.payloads.fork()
+        stored = [payloads.commit(c) for c in commits]  # eager items keep their inputs
 
         async def op(conn: Conn) -> list[bool]:
             applied = [False] * len(commits)
@@ -479,14 +533,17 @@ class PostgresStore(
                         cur = conn.cursor()
                         # Eager leases in the first round only (in practice the only one).
                         params = commit_params(
-                            self.hub, [commits[k] for k in batch], eager if n == 0 else None
+                            self.hub, [stored[k] for k in batch], eager if n == 0 else None
                         )
                         await cur.execute(sql, params)
                         fenced.append((batch, cur))
                     if later:
                         await self._mark_applied(fenced, commits, applied, eager)
-                        done = [c for c, ok in zip(commits, applied, strict=True) if ok]
+                        done = [c for c, ok in zip(stored, applied, strict=True) if ok]
                         await self._finish_commits(conn, done, now)
+                    if payloads.pending:
+                        async with conn.cursor() as put:
+                            await self._put_payloads(put, payloads.pending)
                 if not later:
                     await self._mark_applied(fenced, commits, applied, eager)
             return applied
@@ -581,7 +638,7 @@ class PostgresStore(
         s = self._s
         expires = now + timedelta(seconds=lease_for)
 
-        async def op(conn: Conn) -> list[tuple[Any, ...]]:
+        async def op(conn: Conn) -> list[WorkItem]:
             cur = await conn.execute(
                 f"WITH picked AS (SELECT id FROM {s}.work_items "
                 "WHERE hub = %(hub)s AND ready_at <= %(now)s ORDER BY ready_at, id "
@@ -594,10 +651,10 @@ class PostgresStore(
                 "w.visible_at",
                 {"hub": self.hub, "now": now, "limit": limit, "owner": owner, "expires": expires},
             )
-            return await cur.fetchall()
+            rows = sorted(await cur.fetchall(), key=lambda r: (r[8], r[0]))
+            return await self._resolved(conn, [WorkItem(*row[:8]) for row in rows])
 
-        rows = sorted(await self._run(op), key=lambda r: (r[8], r[0]))
-        return [WorkItem(*row[:8]) for row in rows]
+        return await self._run(op)
 
     async def complete_activities(
         self,
@@ -607,6 +664,7 @@ class PostgresStore(
     ) -> list[bool]:
         if not results:
             return []
+        results = self.payloads.within_limit(results)
         if any(r.appends for r in results):
             return await self._complete_mixed(results, now, eager)
         # Each (id, token) once: a repeat can never apply (the first deletes the item).
@@ -614,7 +672,14 @@ class PostgresStore(
         for k, r in enumerate(results):
             first.setdefault((r.work_item_id, r.lease_token), k)
         sent = list(first.values())
-        params = activity_params(self.hub, [results[k] for k in sent])
+        payloads = self.payloads.fork()
+        params = activity_params(
+            self.hub,
+            [
+                dataclasses.replace(r, message=payloads.message(r.message))
+                for r in (results[k] for k in sent)
+            ],
+        )
 
         async def op(conn: Conn) -> list[bool]:
             # One round trip: BEGIN, the fenced delete-and-enqueue, the eager lease of the
@@ -629,6 +694,9 @@ class PostgresStore(
                         lease_params = self._eager_params(eager, targets)
                         await lease.execute(eager_lease_sql(self._s), lease_params)
                         await inboxes.execute(leased_inboxes_sql(self._s), lease_params)
+                    if payloads.pending:
+                        async with conn.cursor() as put:
+                            await self._put_payloads(put, payloads.pending)
                 done = {sent[row[0] - 1] for row in await cur.fetchall()}
                 if eager is not None:
                     leased = await lease.fetchall()
@@ -685,6 +753,15 @@ class PostgresStore(
                 emptied.append((row[0], row[token_at]))
         if emptied:
             await self._release(conn, emptied)
+        records = [e.instance for e in episodes]
+        messages = [m for e in episodes for m in e.messages]
+        if large.refs(records) or large.refs(messages):
+            records = await self._resolved(conn, records)
+            by_id = {m.id: m for m in await self._resolved(conn, messages)}
+            episodes = [
+                LeasedEpisode(r, [by_id[m.id] for m in e.messages], e.lease_token)
+                for r, e in zip(records, episodes, strict=True)
+            ]
         return episodes
 
     async def _release(self, conn: Conn, leases: list[tuple[str, int]]) -> None:

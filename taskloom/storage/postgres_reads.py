@@ -20,12 +20,6 @@ from taskloom.models import FailureDetails, Status
 from taskloom.storage import large
 from taskloom.storage.base import InstanceQuery, InstanceRecord, QueryResult
 from taskloom.storage.postgres_batch import INSTANCE_COLUMNS
-from taskloom.storage.entity_rows import (
-    POSTGRES_NO_ENTITIES,
-    postgres_keep_busy_entities,
-    wants_entities,
-from taskloom.storage.postgres_batch import INSTANCE_COLUMNS
-)
 
 __all__ = ["PostgresReadsMixin", "instance_from_row"]
 
@@ -80,6 +74,7 @@ class PostgresReadsMixin:
         _s: str
 
         async def _run(self, op: Callable[[Conn], Awaitable[T]]) -> T: ...
+
     async def _resolved(self, conn: Conn, objs: list[T]) -> list[T]:
         """``objs`` with their large payload markers resolved, in one query."""
         digests = large.refs(objs)
@@ -92,7 +87,6 @@ class PostgresReadsMixin:
         )
         texts = {row[0]: large.decompress(row[1]) for row in await cur.fetchall()}
         return [large.resolve(obj, texts) for obj in objs]
-
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         async def op(conn: Conn) -> InstanceRecord | None:
@@ -141,7 +135,7 @@ class PostgresReadsMixin:
 
         found: dict[str, list[HistoryEvent]] = {i: [] for i in ids}
         for instance_id, event in await self._run(op):
-            found[instance_id].append(loads_event(event))
+            found[instance_id].append(event)
         return found
 
     def _filters(self, query: InstanceQuery) -> tuple[str, list[Any]]:
@@ -167,8 +161,6 @@ class PostgresReadsMixin:
             params.append(query.created_to)
         if query.parent_instance_id is not None:
             conds.append("parent_instance_id = %s")
-        if not wants_entities(query.instance_id_prefix):
-            conds.append(POSTGRES_NO_ENTITIES)  # entities (@name@key) are not orchestrations
             params.append(query.parent_instance_id)
         return "".join(f" AND {c}" for c in conds), params
 
@@ -193,8 +185,7 @@ class PostgresReadsMixin:
             page = [instance_from_row(r) for r in rows[:page_size]]
             return len(rows), await self._resolved(conn, page)
 
-        rows = await self._run(op)
-        records = [instance_from_row(r) for r in rows[:page_size]]
+        count, records = await self._run(op)
         token = None
         if count > page_size:
             last = records[-1]
@@ -203,7 +194,6 @@ class PostgresReadsMixin:
 
     async def purge_instances(
         self, query: InstanceQuery, instance_ids: Sequence[str] | None = None
-        where += f" AND {postgres_keep_busy_entities(self._s)}"
     ) -> int:
         where, params = self._filters(query)
         if instance_ids is not None:
@@ -223,10 +213,11 @@ class PostgresReadsMixin:
                 f"m AS (DELETE FROM {s}.messages WHERE hub = %s "
                 "AND instance_id IN (SELECT instance_id FROM gone)), "
                 f"w AS (DELETE FROM {s}.work_items WHERE hub = %s "
+                "AND instance_id IN (SELECT instance_id FROM gone)), "
+                f"p AS (DELETE FROM {s}.payloads WHERE hub = %s "
                 "AND instance_id IN (SELECT instance_id FROM gone)) "
                 "SELECT count(*) FROM gone",
-        where += f" AND {postgres_keep_busy_entities(self._s)}"
-                [self.hub, _TERMINAL, *params, self.hub, self.hub, self.hub],
+                [self.hub, _TERMINAL, *params, self.hub, self.hub, self.hub, self.hub],
             )
             row = await cur.fetchone()
             return int(row[0]) if row else 0

@@ -165,10 +165,10 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
         self.path = path
         self.hub = hub
         self.busy_timeout_ms = busy_timeout_ms
+        self.payloads = large.Payloads(payload_threshold, payload_limit)
         self._conn: sqlite3.Connection | None = None
         self._doorbell: Doorbell | None = None
         self._starts: list[tuple[NewInstance, asyncio.Future[Status | None]]] = []
-        self.payloads = large.Payloads(payload_threshold, payload_limit)
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, hub={self.hub!r})"
@@ -391,7 +391,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
         # Leftovers of a previous instance with this id must not leak into the new one.
         if row is not None:
             self._delete_in(conn, _INSTANCE_DATA, [new.record.instance_id])
-        conn.execute(_UPSERT_RECORD, codec.record_params(self.hub, new.record))
+        conn.execute(_UPSERT_RECORD, self._record_params(new.record))
         self._insert_messages(conn, [new.start])
         return None
 
@@ -401,7 +401,6 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
         conn.executemany(
             _Q["insert_message"],
             [
-        ensure_sqlite(conn, self.hub, messages, codec.us)  # entities exist once addressed
                 {
                     "hub": self.hub,
                     "instance_id": m.instance_id,
@@ -495,6 +494,12 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
                 )
                 for row in rows:
                     histories[row[0]].append(loads_event(row[1]))
+            if any(large.refs(events) for events in histories.values()):
+                flat = self._resolved(conn, [e for events in histories.values() for e in events])
+                position = 0
+                for events in histories.values():
+                    events[:] = flat[position : position + len(events)]
+                    position += len(events)
         return histories
 
     async def query_instances(
@@ -533,21 +538,16 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
                 for chunk in codec.chunks(list(dict.fromkeys(instance_ids))):
                     in_chunk = f"{sql} AND instance_id IN ({codec.marks(len(chunk))})"
                     doomed += [r[0] for r in conn.execute(in_chunk, (*params, *chunk))]
-            self._delete_in(conn, (*_INSTANCE_DATA, "instances"), doomed)
+            self._delete_in(conn, (*_INSTANCE_DATA, "instances"), doomed)  # payloads too
         return len(doomed)
 
     # -- orchestration episodes -----------------------------------------------------
 
     async def lease_episodes(
-        self,
-        now: datetime,
-        limit: int,
-        lease_for: float,
-        owner: str,
-        versions: VersionFilter | None = None,
+        self, now: datetime, limit: int, lease_for: float, owner: str
     ) -> list[LeasedEpisode]:
         at = codec.us(now)
-        params = (self.hub, at, at, *_version_params(versions), limit)
+        params = (self.hub, at, at, limit)
         # Look without the writer lock first, so idle pollers never queue on it.
         if limit < 1 or not self._scalar("look for work", _Q["episode_candidates"], params):
             return []
@@ -579,6 +579,15 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
             (self.hub, at, *leased),
         ):
             inboxes[row["instance_id"]].append(codec.message(row))
+        records = [record for record, _ in leased.values()]
+        messages = [m for inbox in inboxes.values() for m in inbox]
+        if large.refs(records) or large.refs(messages):
+            records = self._resolved(conn, records)
+            by_id = {m.id: m for m in self._resolved(conn, messages)}
+            for iid, record in zip(leased, records, strict=True):
+                leased[iid] = (record, leased[iid][1])
+            for inbox in inboxes.values():
+                inbox[:] = [by_id[m.id] for m in inbox]
         return [LeasedEpisode(record, inboxes[i], token) for i, (record, token) in leased.items()]
 
     async def complete_episodes(
@@ -589,15 +598,6 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
     ) -> list[bool]:
         if not commits:
             return []
-        records = [record for record, _ in leased.values()]
-        messages = [m for inbox in inboxes.values() for m in inbox]
-        if large.refs(records) or large.refs(messages):
-            records = self._resolved(conn, records)
-            by_id = {m.id: m for m in self._resolved(conn, messages)}
-            for iid, record in zip(leased, records, strict=True):
-                leased[iid] = (record, leased[iid][1])
-            for inbox in inboxes.values():
-                inbox[:] = [by_id[m.id] for m in inbox]
         # One transaction for the batch (one lock round and one WAL commit); each commit
         # checks its fence before writing anything, so a lost lease skips only itself.
         with self._write("complete episodes") as conn:
@@ -655,7 +655,8 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
         return True
 
     def _work_row(self, w: NewWorkItem, visible_at: int, attempt: int) -> tuple[Any, ...]:
-        return (self.hub, w.instance_id, w.execution_id, w.task_id, w.name, w.input,
+        stored = self.payloads.text(w.instance_id, w.input, f"input of activity {w.name!r}")
+        return (self.hub, w.instance_id, w.execution_id, w.task_id, w.name, stored,
                 visible_at, attempt)  # fmt: skip
 
     def _insert_work(self, conn: sqlite3.Connection, work: Sequence[NewWorkItem]) -> None:
@@ -704,9 +705,10 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
                     f"WHERE hub = ? AND id IN ({codec.marks(len(chunk))}) RETURNING *",
                     (owner, expires, expires, self.hub, *chunk),
                 ).fetchall()
-        position = {work_item_id: n for n, work_item_id in enumerate(ids)}
-        rows.sort(key=lambda r: position[r["id"]])
-        return [WorkItem(**{f.name: r[f.name] for f in fields(WorkItem)}) for r in rows]
+            position = {work_item_id: n for n, work_item_id in enumerate(ids)}
+            rows.sort(key=lambda r: position[r["id"]])
+            items = [WorkItem(**{f.name: r[f.name] for f in fields(WorkItem)}) for r in rows]
+            return self._resolved(conn, items)
 
     async def complete_activities(
         self,
@@ -716,6 +718,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
     ) -> list[bool]:
         done: list[bool] = []
         appended = False
+        results = self.payloads.within_limit(results)
         with self._write("complete activities") as conn:
             for result in results:
                 params = (self.hub, result.work_item_id, result.lease_token)

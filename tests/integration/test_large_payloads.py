@@ -130,7 +130,7 @@ async def test_ten_megabytes_through_activities_events_and_orchestrations(
     raw_total = sum(size for size, _ in payloads)
     packed_total = sum(packed for _, packed in payloads)
     assert raw_total > 4 * TEN_MB and packed_total * 3 < raw_total
-    print(  # noqa: T201 - the figures of docs/architecture.md
+    print(  # the figures of docs/architecture.md
         f"\n[{type(store).__name__}] 10 MB round trip {elapsed:.2f} s; history row max "
         f"{sizes['history']} B; payloads {raw_total:,} B -> {packed_total:,} B "
         f"(ratio {raw_total / packed_total:.2f})"
@@ -142,7 +142,7 @@ async def test_ten_megabytes_through_activities_events_and_orchestrations(
 
 
 async def test_values_above_the_limit_fail_clearly(big: tuple[Store, tl.AsyncClient]) -> None:
-    store, client = big
+    _, client = big
     huge = "y" * (32 * 1024 * 1024)
     with pytest.raises(tl.PayloadTooLargeError, match=r"33,554,434 bytes .* limit of 33,554,432"):
         await client.start_new("roundtrip", huge, instance_id="huge")
