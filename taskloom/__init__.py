@@ -13,6 +13,13 @@ from taskloom.client import AsyncClient, Client
 from taskloom.cloudevents.event import CloudEvent
 from taskloom.context import OrchestrationContext
 from taskloom.converter import DataConverter
+from taskloom.entities.context import Entity, EntityContext
+from taskloom.entities.records import (
+    CleanEntityStorageResult,
+    EntityId,
+    EntityMetadata,
+    EntityStateResponse,
+)
 from taskloom.errors import (
     ConfigurationError,
     InstanceExistsError,
@@ -57,11 +64,17 @@ __all__ = [  # noqa: RUF022 (plain sorted order, as test_public_api checks)
     "AppendResult",
     "AsyncClient",
     "AsyncEventStore",
+    "CleanEntityStorageResult",
     "Client",
     "CloudEvent",
     "ConfigurationError",
     "DataConverter",
     "DeadLetter",
+    "Entity",
+    "EntityContext",
+    "EntityId",
+    "EntityMetadata",
+    "EntityStateResponse",
     "EventFilter",
     "EventStore",
     "FailureDetails",

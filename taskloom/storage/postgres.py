@@ -88,6 +88,7 @@ from taskloom.storage.base import (
     result_kinds,
     timed,
 )
+from taskloom.storage.entity_rows import ensure_postgres
 from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.postgres_batch import (
     INSTANCE_COLUMNS,
@@ -338,6 +339,7 @@ class PostgresStore(
     async def _insert_messages(self, cur: Cur, messages: Sequence[Message]) -> None:
         if not messages:
             return
+        await ensure_postgres(cur, self._s, self.hub, messages)  # entities exist once addressed
         payloads = self.payloads.fork()
         messages = [payloads.message(m) for m in messages]
         await cur.execute(
@@ -528,6 +530,8 @@ class PostgresStore(
                 eager.leased.clear()  # a retried attempt starts over
             async with conn.pipeline():
                 async with conn.transaction():
+                    sent = [m for c in commits for m in c.messages]
+                    await ensure_postgres(conn, self._s, self.hub, sent)
                     fenced: list[tuple[list[int], Cur]] = []
                     for n, batch in enumerate(rounds):
                         cur = conn.cursor()

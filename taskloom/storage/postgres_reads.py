@@ -19,6 +19,11 @@ from taskloom.history import HistoryEvent, loads_event
 from taskloom.models import FailureDetails, Status
 from taskloom.storage import large
 from taskloom.storage.base import InstanceQuery, InstanceRecord, QueryResult
+from taskloom.storage.entity_rows import (
+    POSTGRES_NO_ENTITIES,
+    postgres_keep_busy_entities,
+    wants_entities,
+)
 from taskloom.storage.postgres_batch import INSTANCE_COLUMNS
 
 __all__ = ["PostgresReadsMixin", "instance_from_row"]
@@ -162,6 +167,8 @@ class PostgresReadsMixin:
         if query.parent_instance_id is not None:
             conds.append("parent_instance_id = %s")
             params.append(query.parent_instance_id)
+        if not wants_entities(query.instance_id_prefix):
+            conds.append(POSTGRES_NO_ENTITIES)  # entities (@name@key) are not orchestrations
         return "".join(f" AND {c}" for c in conds), params
 
     async def query_instances(
@@ -196,6 +203,7 @@ class PostgresReadsMixin:
         self, query: InstanceQuery, instance_ids: Sequence[str] | None = None
     ) -> int:
         where, params = self._filters(query)
+        where += f" AND {postgres_keep_busy_entities(self._s)}"
         if instance_ids is not None:
             if not instance_ids:
                 return 0

@@ -59,6 +59,7 @@ from taskloom.storage.base import (
     timed,
 )
 from taskloom.storage.doorbell import Doorbell
+from taskloom.storage.entity_rows import SQLITE_KEEP_BUSY_ENTITIES, ensure_sqlite
 from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.sqlite_events import SqliteEventsMixin
 from taskloom.storage.sqlite_host import SqliteHostMixin
@@ -398,6 +399,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
     def _insert_messages(self, conn: sqlite3.Connection, messages: Sequence[Message]) -> None:
         if not messages:
             return
+        ensure_sqlite(conn, self.hub, messages, codec.us)  # entities exist once addressed
         conn.executemany(
             _Q["insert_message"],
             [
@@ -529,6 +531,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
         clauses, params = codec.where(self.hub, query)
         clauses.append(f"status IN ({codec.marks(len(_TERMINAL))})")
         params.extend(_TERMINAL)
+        clauses.append(SQLITE_KEEP_BUSY_ENTITIES)
         sql = f"SELECT instance_id FROM instances WHERE {' AND '.join(clauses)}"
         with self._write("purge instances") as conn:
             if instance_ids is None:
