@@ -72,6 +72,9 @@ class App:
         self.converter = converter or default_converter
         self.activities: dict[str, Activity] = {}
         self.orchestrators: dict[str, Callable[[OrchestrationContext], Any]] = {}
+        # Entities by lower-cased name: a function taking the EntityContext, or an
+        # ``Entity`` subclass (see docs/entities.md).
+        self.entities: dict[str, EntityFunction | type[Entity]] = {}
         self.schedules: dict[str, Schedule] = {}
         self.queue_triggers: dict[str, QueueTrigger] = {}
         self.projections: dict[str, ProjectionSpec] = {}
@@ -80,9 +83,6 @@ class App:
         self._router: APIRouter | None = None
         self._limits = {
             "max_concurrent_activities": max_concurrent_activities,
-        # Entities by lower-cased name: a function taking the EntityContext, or an
-        # ``Entity`` subclass (see docs/entities.md).
-        self.entities: dict[str, EntityFunction | type[Entity]] = {}
             "max_concurrent_orchestrations": max_concurrent_orchestrations,
         }
         self._services: dict[str, Any] = {}
@@ -145,14 +145,6 @@ class App:
 
         return register(fn) if fn is not None else register
 
-    def schedule(
-        self,
-        cron: str | None = None,
-        *,
-        every: timedelta | None = None,
-        name: str | None = None,
-        missed: str = "run_once",
-    ) -> Callable[[F], F]:
     @overload
     def entity(self, fn: F) -> F: ...
     @overload
@@ -179,6 +171,14 @@ class App:
 
         return register(fn) if fn is not None else register
 
+    def schedule(
+        self,
+        cron: str | None = None,
+        *,
+        every: timedelta | None = None,
+        name: str | None = None,
+        missed: str = "run_once",
+    ) -> Callable[[F], F]:
         """Run the handler ``(client, scheduled_time)`` on a schedule, once per tick
         across all hosts: a six-field NCRONTAB (seconds first), a five-field cron, or
         ``every=timedelta``. ``missed="run_once"`` runs one late tick after downtime and

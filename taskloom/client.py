@@ -137,6 +137,11 @@ class AsyncClient(AsyncTopicsMixin, AsyncEntitiesMixin):
     ) -> NewInstance:
         """The rows of a new instance (nothing is written)."""
         iid = instance_id or uuid.uuid4().hex
+        if is_entity_id(iid):
+            raise ValueError(
+                f"instance id {iid!r} starts with '@', which marks entities (@name@key); "
+                "choose another id for an orchestration"
+            )
         now = self.clock.now()
         eid = uuid.uuid4().hex
         record = InstanceRecord(
@@ -144,11 +149,6 @@ class AsyncClient(AsyncTopicsMixin, AsyncEntitiesMixin):
             execution_id=eid,
             name=name,
             status=Status.PENDING,
-        if is_entity_id(iid):
-            raise ValueError(
-                f"instance id {iid!r} starts with '@', which marks entities (@name@key); "
-                "choose another id for an orchestration"
-            )
             created_at=now,
             updated_at=now,
             version=version,

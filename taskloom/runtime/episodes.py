@@ -163,6 +163,8 @@ def _commit(
     out = _Outbox(history=list(result.applied))
     for action in result.actions:
         _apply_action(action, rec, out, now)
+    for target, name, body in result.entity_messages:  # lock releases (docs/entities.md)
+        out.messages.append(Message(target, h.EventRaised(now, name=name, input=body), AT_ONCE))
     status = result.status
     updates: dict[str, object] = {
         "status": status,
@@ -175,8 +177,6 @@ def _commit(
         _finish(rec, history, result, out, now)
         updates.update(output=result.output, failure=result.failure, completed_at=now)
     # ``history`` is extended in place rather than copied: it is either freshly loaded or
-    for target, name, body in result.entity_messages:  # lock releases (docs/entities.md)
-        out.messages.append(Message(target, h.EventRaised(now, name=name, input=body), AT_ONCE))
     # the worker's cached list, which is dropped if this commit does not apply. Copying
     # it would make every episode cost O(history) and long orchestrations quadratic.
     history.extend(out.history)
