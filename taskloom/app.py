@@ -16,6 +16,7 @@ from taskloom.errors import ConfigurationError
 from taskloom.events.projection import ProjectionSpec
 from taskloom.events.subscription import SubscriptionSpec
 from taskloom.topics.specs import EventTriggerSpec
+from taskloom.versioning import VersionPolicy
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -63,12 +64,19 @@ class App:
         converter: DataConverter | None = None,
         max_concurrent_activities: int | None = None,
         max_concurrent_orchestrations: int | None = None,
+        version: str | None = None,
+        default_version: str | None = None,
+        version_match: str = "any",
+        version_mismatch: str = "wait",
     ) -> None:
         if not name or not all(c.isalnum() or c in "-_" for c in name):
             raise ConfigurationError(
                 f"invalid app name {name!r}: use letters, digits, '-' and '_' (it names the hub)"
             )
         self.name = name
+        # What this app's workers run and stamp on what they start (docs/semantics.md,
+        # "Versioning"); validated here, so a bad policy fails at import.
+        self.versioning = VersionPolicy(version, default_version, version_match, version_mismatch)
         self.converter = converter or default_converter
         self.activities: dict[str, Activity] = {}
         self.orchestrators: dict[str, Callable[[OrchestrationContext], Any]] = {}
@@ -461,6 +469,7 @@ class App:
             hub=self.name,
             converter=self.converter,
             projections=list(self.projections.values()),
+            default_version=self.versioning.start_version,
         )
 
     def run(self, store_url: str = "sqlite:///taskloom.db", **options: Any) -> None:

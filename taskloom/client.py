@@ -30,6 +30,7 @@ from taskloom.storage import Store, open_store
 from taskloom.storage.base import AT_ONCE, InstanceQuery, InstanceRecord, Message, NewInstance
 from taskloom.storage.host_base import HostStore, QueueMessage, ScheduleRecord
 from taskloom.topics.client_api import AsyncTopicsMixin, TopicsMixin
+from taskloom.versioning import check_version
 from taskloom.waiting import IdleHook, InstanceWatcher
 
 T = TypeVar("T")
@@ -49,8 +50,12 @@ class AsyncClient(AsyncTopicsMixin, AsyncEntitiesMixin):
         clock: Clock | None = None,
         base_url: str | None = None,
         projections: Sequence[ProjectionSpec] = (),
+        default_version: str | None = None,
     ) -> None:
         self.store = open_store(store, hub=hub) if isinstance(store, str) else store
+        #: The version of starts that name none (an app's ``default_version``, else its
+        #: ``version``; see ``docs/semantics.md``, "Versioning").
+        self.default_version = default_version
         self._projections = tuple(projections)
         self._events: AsyncEventStore | None = None
         self.base_url = base_url
@@ -102,9 +107,11 @@ class AsyncClient(AsyncTopicsMixin, AsyncEntitiesMixin):
         start_at: datetime | None = None,
         version: str | None = None,
     ) -> str:
-        """Start orchestration ``name``; return its instance id (random when not given)."""
+        """Start orchestration ``name``; return its instance id (random when not given).
+        Without ``version`` the instance gets the client's ``default_version``."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"orchestration name must be a non-empty string, got {name!r}")
+        version = check_version(version) or self.default_version
         if start_at is not None and start_at.tzinfo is None:
             raise ValueError("start_at must be an aware datetime (e.g. datetime.now(UTC))")
         text = (
@@ -468,6 +475,7 @@ class Client(TopicsMixin, EntitiesMixin):
         clock: Clock | None = None,
         base_url: str | None = None,
         projections: Sequence[ProjectionSpec] = (),
+        default_version: str | None = None,
         _async: AsyncClient | None = None,
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
@@ -483,6 +491,7 @@ class Client(TopicsMixin, EntitiesMixin):
             clock=clock,
             base_url=base_url,
             projections=projections,
+            default_version=default_version,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(

@@ -96,6 +96,7 @@ class TestEnv:
             converter=self.app.converter,
             clock=self.clock,
             projections=list(self.app.projections.values()),
+            default_version=self.app.versioning.start_version,
         )
         self.async_client._opened = True
         self.worker = Worker(

@@ -47,7 +47,12 @@ class BufferedClient(AsyncClient):
     """An :class:`AsyncClient` whose starts and messages wait for the checkpoint."""
 
     def __init__(self, base: AsyncClient, effects: Effects) -> None:
-        super().__init__(base.store, converter=base.converter, clock=base.clock)
+        super().__init__(
+            base.store,
+            converter=base.converter,
+            clock=base.clock,
+            default_version=base.default_version,
+        )
         self._opened = True
         self.base_url = base.base_url
         self._effects = effects

@@ -61,9 +61,12 @@ def plan_episode(
     cached: OrchestrationRun | None,
     new_run: RunFactory,
     now: datetime,
+    *,
+    sub_version: str | None = None,
 ) -> Planned:
     """Decide what one episode writes. ``cached`` is a run that has seen ``history``;
-    ``new_run(instance_id)`` makes a fresh one."""
+    ``new_run(instance_id)`` makes a fresh one. Sub-orchestrations started without a
+    version get ``sub_version`` (the app's default version, else its version)."""
     rec = episode.instance
     consumed = [m.id for m in episode.messages]
     current = [
@@ -73,7 +76,7 @@ def plan_episode(
         if rec.status is Status.FAILED and any(
             isinstance(m.event, h.ExecutionRewound) for m in current
         ):
-            return _rewind(episode, history, new_run, now, consumed)
+            return _rewind(episode, history, new_run, now, consumed, sub_version)
         return Planned(EpisodeCommit(rec, episode.lease_token, consumed))
     started = not history and any(isinstance(m.event, h.ExecutionStarted) for m in current)
     if not history and not started:
@@ -86,7 +89,9 @@ def plan_episode(
     else:
         past = history[run.processed :]
     result = run.execute(past, [h.OrchestratorStarted(timestamp=now), *events])
-    return _commit(episode, history, run, result, now, consumed, replace=False)
+    return _commit(
+        episode, history, run, result, now, consumed, replace=False, sub_version=sub_version
+    )
 
 
 def _rewind(
@@ -95,6 +100,7 @@ def _rewind(
     new_run: RunFactory,
     now: datetime,
     consumed: list[int],
+    sub_version: str | None = None,
 ) -> Planned:
     rewound = rewind_history(history)
     reason = next(
@@ -104,7 +110,9 @@ def _rewind(
     run = new_run(episode.instance.instance_id)
     new = [h.OrchestratorStarted(timestamp=now), h.ExecutionRewound(timestamp=now, reason=reason)]
     result = run.execute(rewound.history, new)
-    planned = _commit(episode, rewound.history, run, result, now, consumed, replace=True)
+    planned = _commit(
+        episode, rewound.history, run, result, now, consumed, replace=True, sub_version=sub_version
+    )
     # Each failed child is rewound too; it reports to this parent again when it completes.
     rewinds = [
         Message(child, h.ExecutionRewound(timestamp=now, reason=reason), AT_ONCE)
@@ -158,10 +166,14 @@ def _commit(
     consumed: list[int],
     *,
     replace: bool,
+    sub_version: str | None = None,
 ) -> Planned:
     rec = episode.instance
     out = _Outbox(history=list(result.applied))
     for action in result.actions:
+        if isinstance(action, CreateSubOrchestration) and not action.version and sub_version:
+            # Recorded with the version it got (replay does not compare versions).
+            action = dataclasses.replace(action, version=sub_version)
         _apply_action(action, rec, out, now)
     for target, name, body in result.entity_messages:  # lock releases (docs/entities.md)
         out.messages.append(Message(target, h.EventRaised(now, name=name, input=body), AT_ONCE))
@@ -320,5 +332,54 @@ def _continue_as_new(
     )
     commit = EpisodeCommit(
         instance, episode.lease_token, consumed, (), replace_history=True, messages=messages
+    )
+    return Planned(commit)
+
+
+def plan_version_failure(
+    episode: LeasedEpisode,
+    history: list[h.HistoryEvent],
+    failure: FailureDetails,
+    now: datetime,
+) -> Planned:
+    """Fail an instance whose version this worker may not run (``version_mismatch="fail"``):
+    its messages are consumed, its history ends with the failure, and a parent hears of it
+    as of any failed sub-orchestration."""
+    rec = episode.instance
+    consumed = [m.id for m in episode.messages]
+    current = [
+        m for m in episode.messages if m.execution_id is None or m.execution_id == rec.execution_id
+    ]
+    added: list[h.HistoryEvent] = [h.OrchestratorStarted(now)]
+    if not history:
+        start = [m.event for m in current if isinstance(m.event, h.ExecutionStarted)]
+        if not start:  # a scheduled start not yet due: it fails when it comes
+            return _defer_until_start(episode, now, consumed)
+        added.append(start[0])
+    added.append(h.ExecutionCompleted(now, status=Status.FAILED, failure=failure))
+    messages: list[Message] = []
+    started = _started_event(history) or _started_event(added)
+    if started is not None and started.parent is not None:
+        parent = started.parent
+        done = h.SubOrchestrationInstanceFailed(
+            now, task_scheduled_id=parent.task_scheduled_id, failure=failure
+        )
+        messages.append(Message(parent.instance_id, done, AT_ONCE, parent.execution_id or None))
+    instance = dataclasses.replace(
+        rec,
+        status=Status.FAILED,
+        failure=failure,
+        output=None,
+        updated_at=now,
+        completed_at=now,
+        history_len=len(history) + len(added),
+    )
+    commit = EpisodeCommit(
+        instance,
+        episode.lease_token,
+        consumed,
+        added,
+        messages=messages,
+        prior_status=rec.status,
     )
     return Planned(commit)

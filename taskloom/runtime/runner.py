@@ -40,7 +40,9 @@ async def serve_worker(
         from taskloom.client import AsyncClient
         from taskloom.events.runner import ConsumerRunner
 
-        client = AsyncClient(store, converter=app.converter)
+        client = AsyncClient(
+            store, converter=app.converter, default_version=app.versioning.start_version
+        )
         client._opened = True
         # Partition leases last as long as the worker's, so a killed worker's
         # partitions are taken over as soon as its episodes are.
@@ -53,7 +55,9 @@ async def serve_worker(
         from taskloom.client import AsyncClient
         from taskloom.topics.runner import TopicRunner
 
-        topic_client = AsyncClient(store, converter=app.converter)
+        topic_client = AsyncClient(
+            store, converter=app.converter, default_version=app.versioning.start_version
+        )
         topic_client._opened = True
         topics = TopicRunner(
             app,

@@ -28,7 +28,7 @@ from taskloom.core.executor import OrchestrationRun
 from taskloom.entities.episodes import plan_entity_episode
 from taskloom.entities.records import is_entity_id
 from taskloom.runtime.activities import run_activity
-from taskloom.runtime.episodes import Planned, plan_episode
+from taskloom.runtime.episodes import Planned, plan_episode, plan_version_failure
 from taskloom.storage.base import (
     ACTIVITIES,
     EPISODES,
@@ -38,6 +38,7 @@ from taskloom.storage.base import (
     EagerEpisodes,
     LeasedEpisode,
     Store,
+    VersionFilter,
     WorkItem,
 )
 
@@ -90,8 +91,15 @@ class Worker:
         # The client activities get as the built-in ``client`` service; the host passes
         # its own (which knows the HTTP base URL for links).
         self.client = client or AsyncClient(
-            store, store.hub, converter=app.converter, clock=self.clock
+            store,
+            store.hub,
+            converter=app.converter,
+            clock=self.clock,
+            default_version=app.versioning.start_version,
         )
+        # Versions seen on instances this worker may not run and leaves for another
+        # (version_mismatch="wait"): later leases skip them (see _versions).
+        self._foreign: set[str] = set()
         self._clients: tuple[AsyncClient, Client] | None = None
         self.options = options or WorkerOptions()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -200,7 +208,11 @@ class Worker:
         self._planning += 1
         try:
             episodes = await self.store.lease_episodes(
-                now, opts.max_concurrent_orchestrations, opts.lease_for, self.owner
+                now,
+                opts.max_concurrent_orchestrations,
+                opts.lease_for,
+                self.owner,
+                self._versions(),
             )
             if episodes:
                 await self._run_or_release(episodes)
@@ -233,7 +245,46 @@ class Worker:
         finally:
             self._planning -= 1
 
+    def _versions(self) -> VersionFilter | None:
+        """What leases may take: with version_mismatch="wait", only instances this
+        worker may run (exactly its version, or none of the foreign versions seen)."""
+        policy = self.app.versioning
+        if not policy.filters:
+            return None
+        if policy.match == "exact":
+            return VersionFilter(only=policy.version or "")
+        return VersionFilter(excluded=frozenset(self._foreign))
+
+    async def _foreign_episodes(self, episodes: list[LeasedEpisode]) -> list[LeasedEpisode]:
+        """Release (mismatch "wait") the episodes of instances whose version this worker
+        may not run; return the rest. Failing them (mismatch "fail") is planned later."""
+        policy = self.app.versioning
+        if policy.match == "any" or policy.mismatch != "wait":
+            return episodes
+        mine: list[LeasedEpisode] = []
+        for episode in episodes:
+            rec = episode.instance
+            if _versioned(rec.instance_id) and not policy.may_run(rec.version):
+                if len(self._foreign) < 10_000:
+                    self._foreign.add(rec.version or "")
+                log.info(
+                    "instance %r has version %r, which this worker (version %r, "
+                    "version_match=%r) leaves for another worker",
+                    rec.instance_id,
+                    rec.version,
+                    policy.version,
+                    policy.match,
+                )
+                self._cache.pop(rec.instance_id, None)
+                await self.store.abandon_episode(rec.instance_id, episode.lease_token)
+            else:
+                mine.append(episode)
+        return mine
+
     async def _run_episodes(self, episodes: list[LeasedEpisode]) -> None:
+        episodes = await self._foreign_episodes(episodes)
+        if not episodes:
+            return
         histories = await self._histories(episodes)
         planned: dict[str, Planned] = {}
         for episode in episodes:
@@ -292,6 +343,16 @@ class Worker:
         return cached
 
     def _plan(self, episode: LeasedEpisode, history: list[h.HistoryEvent]) -> Planned:
+        rec, policy = episode.instance, self.app.versioning
+        if (
+            not rec.status.is_terminal
+            and _versioned(rec.instance_id)
+            and not policy.may_run(rec.version)
+        ):
+            failure = policy.mismatch_failure(rec.instance_id, rec.version)
+            log.warning("failing instance %r: %s", rec.instance_id, failure.message)
+            self._cache.pop(rec.instance_id, None)
+            return plan_version_failure(episode, history, failure, self.clock.now())
         if is_entity_id(episode.instance.instance_id):
             return self._plan_entity(episode)
         cached = self._cached(episode)
@@ -301,6 +362,7 @@ class Worker:
             cached.run if cached else None,
             self._new_run,
             self.clock.now(),
+            sub_version=self.app.versioning.start_version,
         )
 
     def _plan_entity(self, episode: LeasedEpisode) -> Planned:
@@ -392,7 +454,7 @@ class Worker:
         now = self.clock.now()
         eager = None
         if opts.eager and not self._stopping:
-            eager = EagerEpisodes(self.owner, now, opts.lease_for)
+            eager = EagerEpisodes(self.owner, now, opts.lease_for, versions=self._versions())
         try:
             applied = await self.store.complete_activities(batch, now, eager)
         except BaseException:
@@ -447,6 +509,12 @@ class Worker:
         except TimeoutError:
             if timers:  # a poll, or a timer came due: look again
                 self._timers_dirty = True
+
+
+def _versioned(instance_id: str) -> bool:
+    """Orchestrations have versions; entities (ids ``@name@key``) do not, and every
+    worker runs them."""
+    return not instance_id.startswith("@")
 
 
 def _log_crash(task: asyncio.Task[Any]) -> None:

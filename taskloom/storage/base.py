@@ -203,6 +203,20 @@ class EagerEpisodes:
     now: datetime
     lease_for: float
     leased: list[LeasedEpisode] = field(default_factory=list)
+    #: Which instances the worker may lease, by version (see :class:`VersionFilter`).
+    versions: VersionFilter | None = None
+
+
+@dataclass(frozen=True)
+class VersionFilter:
+    """Which instances :meth:`Store.lease_episodes` may lease, by their version (``None``
+    and ``""`` are the same, no version): only those of version ``only`` when it is set
+    (``""`` for unversioned ones), and none of a version in ``excluded``. Workers whose
+    policy waits for another worker pass one, so they do not lease and release foreign
+    instances over and over (see ``docs/semantics.md``, "Versioning")."""
+
+    only: str | None = None
+    excluded: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -331,9 +345,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def lease_episodes(
-        self, now: datetime, limit: int, lease_for: float, owner: str
+        self,
+        now: datetime,
+        limit: int,
+        lease_for: float,
+        owner: str,
+        versions: VersionFilter | None = None,
     ) -> list[LeasedEpisode]:
-        """Lease up to ``limit`` instances that have visible messages and no live lease."""
+        """Lease up to ``limit`` instances that have visible messages and no live lease
+        (and, with ``versions``, a version it admits)."""
 
     @abc.abstractmethod
     async def load_histories(self, instance_ids: Sequence[str]) -> dict[str, list[HistoryEvent]]:

@@ -82,6 +82,7 @@ from taskloom.storage.base import (
     Message,
     NewInstance,
     Store,
+    VersionFilter,
     WorkItem,
     child_conflict_message,
     commit_kinds,
@@ -105,6 +106,7 @@ from taskloom.storage.postgres_batch import (
     lease_episodes_sql,
     leased_inboxes_sql,
     record_values,
+    version_params,
 )
 from taskloom.storage.postgres_events import PostgresEventsMixin
 from taskloom.storage.postgres_host import PostgresHostMixin
@@ -475,7 +477,12 @@ class PostgresStore(
     # -- orchestration episodes -----------------------------------------------------
 
     async def lease_episodes(
-        self, now: datetime, limit: int, lease_for: float, owner: str
+        self,
+        now: datetime,
+        limit: int,
+        lease_for: float,
+        owner: str,
+        versions: VersionFilter | None = None,
     ) -> list[LeasedEpisode]:
         if limit < 1:
             return []
@@ -488,6 +495,7 @@ class PostgresStore(
             "scan": max(limit * 8, 1000),
             "owner": owner,
             "expires": expires,
+            **version_params(versions),
         }
 
         async def op(conn: Conn) -> list[LeasedEpisode]:
@@ -735,6 +743,7 @@ class PostgresStore(
             "now": eager.now,
             "owner": eager.owner,
             "expires": eager.now + timedelta(seconds=eager.lease_for),
+            **version_params(eager.versions),
         }
 
     async def _with_inboxes(

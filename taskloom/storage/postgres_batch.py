@@ -28,6 +28,7 @@ from taskloom.storage.base import (
     EpisodeCommit,
     Message,
     NewInstance,
+    VersionFilter,
 )
 
 INSTANCE_COLUMNS = (
@@ -213,6 +214,22 @@ def commit_params(
 # -- leases ------------------------------------------------------------------------------
 
 
+#: The version condition of the episode leases (a ``VersionFilter`` as ``version_params``).
+#: Entities (ids ``@name@key``) have no version and are run by every worker.
+VERSION_ADMITS = (
+    "(left({alias}.instance_id, 1) = '@' OR ("
+    "(%(only)s::text IS NULL OR COALESCE({alias}.version, '') = %(only)s::text) "
+    "AND COALESCE({alias}.version, '') <> ALL(%(excluded)s::text[])))"
+)
+
+
+def version_params(versions: VersionFilter | None) -> dict[str, Any]:
+    """The parameters of :data:`VERSION_ADMITS`."""
+    if versions is None:
+        return {"only": None, "excluded": []}
+    return {"only": versions.only, "excluded": sorted(versions.excluded)}
+
+
 def lease_episodes_sql(s: str) -> str:
     """Lease up to ``limit`` free instances with visible messages, oldest message first.
 
@@ -231,6 +248,7 @@ WITH ready AS (
             ON o.hub = m.hub AND o.instance_id = m.instance_id
         WHERE m.hub = %(hub)s AND m.visible_at <= %(now)s
             AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= %(now)s)
+            AND {VERSION_ADMITS.format(alias="o")}
         ORDER BY m.visible_at LIMIT %(scan)s
     ) oldest GROUP BY instance_id
 ), picked AS (
@@ -267,6 +285,7 @@ WITH picked AS (
     SELECT o.instance_id FROM {s}.instances o
     WHERE o.hub = %(hub)s AND o.instance_id = ANY(%(ids)s::text[])
         AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= %(now)s)
+        AND {VERSION_ADMITS.format(alias="o")}
         AND EXISTS (SELECT 1 FROM {s}.messages v WHERE v.hub = %(hub)s
                     AND v.instance_id = o.instance_id AND v.visible_at <= %(now)s)
     ORDER BY o.instance_id FOR UPDATE SKIP LOCKED

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import re
 import sqlite3
@@ -51,6 +52,7 @@ from taskloom.storage.base import (
     NewWorkItem,
     QueryResult,
     Store,
+    VersionFilter,
     WorkItem,
     child_conflict_message,
     commit_kinds,
@@ -547,10 +549,15 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
     # -- orchestration episodes -----------------------------------------------------
 
     async def lease_episodes(
-        self, now: datetime, limit: int, lease_for: float, owner: str
+        self,
+        now: datetime,
+        limit: int,
+        lease_for: float,
+        owner: str,
+        versions: VersionFilter | None = None,
     ) -> list[LeasedEpisode]:
         at = codec.us(now)
-        params = (self.hub, at, at, limit)
+        params = (self.hub, at, at, *_version_params(versions), limit)
         # Look without the writer lock first, so idle pollers never queue on it.
         if limit < 1 or not self._scalar("look for work", _Q["episode_candidates"], params):
             return []
@@ -757,6 +764,10 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
 
     def _lease_free(self, conn: sqlite3.Connection, ids: list[str], eager: EagerEpisodes) -> None:
         at = codec.us(eager.now)
+        if eager.versions is not None and ids:
+            params = (self.hub, json.dumps(ids), *_version_params(eager.versions))
+            admitted = {r[0] for r in conn.execute(_Q["version_admitted"], params)}
+            ids = [i for i in ids if i in admitted]
         for chunk in codec.chunks(ids):
             leased = self._lease_instances(conn, chunk, at, eager.lease_for, eager.owner)
             eager.leased += [e for e in leased if e.messages]
@@ -780,3 +791,10 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
     async def has_runnable(self, now: datetime) -> bool:
         params = {"hub": self.hub, "now": codec.us(now)}
         return bool(self._scalar("look for work", _Q["has_runnable"], params))
+
+
+def _version_params(versions: VersionFilter | None) -> tuple[str | None, str | None, str]:
+    """The parameters of a query's version condition (see ``episode_candidates``)."""
+    if versions is None:
+        return None, None, "[]"
+    return versions.only, versions.only, json.dumps(sorted(versions.excluded))

@@ -42,9 +42,20 @@ UPDATE taskloom_counters SET value = value + ? WHERE name = 'lease_token' RETURN
 SELECT m.instance_id FROM messages AS m
 JOIN instances AS i ON i.hub = m.hub AND i.instance_id = m.instance_id
 WHERE m.hub = ? AND m.visible_at <= ? AND (i.lease_expires IS NULL OR i.lease_expires <= ?)
+-- Versions (a VersionFilter): only one version, if given; none of the excluded (a JSON
+-- list). Entities (ids '@name@key') have no version and are run by every worker.
+  AND (substr(i.instance_id, 1, 1) = '@' OR ((? IS NULL OR COALESCE(i.version, '') = ?)
+       AND COALESCE(i.version, '') NOT IN (SELECT value FROM json_each(?))))
 GROUP BY m.instance_id
 ORDER BY MIN(m.visible_at), MIN(m.id)
 LIMIT ?
+
+-- name: version_admitted
+-- Those of a JSON list of instance ids whose version a VersionFilter admits (eager leases).
+SELECT i.instance_id FROM instances AS i
+WHERE i.hub = ? AND i.instance_id IN (SELECT value FROM json_each(?))
+  AND (substr(i.instance_id, 1, 1) = '@' OR ((? IS NULL OR COALESCE(i.version, '') = ?)
+       AND COALESCE(i.version, '') NOT IN (SELECT value FROM json_each(?))))
 
 -- name: insert_history
 INSERT INTO history (hub, instance_id, seq, event) VALUES (?, ?, ?, ?)
