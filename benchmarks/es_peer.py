@@ -6,6 +6,8 @@ taskloom. Prints one JSON line, ``{phase: {"appends", "events", "seconds"}}``:
 
     es_peer.py sqlite FILE [sizes]         a fresh file-based SQLite database, WAL
     es_peer.py postgres DBNAME [sizes]     an empty PostgreSQL database on 127.0.0.1:5432
+    es_peer.py lag DBNAME [lag sizes]      subscription lag on PostgreSQL: appends here,
+                                           ``subscribe()`` in a follower process
 
 Each event's state is its JSON data encoded to bytes, and decoded again on reading, the
 least a mapper would do. An append writes the versions after the stream's current one, so
@@ -17,6 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -141,15 +147,107 @@ def run(rec: ApplicationRecorder, args: argparse.Namespace, pg: bool) -> dict[st
     return out
 
 
+LAG_STREAMS = 100
+
+
+def datastore(dbname: str) -> PostgresDatastore:
+    return PostgresDatastore(
+        dbname, "127.0.0.1", 5432, "postgres", "", pool_size=TASKS, originator_id_type="text"
+    )
+
+
+def follow(dbname: str, out: str) -> None:
+    """Follow the recorder's notifications, writing ``es <k> <monotonic>`` per event."""
+    pg = datastore(dbname)
+    rec = PostgresApplicationRecorder(pg)
+    with open(out, "a", buffering=1) as f, rec.subscribe(gt=rec.max_notification_id()) as sub:
+        print("ready", flush=True)
+        for n in sub:
+            now = time.monotonic()
+            f.write(f"es {json.loads(n.state)['k']} {now:.6f}\n")
+
+
+def seen_keys(path: str) -> dict[int, float]:
+    out: dict[int, float] = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3:
+                out.setdefault(int(parts[1]), float(parts[2]))
+    return out
+
+
+def lag(dbname: str, args: argparse.Namespace) -> dict[str, Any]:
+    pg = datastore(dbname)
+    rec = PostgresApplicationRecorder(pg)
+    rec.create_table()
+    versions: dict[str, int] = {}
+    returned: dict[int, float] = {}
+
+    def append(k: int) -> None:
+        sid = f"lag-{k % LAG_STREAMS}"
+        versions[sid] = versions.get(sid, 0) + 1
+        state = json.dumps({"k": k}).encode()
+        rec.insert_events([StoredEvent(sid, versions[sid], TOPIC, state)])
+        returned[k] = time.monotonic()
+
+    out = os.path.join(tempfile.mkdtemp(), "seen.txt")
+    follower = subprocess.Popen(
+        [sys.executable, __file__, "follow", dbname, "--out", out],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        if follower.stdout.readline().strip() != "ready":
+            raise RuntimeError("the follower did not start")
+        k = -1
+        append(k)
+        deadline = time.monotonic() + 60
+        while k not in seen_keys(out) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        steady = int(args.rate * args.seconds)
+        began = time.monotonic()
+        for k in range(steady):
+            time.sleep(max(0.0, began + k / args.rate - time.monotonic()))
+            append(k)
+        burst_began = time.monotonic()
+        for k in range(steady, steady + args.burst):
+            append(k)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if len([k for k in seen_keys(out) if k >= 0]) >= steady + args.burst:
+                break
+            time.sleep(0.02)
+    finally:
+        follower.terminate()
+        try:
+            follower.wait(10)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+        pg.close()
+    return {"returned": returned, "seen": seen_keys(out), "burst_began": burst_began}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("engine", choices=["sqlite", "postgres"])
+    parser.add_argument("engine", choices=["sqlite", "postgres", "lag", "follow"])
     parser.add_argument("target", help="SQLite file, or PostgreSQL database name")
     parser.add_argument("--one", type=int, default=5000, help="appends to one stream")
     parser.add_argument("--rr", type=int, default=5000, help="appends round-robin")
     parser.add_argument("--batches", type=int, default=2000, help="appends of 10 events")
     parser.add_argument("--sync", choices=["normal", "full"], default="normal")
+    parser.add_argument("--rate", type=int, default=200, help="lag: steady appends a second")
+    parser.add_argument("--seconds", type=float, default=5.0, help="lag: steady seconds")
+    parser.add_argument("--burst", type=int, default=5000, help="lag: appends in the burst")
+    parser.add_argument("--out", help="follow: the file of arrivals")
     args = parser.parse_args()
+    if args.engine == "follow":
+        follow(args.target, args.out)
+        return
+    if args.engine == "lag":
+        print(json.dumps(lag(args.target, args)), flush=True)
+        return
     if args.engine == "sqlite":
         sqlite = SQLiteDatastore(args.target, originator_id_type="text")
         if args.sync == "normal":

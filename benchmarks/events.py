@@ -15,7 +15,19 @@ Phases, each timed from its first append (or read) to its last:
 ``benchmarks/.venv-es`` (installed here on first use), with its application recorders and
 threads in place of tasks. Each system gets a fresh SQLite file (WAL, ``synchronous =
 NORMAL`` for both), or a fresh PostgreSQL database of its own. Ratios are
-taskloom/eventsourcing: above 1, taskloom is faster. Subscription lag is not measured yet.
+taskloom/eventsourcing: above 1, taskloom is faster.
+
+Subscription lag: a worker process (``taskloom serve benchmarks.events_lag_app:app
+--no-http``) runs one subscription and one asynchronous projection; this process appends
+one event at a time, ``LAG_RATE`` a second for ``LAG_SECONDS`` (steady), then ``LAG_BURST``
+back to back (burst). Lag is the time from an append's return to the handler's call in
+the worker (both ``time.monotonic()``, system-wide on Linux): p50/p99 of the steady
+appends, and the burst's drain (its first append to the last event handled).
+eventsourcing's peer on PostgreSQL follows with its recorder's ``subscribe()``
+(LISTEN/NOTIFY and a pull thread) in a process of its own; its SQLite recorder has no
+subscription. The floor: a bare ``sqlite3`` loop of ``BEGIN IMMEDIATE; INSERT; COMMIT``
+on a fresh WAL file (``synchronous = NORMAL``), the most any one-transaction-per-append
+store could reach here.
 """
 
 from __future__ import annotations
@@ -46,6 +58,8 @@ PG_DB, ES_PG_DB = "evbench", "evbench_es"
 HUB = "bench"
 STREAMS, BATCH, TASKS, PAGE = 1000, 10, 8, 1000
 PEER_TIMEOUT = 1800.0
+LAG_APP, LAG_HUB = "benchmarks.events_lag_app:app", "evlag"
+LAG_STREAMS, LAG_TIMEOUT = 100, 120.0
 
 Phase = dict[str, float]  # appends, events, seconds
 
@@ -140,6 +154,143 @@ async def taskloom_figures(url: str, sizes: Sizes, pg: bool) -> dict[str, Phase]
     return out
 
 
+@dataclass
+class LagSizes:
+    rate: int  # steady appends a second
+    seconds: float
+    burst: int
+
+    def args(self) -> list[str]:
+        return [
+            "--rate",
+            str(self.rate),
+            "--seconds",
+            str(self.seconds),
+            "--burst",
+            str(self.burst),
+        ]
+
+    @property
+    def steady(self) -> range:
+        return range(int(self.rate * self.seconds))
+
+    @property
+    def bursting(self) -> range:
+        n = len(self.steady)
+        return range(n, n + self.burst)
+
+
+Lag = dict[str, float]  # p50_ms, p99_ms, missing, burst_appended_s, drain_s, after_last_s
+
+
+def arrivals(path: Path) -> dict[str, dict[int, float]]:
+    """``{consumer: {k: first time seen}}`` from the lines the handlers wrote."""
+    out: dict[str, dict[int, float]] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            out.setdefault(parts[0], {}).setdefault(int(parts[1]), float(parts[2]))
+    return out
+
+
+def have_all(path: Path, consumers: list[str], keys: range) -> bool:
+    got = arrivals(path)
+    return all(sum(k in got.get(c, {}) for k in keys) == len(keys) for c in consumers)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def lag_figures(
+    returned: dict[int, float], seen: dict[int, float], sizes: LagSizes, burst_began: float
+) -> Lag:
+    lags = [(seen[k] - returned[k]) * 1000 for k in sizes.steady if k in seen]
+    burst = [seen[k] for k in sizes.bursting if k in seen]
+    last = returned[sizes.bursting[-1]]
+    return {
+        "p50_ms": percentile(lags, 0.5) if lags else float("nan"),
+        "p99_ms": percentile(lags, 0.99) if lags else float("nan"),
+        "missing": len(sizes.steady) + len(sizes.bursting) - len(lags) - len(burst),
+        "burst_appended_s": last - burst_began,
+        "drain_s": (max(burst) - burst_began) if burst else float("nan"),
+        "after_last_s": (max(burst) - last) if burst else float("nan"),
+    }
+
+
+async def taskloom_lag(url: str, folder: Path, sizes: LagSizes) -> dict[str, Lag]:
+    """Lag of the subscription and the projection of ``benchmarks/events_lag_app.py``."""
+    from benchmarks.procs import started
+
+    out = folder / f"lag-{time.monotonic_ns()}.txt"
+    consumers = ["sub", "proj"]
+    returned: dict[int, float] = {}
+    async with tl.AsyncEventStore(url, hub=LAG_HUB) as es:
+
+        async def append(k: int) -> None:
+            await es.append(f"lag-{k % LAG_STREAMS}", [tl.NewEvent("Tick", {"k": k})])
+            returned[k] = time.monotonic()
+
+        os.environ["TASKLOOM_LAG_OUT"] = str(out)
+        command = [sys.executable, "-m", "taskloom", "serve", LAG_APP, "--no-http"]
+        with started([[*command, "--store", url]]):
+            # Warm-up: until both consumers have leased their partitions and handle events.
+            deadline, k = time.monotonic() + LAG_TIMEOUT, -1
+            while not have_all(out, consumers, range(k, k + 1)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the lag worker handled no event in time")
+                k -= 1
+                await append(k)
+                await asyncio.sleep(0.2)
+            began = time.monotonic()
+            for k in sizes.steady:
+                await asyncio.sleep(max(0.0, began + k / sizes.rate - time.monotonic()))
+                await append(k)
+            burst_began = time.monotonic()
+            for k in sizes.bursting:
+                await append(k)
+            deadline = time.monotonic() + LAG_TIMEOUT
+            while not have_all(out, consumers, range(0, sizes.bursting[-1] + 1)):
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.02)
+    got = arrivals(out)
+    return {c: lag_figures(returned, got.get(c, {}), sizes, burst_began) for c in consumers}
+
+
+def peer_lag(python: Path, target: str, sizes: LagSizes) -> dict[str, Lag]:
+    command = [str(python), str(ES_PEER), "lag", target, *sizes.args()]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=PEER_TIMEOUT)
+    if done.returncode != 0 or not done.stdout.strip():
+        last = " | ".join(done.stderr.strip().splitlines()[-3:])
+        raise PeerUnavailable(f"es_peer lag exited with {done.returncode}: {last}")
+    raw = json.loads(done.stdout.strip().splitlines()[-1])
+    returned = {int(k): v for k, v in raw["returned"].items()}
+    seen = {int(k): v for k, v in raw["seen"].items()}
+    return {"subscribe": lag_figures(returned, seen, sizes, raw["burst_began"])}
+
+
+def sqlite_floor(folder: Path, n: int) -> float:
+    """Appends a second of a bare ``BEGIN IMMEDIATE; INSERT; COMMIT`` loop in ``sqlite3``."""
+    import sqlite3
+
+    conn = sqlite3.connect(folder / "floor.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, stream TEXT, data TEXT)")
+    began = time.perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (stream, data) VALUES (?, ?)", ("one", f'{{"i":{i}}}'))
+        conn.execute("COMMIT")
+    seconds = time.perf_counter() - began
+    conn.close()
+    return n / seconds
+
+
 def es_python() -> Path:
     """The peer venv's interpreter; creates the venv and installs eventsourcing on first use."""
     python = ES_VENV / "bin" / "python"
@@ -215,11 +366,30 @@ def report(title: str, ours: dict[str, Phase] | None, theirs: dict[str, Phase] |
                 cells += f"{other:>15,.0f}"
                 cells += "" if mine is None else f"{mine / other:>8.2f}x"
             print(cells, flush=True)
-    print(f"  {'subscription lag':<34}{'':>9}{'n/a':>12}")
+
+
+def report_lag(lags: dict[str, Lag], sizes: LagSizes) -> None:
+    print(
+        f"  subscription lag ({sizes.rate}/s for {sizes.seconds:g} s, then a burst of "
+        f"{sizes.burst:,}; append returned -> handler called in another process):"
+    )
+    for name, lag in lags.items():
+        print(
+            f"    {name:<22} steady p50 {lag['p50_ms']:7.1f} ms  p99 {lag['p99_ms']:7.1f} ms | "
+            f"burst appended in {lag['burst_appended_s']:.2f} s, drained "
+            f"{lag['drain_s']:.2f} s after its start ({lag['after_last_s']:.2f} s after the "
+            f"last append)" + (f" | {lag['missing']:.0f} missing" if lag["missing"] else ""),
+            flush=True,
+        )
 
 
 def run_backend(
-    backend: str, folder: Path, sizes: Sizes, python: Path | None, results: dict[str, Any]
+    backend: str,
+    folder: Path,
+    sizes: Sizes,
+    lag_sizes: LagSizes | None,
+    python: Path | None,
+    results: dict[str, Any],
 ) -> None:
     pg = backend == "postgres"
     if pg:
@@ -242,6 +412,33 @@ def run_backend(
             print(f"\n{title}: eventsourcing failed: {exc}")
     report(title, ours, theirs)
     results[backend] = {"taskloom": ours, "eventsourcing": theirs}
+    if not pg:
+        floor = sqlite_floor(folder, 20000)
+        print(f"  bare sqlite3 BEGIN IMMEDIATE; INSERT; COMMIT: {floor:,.0f}/s", end="")
+        if theirs is not None:
+            aim = 10 * rate(theirs["one_stream"], "appends")
+            print(f" (10x eventsourcing's one-stream rate would be {aim:,.0f}/s)", end="")
+        print(flush=True)
+        results[backend]["floor"] = floor
+    if lag_sizes is None:
+        return
+    lags: dict[str, Lag] = {}
+    lag_url = fresh_database(PG_DB + "_lag") if pg else f"sqlite:///{folder / 'lag.db'}"
+    try:
+        for name, lag in asyncio.run(taskloom_lag(lag_url, folder, lag_sizes)).items():
+            lags[f"taskloom {'subscription' if name == 'sub' else 'projection'}"] = lag
+    except (TimeoutError, RuntimeError, ConfigurationError) as exc:
+        print(f"  taskloom lag failed: {exc}")
+    if python is not None and pg:
+        try:
+            fresh_database(ES_PG_DB + "_lag")
+            lags["eventsourcing subscribe()"] = peer_lag(python, ES_PG_DB + "_lag", lag_sizes)[
+                "subscribe"
+            ]
+        except (PeerUnavailable, subprocess.SubprocessError) as exc:
+            print(f"  eventsourcing lag failed: {exc}")
+    report_lag(lags, lag_sizes)
+    results[backend]["lag"] = lags
 
 
 def main() -> None:
@@ -250,8 +447,10 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--no-peer", action="store_true", help="skip eventsourcing")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--no-lag", action="store_true", help="skip subscription lag")
     args = parser.parse_args()
     sizes = Sizes(500, 1000, 1000) if args.quick else Sizes(5000, 5000, 2000)
+    lag_sizes = None if args.no_lag else LagSizes(200, 2 if args.quick else 5, 5000)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
@@ -270,7 +469,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
         for backend in backends:
-            run_backend(backend, Path(folder), sizes, python, results)
+            run_backend(backend, Path(folder), sizes, lag_sizes, python, results)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -179,8 +179,11 @@ class AsyncEventStore:
         self, stream_id: str, events: Sequence[NewEvent], *, expected_version: Any = ANY
     ) -> AppendResult:
         """Append ``events`` atomically; see the API for ``expected_version``."""
-        (result,) = await self.append_many([(stream_id, events, expected_version)])
-        return result
+        append = self.encode(stream_id, events, expected_version)
+        log = self.store if self._opened else await self._ready()
+        assert isinstance(log, EventLogStore)
+        ((version, position),) = await log.append_events([append], self.clock.now(), self._hook)
+        return AppendResult(version, position)
 
     async def append_many(
         self, writes: Sequence[tuple[str, Sequence[NewEvent]] | tuple[str, Sequence[NewEvent], Any]]

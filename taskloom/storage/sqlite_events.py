@@ -9,13 +9,14 @@ Hooks run synchronously on the store's thread inside that transaction.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from taskloom.events.records import ExpectedVersion
+from taskloom.events.records import ExpectedVersion, StreamState
 from taskloom.storage import sqlite_codec as codec
 from taskloom.storage.base import (
     DELIVERIES,
@@ -57,6 +58,50 @@ _CONSUMER_COLUMNS = (
     "consumer, partition, partitions, position, lease_owner, lease_expires, "
     "failed_position, attempts, last_error, updated_at"
 )
+
+
+# Events per INSERT statement (13 parameters each, under SQLite's limit of 32,766).
+_ROWS = 500
+# An event's row; its position and version count on from the head and the stream row.
+_EVENT_ROW = (
+    "(?, coalesce((SELECT position FROM event_log_head WHERE hub = ?), 0) + ?, ?, "
+    "coalesce((SELECT version FROM event_streams WHERE hub = ? AND stream_id = ?), 0) + ?, "
+    "?, ?, ?, ?, ?, ?)"
+)
+_STREAM_SET = (
+    "ON CONFLICT (hub, stream_id) DO UPDATE SET version = version + excluded.version, "
+    "deleted = 0, first_version = CASE WHEN deleted THEN version + 1 ELSE first_version END"
+)
+# The stream row's update for each kind of expected version; no row back: refused.
+_STREAM_ANY = (
+    f"INSERT INTO event_streams (hub, stream_id, version) VALUES (?, ?, ?) {_STREAM_SET} "
+    "RETURNING version"
+)
+_STREAM_NEW = (
+    f"INSERT INTO event_streams (hub, stream_id, version) VALUES (?, ?, ?) {_STREAM_SET} "
+    "WHERE deleted OR version = 0 RETURNING version"
+)
+_STREAM_EXISTS = (
+    "UPDATE event_streams SET version = version + ? WHERE hub = ? AND stream_id = ? "
+    "AND NOT deleted AND version > 0 RETURNING version"
+)
+_STREAM_AT = (
+    "UPDATE event_streams SET version = version + ? WHERE hub = ? AND stream_id = ? "
+    "AND version = ? AND NOT deleted RETURNING version"
+)
+_HEAD = (
+    "INSERT INTO event_log_head (hub, position) VALUES (?, ?) "
+    "ON CONFLICT (hub) DO UPDATE SET position = position + excluded.position "
+    "RETURNING position"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_events(rows: int) -> str:
+    return (
+        "INSERT INTO events (hub, position, stream_id, version, event_id, type, data, "
+        "metadata, bucket, recorded_at) VALUES " + ", ".join([_EVENT_ROW] * rows)
+    )
 
 
 def _event(row: sqlite3.Row | tuple[Any, ...]) -> StoredEvent:
@@ -215,6 +260,10 @@ class SqliteEventsMixin(EventLogStore):
     if TYPE_CHECKING:  # provided by SqliteStore
         hub: str
 
+        def _connection(self) -> sqlite3.Connection: ...
+
+        def _errors(self, action: str) -> AbstractContextManager[None]: ...
+
         def _read(self, action: str) -> AbstractContextManager[sqlite3.Connection]: ...
 
         def _write(self, action: str) -> AbstractContextManager[sqlite3.Connection]: ...
@@ -234,80 +283,117 @@ class SqliteEventsMixin(EventLogStore):
     def _append(
         self, conn: sqlite3.Connection, appends: Sequence[StreamAppend], now: datetime
     ) -> tuple[list[tuple[int, int]], list[StoredEvent]]:
-        hub = self.hub
-        results: list[tuple[int, int]] = []
         written: list[StoredEvent] = []
-        for append in appends:
-            stored, current, exists = _stream_state(conn, hub, append.stream_id)
-            ids = [e.id for e in append.events]
-            found: dict[str, tuple[int, int]] = {}
-            for chunk in codec.chunks(ids):
-                for event_id, version, position in conn.execute(
-                    "SELECT event_id, version, position FROM events WHERE hub = ? AND "
-                    f"stream_id = ? AND event_id IN ({codec.marks(len(chunk))})",
-                    (hub, append.stream_id, *chunk),
-                ):
-                    found[event_id] = (version, position)
-            repeat = decide_append(append, current, found)
-            if repeat is not None:
-                results.append(repeat)
-                continue
-            check_expected(append.stream_id, append.expected, current)
-            head = conn.execute(
-                "INSERT INTO event_log_head (hub, position) VALUES (?, ?) "
-                "ON CONFLICT (hub) DO UPDATE SET position = position + excluded.position "
-                "RETURNING position",
-                (hub, len(append.events)),
-            ).fetchone()[0]
-            first_position = head - len(append.events) + 1
-            bucket = stream_bucket(append.stream_id)
-            at = codec.us(now)
-            rows = [
-                (
-                    hub,
-                    first_position + i,
-                    append.stream_id,
-                    stored + 1 + i,
-                    e.id,
-                    e.type,
-                    e.data,
-                    e.metadata,
-                    bucket,
-                    at,
-                )
-                for i, e in enumerate(append.events)
-            ]
-            conn.executemany(
-                "INSERT INTO events (hub, position, stream_id, version, event_id, type, data, "
-                "metadata, bucket, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            last = stored + len(append.events)
-            if exists:
-                conn.execute(
-                    "UPDATE event_streams SET version = ?, deleted = 0, first_version = CASE "
-                    "WHEN deleted THEN ? ELSE first_version END WHERE hub = ? AND stream_id = ?",
-                    (last, stored + 1, hub, append.stream_id),
-                )
-            else:
-                conn.execute(
-                    "INSERT INTO event_streams (hub, stream_id, version) VALUES (?, ?, ?)",
-                    (hub, append.stream_id, last),
-                )
-            written += [_event(r[1:8] + r[9:]) for r in rows]
-            results.append((last, head))
+        results, _ = self._append_rows(conn, appends, now, written)
         return results, written
+
+    def _append_rows(
+        self,
+        conn: sqlite3.Connection,
+        appends: Sequence[StreamAppend],
+        now: datetime,
+        written: list[StoredEvent] | None,
+    ) -> tuple[list[tuple[int, int]], bool]:
+        """Write ``appends``: ``(version, position)`` each, and whether any wrote (not
+        all repeats). Appends that write add their events to ``written`` (when given).
+        A refusal raises with some of the appends written: every caller rolls back its
+        transaction or savepoint then.
+
+        An append is three statements: the insert of its events, which takes positions
+        and versions from the head and stream rows and refuses an event id the stream
+        already holds (a repeat: see :meth:`_repeat`); the stream row's update, which
+        checks the expected version; the head's."""
+        hub = self.hub
+        at = codec.us(now)
+        results: list[tuple[int, int]] = []
+        wrote = False
+        for append in appends:
+            sid = append.stream_id
+            n = len(append.events)
+            bucket = stream_bucket(sid)
+            try:
+                for lo in range(0, n, _ROWS):
+                    chunk = append.events[lo : lo + _ROWS]
+                    params: list[Any] = []
+                    for i, e in enumerate(chunk, lo + 1):
+                        params += (hub, hub, i, sid, hub, sid, i, e.id, e.type, e.data)
+                        params += (e.metadata, bucket, at)
+                    conn.execute(_insert_events(len(chunk)), params)
+            except sqlite3.IntegrityError as exc:
+                if "event_id" not in str(exc):
+                    raise
+                results.append(self._repeat(conn, append))
+                continue
+            expected = append.expected
+            if expected is StreamState.ANY:
+                row = conn.execute(_STREAM_ANY, (hub, sid, n)).fetchone()
+            elif expected is StreamState.NO_STREAM or expected == 0:
+                row = conn.execute(_STREAM_NEW, (hub, sid, n)).fetchone()
+            elif expected is StreamState.STREAM_EXISTS:
+                row = conn.execute(_STREAM_EXISTS, (n, hub, sid)).fetchone()
+            else:
+                row = conn.execute(_STREAM_AT, (n, hub, sid, expected)).fetchone()
+            if row is None:
+                _, current, _ = _stream_state(conn, hub, sid)
+                check_expected(sid, expected, current)
+                raise AssertionError(f"stream {sid!r} at {current} refused {expected!r}")
+            last = row[0]
+            head = conn.execute(_HEAD, (hub, n)).fetchone()[0]
+            wrote = True
+            if written is not None:
+                first, stored = head - n + 1, last - n
+                written += [
+                    StoredEvent(
+                        first + i, sid, stored + 1 + i, e.id, e.type, e.data, e.metadata, now
+                    )
+                    for i, e in enumerate(append.events)
+                ]
+            results.append((last, head))
+        return results, wrote
+
+    def _repeat(self, conn: sqlite3.Connection, append: StreamAppend) -> tuple[int, int]:
+        """The result of an append some of whose event ids the stream already holds: the
+        first append's, if it repeats one whole; else :class:`WrongExpectedVersionError`."""
+        _, current, _ = _stream_state(conn, self.hub, append.stream_id)
+        ids = [e.id for e in append.events]
+        found: dict[str, tuple[int, int]] = {}
+        for chunk in codec.chunks(ids):
+            for event_id, version, position in conn.execute(
+                "SELECT event_id, version, position FROM events WHERE hub = ? AND "
+                f"stream_id = ? AND event_id IN ({codec.marks(len(chunk))})",
+                (self.hub, append.stream_id, *chunk),
+            ):
+                found[event_id] = (version, position)
+        repeat = decide_append(append, current, found)
+        if repeat is None:  # the insert said otherwise
+            raise AssertionError(f"no event id of {ids} found in stream {append.stream_id!r}")
+        return repeat
 
     async def append_events(
         self, appends: Sequence[StreamAppend], now: datetime, hook: AppendHook | None = None
     ) -> list[tuple[int, int]]:
-        with self._write(f"append to {len(appends)} stream(s)") as conn:
-            results, written = self._append(conn, appends, now)
-            tx = _Tx(self, conn, now)
-            if hook is not None and written:
-                hook(tx, written)
-        if written or tx.kinds:
-            self._notify(LOG + tx.kinds)
+        conn = self._connection()
+        # The events written are built only for a hook to see.
+        written: list[StoredEvent] | None = None if hook is None else []
+        kinds = ""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                results, wrote = self._append_rows(conn, appends, now, written)
+                if hook is not None and written:
+                    tx = _Tx(self, conn, now)
+                    hook(tx, written)
+                    kinds = tx.kinds
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error:
+            with self._errors(f"append to {len(appends)} stream(s)"):
+                raise
+        if wrote or kinds:
+            self._notify(LOG + kinds)
         return results
 
     async def read_stream(
