@@ -367,3 +367,43 @@ def test_calling_an_unlocked_entity_inside_a_critical_section_fails() -> None:
     assert done.status is Status.FAILED and done.failure is not None
     assert "does not lock it" in done.failure.message
     assert [t for t, _, _ in done.entity_messages] == ["@counter@c1"]
+
+
+def test_continue_as_new_inside_a_critical_section_releases_the_locks() -> None:
+    def main(ctx: tl.OrchestrationContext) -> Any:
+        with (yield ctx.lock_entities([COUNTER])):
+            ctx.continue_as_new(1)
+        return None
+
+    d = Driver({"main": main}.get)
+    ((_, req),) = sent(d.step(T0, started("main")))
+    done = d.step(at(1), reply_to(req))
+    assert done.status is Status.CONTINUED_AS_NEW
+    assert [(t, n) for t, n, _ in done.entity_messages] == [("@counter@c1", p.RELEASE)]
+
+
+def test_critical_sections_do_not_nest() -> None:
+    def main(ctx: tl.OrchestrationContext) -> Any:
+        with (yield ctx.lock_entities([COUNTER])):
+            yield ctx.lock_entities([OTHER])
+
+    d = Driver({"main": main}.get)
+    ((_, req),) = sent(d.step(T0, started("main")))
+    done = d.step(at(1), reply_to(req))
+    assert done.status is Status.FAILED and done.failure is not None
+    assert "do not nest" in done.failure.message
+
+
+def test_context_helpers() -> None:
+    def fn(ctx: tl.EntityContext) -> Any:
+        assert (ctx.entity_name, ctx.entity_key, ctx.entity_id) == ("counter", "c1", COUNTER)
+        assert ctx.get_state(5) == 5 and not ctx.has_state  # a plain initial value
+        ctx.set_state(1)
+        assert ctx.get_state() == 1 and ctx.has_state
+        ctx.destruct_on_exit()
+        assert ctx.get_state() is None and not ctx.has_state
+        return "ok"
+
+    batch = [Incoming(1, *call("x"))]
+    result = execute_batch(COUNTER, {"counter": fn}.get, None, None, batch)
+    assert result.state is None and loads(replies(result)["r1"]["result"]) == "ok"
