@@ -135,7 +135,9 @@ class TopicRunner:
         self._subs: dict[str, _Sub] = {}
         self._listed_at: float | None = None
         self._balanced_at = -math.inf
-        self._next_due: datetime | None = None
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._sub_wake: dict[str, asyncio.Event] = {}
+        self._due: dict[str, datetime | None] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -170,6 +172,10 @@ class TopicRunner:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        workers = list(self._workers.values())
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
         with contextlib.suppress(Exception):
             for sub in self._subs.values():
                 if sub.lease is not None:
@@ -179,6 +185,8 @@ class TopicRunner:
 
     def wake(self) -> None:
         self._wake.set()
+        for event in self._sub_wake.values():
+            event.set()
 
     @property
     def in_flight(self) -> int:
@@ -187,7 +195,7 @@ class TopicRunner:
 
     def next_due(self) -> datetime | None:
         """When the earliest delivery waiting for a retry is due (virtual time skips)."""
-        return self._next_due
+        return min((due for due in self._due.values() if due is not None), default=None)
 
     async def caught_up(self) -> bool:
         """Every subscription fanned out to its topic's end and no delivery waiting,
@@ -203,9 +211,10 @@ class TopicRunner:
     # -- the loop -------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        """The controller: reloads subscriptions, holds fan-out leases, and keeps one
+        worker task per subscription (so a slow webhook never holds up the others)."""
         while not self._stopping:
             self._wake.clear()
-            progressed = False
             try:
                 clock = time.monotonic()
                 if self._listed_at is None or clock - self._listed_at >= LIST_EVERY:
@@ -214,21 +223,47 @@ class TopicRunner:
                 every = self.poll_interval if unleased else self.lease_ttl / 3
                 if clock - self._balanced_at >= every:
                     await self._balance()
-                for sub in list(self._subs.values()):
-                    progressed |= await self._fan_out(sub)
-                for sub in list(self._subs.values()):
-                    progressed |= await self._deliver(sub)
-                self._next_due = await self.topics.delivery_next_due(list(self._subs))
+                self._sync_workers()
             except Exception:
                 log.exception("topic runner %s failed a round; retrying", self.owner)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    def _sync_workers(self) -> None:
+        for name in self._subs:
+            if name not in self._workers:
+                self._sub_wake[name] = asyncio.Event()
+                self._sub_wake[name].set()
+                self._workers[name] = asyncio.create_task(self._work(name), name=f"topic:{name}")
+        for name in [n for n in self._workers if n not in self._subs]:
+            self._workers.pop(name).cancel()
+            self._sub_wake.pop(name, None)
+            self._due.pop(name, None)
+
+    async def _work(self, name: str) -> None:
+        """One subscription's worker: fan out, deliver, until nothing is left; then wait
+        for a wake-up or its next retry."""
+        wake = self._sub_wake[name]
+        while not self._stopping:
+            wake.clear()
+            sub = self._subs.get(name)
+            if sub is None:
+                return
+            progressed = False
+            try:
+                progressed = await self._fan_out(sub)
+                progressed |= await self._deliver(sub)
+                self._due[name] = await self.topics.delivery_next_due([name])
+            except Exception:
+                log.exception("topic subscription %s failed a round; retrying", name)
             if not progressed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._sleep_for())
+                    await asyncio.wait_for(wake.wait(), self._sleep_for(self._due.get(name)))
 
-    def _sleep_for(self) -> float:
-        if self._next_due is None:
+    def _sleep_for(self, due: datetime | None) -> float:
+        if due is None:
             return self.poll_interval
-        ahead = (self._next_due - self.clock.now()).total_seconds()
+        ahead = (due - self.clock.now()).total_seconds()
         return max(0.0, min(self.poll_interval, ahead))
 
     def _changed(self) -> None:
@@ -256,7 +291,10 @@ class TopicRunner:
                 )
         for name, sub in wanted.items():
             old = self._subs.get(name)
-            sub.lease = old.lease if old is not None else None
+            if old is not None:  # workers hold the object: change it in place
+                old.topic, old.filter, old.retry = sub.topic, sub.filter, sub.retry
+                old.trigger, old.webhook = sub.trigger, sub.webhook
+                wanted[name] = old
         for name, old in self._subs.items():
             if name not in wanted and old.lease is not None:
                 with contextlib.suppress(Exception):
@@ -305,10 +343,13 @@ class TopicRunner:
         position = await self.log.consumer_apply(lease, self.clock.now(), hook)
         if position is None:
             log.warning("topic subscription %s lost its fan-out lease", sub.name)
-            sub.lease = None
+            if sub.lease is lease:  # not one the controller has taken since
+                sub.lease = None
             self._balanced_at = -math.inf
+            self._wake.set()
             return False
-        sub.lease = dataclasses.replace(lease, position=position)
+        if sub.lease is lease:
+            sub.lease = dataclasses.replace(lease, position=position)
         return True
 
     # -- delivery ---------------------------------------------------------------------
