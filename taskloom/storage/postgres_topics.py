@@ -142,7 +142,7 @@ class PostgresTopicsMixin(TopicStore):
             return []
         rows = await self._fetch(
             "WITH due AS (SELECT position FROM {s}.topic_deliveries WHERE hub = %s AND "
-            "subscription = %s AND due_at <= %s ORDER BY due_at, position LIMIT %s "
+            "subscription = %s AND due_at <= %s ORDER BY position LIMIT %s "
             "FOR UPDATE SKIP LOCKED), leased AS (UPDATE {s}.topic_deliveries d SET "
             "attempts = d.attempts + 1, lease_token = d.lease_token + 1, lease_owner = %s, "
             "due_at = %s, last_attempt_at = %s FROM due WHERE d.hub = %s AND "
