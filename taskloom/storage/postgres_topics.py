@@ -136,13 +136,19 @@ class PostgresTopicsMixin(TopicStore):
     # -- deliveries ----------------------------------------------------------------
 
     async def delivery_lease(
-        self, subscription: str, owner: str, now: datetime, visibility: float, limit: int
+        self,
+        subscription: str,
+        owner: str,
+        now: datetime,
+        visibility: float,
+        limit: int,
+        after: int = 0,
     ) -> list[Delivery]:
         if limit < 1:
             return []
         rows = await self._fetch(
             "WITH due AS (SELECT position FROM {s}.topic_deliveries WHERE hub = %s AND "
-            "subscription = %s AND due_at <= %s ORDER BY position LIMIT %s "
+            "subscription = %s AND position > %s AND due_at <= %s ORDER BY position LIMIT %s "
             "FOR UPDATE SKIP LOCKED), leased AS (UPDATE {s}.topic_deliveries d SET "
             "attempts = d.attempts + 1, lease_token = d.lease_token + 1, lease_owner = %s, "
             "due_at = %s, last_attempt_at = %s FROM due WHERE d.hub = %s AND "
@@ -153,6 +159,7 @@ class PostgresTopicsMixin(TopicStore):
             [
                 self.hub,
                 subscription,
+                after,
                 now,
                 limit,
                 owner,

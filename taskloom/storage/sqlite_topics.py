@@ -134,14 +134,20 @@ class SqliteTopicsMixin(TopicStore):
     # -- deliveries ----------------------------------------------------------------
 
     async def delivery_lease(
-        self, subscription: str, owner: str, now: datetime, visibility: float, limit: int
+        self,
+        subscription: str,
+        owner: str,
+        now: datetime,
+        visibility: float,
+        limit: int,
+        after: int = 0,
     ) -> list[Delivery]:
         at = codec.us(now)
         due = (
             "SELECT position FROM topic_deliveries WHERE hub = ? AND subscription = ? AND "
-            "due_at <= ? ORDER BY due_at, position LIMIT ?"
+            "position > ? AND due_at <= ? ORDER BY position LIMIT ?"
         )
-        params = (self.hub, subscription, at, limit)
+        params = (self.hub, subscription, after, at, limit)
         with self._read("look for due deliveries") as conn:
             if limit < 1 or conn.execute(due, params).fetchone() is None:
                 return []

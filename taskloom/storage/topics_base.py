@@ -133,11 +133,19 @@ class TopicStore(abc.ABC):
 
     @abc.abstractmethod
     async def delivery_lease(
-        self, subscription: str, owner: str, now: datetime, visibility: float, limit: int
+        self,
+        subscription: str,
+        owner: str,
+        now: datetime,
+        visibility: float,
+        limit: int,
+        after: int = 0,
     ) -> list[Delivery]:
-        """Lease up to ``limit`` due rows (``due_at <= now``) of ``subscription``, oldest
-        event first: each lease adds an attempt, takes a new fencing token and hides the
-        row for ``visibility`` seconds."""
+        """Lease up to ``limit`` due rows (``due_at <= now``) of ``subscription`` whose
+        position is above ``after``, oldest event first: each lease adds an attempt, takes
+        a new fencing token and hides the row for ``visibility`` seconds. (``after`` lets
+        a runner skip the rows it has leased before, and on PostgreSQL their dead
+        versions.)"""
 
     @abc.abstractmethod
     async def delivery_settle(

@@ -138,6 +138,10 @@ class TopicRunner:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._sub_wake: dict[str, asyncio.Event] = {}
         self._due: dict[str, datetime | None] = {}
+        # Per subscription: the highest position leased here, and when the last lease
+        # from the start was (see _lease).
+        self._cursor: dict[str, int] = {}
+        self._full_at: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -267,7 +271,9 @@ class TopicRunner:
         return max(0.0, min(self.poll_interval, ahead))
 
     def _changed(self) -> None:
-        """A subscription was created, changed or deleted (here or in another process)."""
+        """A subscription was created, changed or deleted, or a consumer reset (a replay
+        adds rows below the cursors), here or in another process."""
+        self._cursor.clear()
         self._listed_at = None
         self._balanced_at = -math.inf
         self._wake.set()
@@ -354,13 +360,29 @@ class TopicRunner:
 
     # -- delivery ---------------------------------------------------------------------
 
-    async def _deliver(self, sub: _Sub) -> bool:
+    async def _lease(self, sub: _Sub, visibility: float, limit: int) -> list[Delivery]:
+        """Lease due rows: above the last position this runner leased (fresh fan-out),
+        or from the start when a retry may be due, a replay may have added rows below, or
+        at most once per poll interval (rows other hosts gave back)."""
         now = self.clock.now()
+        cursor = self._cursor.get(sub.name, 0)
+        due = self._due.get(sub.name)
+        stale = time.monotonic() - self._full_at.get(sub.name, -math.inf) >= self.poll_interval
+        if cursor and (stale or (due is not None and due <= now)):
+            cursor = 0
+        if not cursor:
+            self._full_at[sub.name] = time.monotonic()
+        leased = await self.topics.delivery_lease(
+            sub.name, self.owner, now, visibility, limit, after=cursor
+        )
+        if leased:
+            self._cursor[sub.name] = max(cursor, max(d.position for d in leased))
+        return leased
+
+    async def _deliver(self, sub: _Sub) -> bool:
         if sub.trigger is not None:
             spec = sub.trigger
-            leased = await self.topics.delivery_lease(
-                sub.name, self.owner, now, TRIGGER_VISIBILITY, spec.concurrency
-            )
+            leased = await self._lease(sub, TRIGGER_VISIBILITY, spec.concurrency)
             ready = [d for d in leased if await self._deliverable(sub, d)]
             self._busy += len(ready)
             try:
@@ -372,9 +394,7 @@ class TopicRunner:
         if sub.webhook is not None:
             hook = sub.webhook
             size = hook.max_events_per_batch
-            leased = await self.topics.delivery_lease(
-                sub.name, self.owner, now, hook.timeout + WEBHOOK_MARGIN, size * WEBHOOK_PARALLEL
-            )
+            leased = await self._lease(sub, hook.timeout + WEBHOOK_MARGIN, size * WEBHOOK_PARALLEL)
             ready = [d for d in leased if await self._deliverable(sub, d)]
             batches = [ready[i : i + size] for i in range(0, len(ready), size)]
             self._busy += len(ready)
