@@ -27,6 +27,8 @@ from taskloom.clock import Clock, SystemClock
 from taskloom.core.executor import OrchestrationRun
 from taskloom.entities.episodes import plan_entity_episode
 from taskloom.entities.records import is_entity_id
+from taskloom.errors import PayloadTooLargeError
+from taskloom.models import FailureDetails
 from taskloom.runtime.activities import run_activity
 from taskloom.runtime.episodes import Planned, plan_episode, plan_version_failure
 from taskloom.storage.base import (
@@ -36,6 +38,7 @@ from taskloom.storage.base import (
     ActivityResult,
     EagerActivities,
     EagerEpisodes,
+    EpisodeCommit,
     LeasedEpisode,
     Store,
     VersionFilter,
@@ -301,6 +304,11 @@ class Worker:
                     self.options.lease_for,
                 )
                 self._cache.pop(iid, None)
+        for iid, plan in list(planned.items()):
+            too_big = self._oversize(plan.commit)
+            if too_big is not None:
+                episode = next(e for e in episodes if e.instance.instance_id == iid)
+                planned[iid] = self._fail_oversize(episode, histories.get(iid, []), too_big)
         commits = [p.commit for p in planned.values()]
         now = self.clock.now()
         eager = self._eager_activities(now)
@@ -364,6 +372,32 @@ class Worker:
             self.clock.now(),
             sub_version=self.app.versioning.start_version,
         )
+
+    def _oversize(self, commit: EpisodeCommit) -> PayloadTooLargeError | None:
+        """The error the store would raise for a value of ``commit`` above its payload
+        limit (an output, a custom status, an activity input, a message), if any."""
+        payloads = getattr(self.store, "payloads", None)
+        if payloads is None:
+            return None
+        iid = commit.instance.instance_id
+        parts: list[object] = [commit.instance, *commit.history]
+        parts += [m.event for m in commit.messages] + list(commit.work_items)
+        for part in parts:
+            found = payloads.oversize(iid, part)
+            if isinstance(found, PayloadTooLargeError):
+                return found
+        return None
+
+    def _fail_oversize(
+        self, episode: LeasedEpisode, history: list[h.HistoryEvent], exc: PayloadTooLargeError
+    ) -> Planned:
+        """Fail the instance instead of committing a value the store refuses (retrying
+        the same episode would refuse it again for ever)."""
+        iid = episode.instance.instance_id
+        log.error("failing instance %r: %s", iid, exc)
+        self._cache.pop(iid, None)
+        failure = FailureDetails(type(exc).__name__, str(exc))
+        return plan_version_failure(episode, history, failure, self.clock.now())
 
     def _plan_entity(self, episode: LeasedEpisode) -> Planned:
         app = self.app

@@ -54,6 +54,12 @@ def fails_big(ctx: tl.OrchestrationContext) -> Generator[Any, Any, Any]:
     return "no error"
 
 
+@big_app.orchestrator
+def returns_big(ctx: tl.OrchestrationContext) -> Generator[Any, Any, Any]:
+    yield ctx.create_timer(ctx.current_utc_datetime)
+    return "z" * 3_000_000
+
+
 @pytest.fixture
 async def big(store_url: str, hub: str) -> AsyncIterator[tuple[Store, tl.AsyncClient]]:
     store = open_store(store_url, hub=hub, payload_limit=32 * 1024 * 1024)
@@ -167,6 +173,29 @@ async def test_an_activity_result_above_the_limit_fails_the_activity(
         state = await client.wait_for_completion(iid, timeout=30)
         assert state.runtime_status is tl.Status.COMPLETED, state.failure_details
         assert "3,000,002 bytes" in state.output and "limit of 2,000,000 bytes" in state.output
+    finally:
+        await worker.stop(drain_timeout=2)
+        await store.close()
+
+
+async def test_an_orchestration_output_above_the_limit_fails_the_orchestration(
+    store_url: str, hub: str
+) -> None:
+    """The worker fails the instance, naming the size and the limit, rather than retrying
+    a commit the store refuses for ever."""
+    store = open_store(store_url, hub=hub, payload_threshold=1024, payload_limit=2_000_000)
+    await store.open()
+    worker = Worker(big_app, store, options=OPTIONS)
+    await worker.start()
+    client = tl.AsyncClient(store)
+    try:
+        iid = await client.start_new("returns_big")
+        state = await client.wait_for_completion(iid, timeout=30)
+        assert state.runtime_status is tl.Status.FAILED
+        assert state.failure_details is not None
+        assert state.failure_details.error_type == "PayloadTooLargeError"
+        assert "3,000,002 bytes" in state.failure_details.message
+        assert "limit of 2,000,000 bytes" in state.failure_details.message
     finally:
         await worker.stop(drain_timeout=2)
         await store.close()
