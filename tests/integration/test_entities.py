@@ -118,6 +118,20 @@ def env(store_url: str, hub: str) -> Iterator[TestEnv]:
         yield e
 
 
+def idle(env: TestEnv) -> bool:
+    """No message is visible now and the worker holds nothing."""
+    runnable = env.run(env.store.has_runnable(env.now()))
+    return not runnable and env.worker.is_idle
+
+
+def queued(env: TestEnv, entity: tl.EntityId) -> list[Any]:
+    """The operations waiting in the entity's queue, as its row stores them."""
+    record = env.run(env.store.get_instance(entity.instance_id))
+    if record is None or record.input is None:
+        return []
+    return list(p.SchedulerState.loads(record.input).queue)
+
+
 def state(env: TestEnv, entity: tl.EntityId | str) -> Any:
     return env.client.read_entity_state(entity).entity_state
 
@@ -128,7 +142,7 @@ def test_a_thousand_signals_from_ten_orchestrations_apply_exactly_once(env: Test
     # Each call comes after the 100 signals its orchestration sent before it.
     assert all(100 <= s <= 1000 for s in seen)
     wait_for(lambda: state(env, COUNTER) == 1000, 60, "1,000 additions")
-    time.sleep(0.2)
+    wait_for(lambda: idle(env), what="every message consumed")
     assert state(env, COUNTER) == 1000
 
 
@@ -182,7 +196,7 @@ def test_signal_at_waits_for_virtual_time(env: TestEnv) -> None:
     env.client.signal_entity(target, "add", 1)
     env.client.signal_entity(target, "add", 10, signal_at=env.now() + timedelta(hours=1))
     wait_for(lambda: state(env, target) == 1, what="the first signal")
-    time.sleep(0.2)
+    wait_for(lambda: idle(env), what="nothing runnable before the hour")
     assert state(env, target) == 1
     env.advance(timedelta(hours=1))
     wait_for(lambda: state(env, target) == 11, what="the scheduled signal")
@@ -195,6 +209,8 @@ def test_query_and_clean_entity_storage(env: TestEnv) -> None:
     env.client.signal_entity(tl.EntityId("counter", "gone"), "add", 1)
     env.client.signal_entity(tl.EntityId("counter", "gone"), "delete")
     wait_for(lambda: len(env.client.query_entities().items) == 6, what="six entities")
+    gone = tl.EntityId("counter", "gone")
+    wait_for(lambda: not env.client.read_entity_state(gone).entity_exists, what="'gone' emptied")
 
     seen: list[Any] = []
     token = None
@@ -218,8 +234,8 @@ def test_query_and_clean_entity_storage(env: TestEnv) -> None:
     event = h.EventRaised(env.now(), name=p.OPERATION, input=body)
     env.run(env.store.enqueue_messages([Message(orphan.instance_id, event, AT_ONCE)]))
     env.client.signal_entity(orphan, "add", 3)
-    time.sleep(0.3)
-    assert not env.client.read_entity_state(orphan).entity_exists  # waits behind the lock
+    wait_for(lambda: len(queued(env, orphan)) == 1, what="the signal queued behind the lock")
+    assert not env.client.read_entity_state(orphan).entity_exists  # it waits behind the lock
 
     result = env.client.clean_entity_storage()
     assert result.locks_released == 1 and result.removed == 1  # "gone"
@@ -233,7 +249,7 @@ def test_termination_releases_the_locks(env: TestEnv) -> None:
     iid = env.client.start_new("holder")
     wait_for(lambda: state(env, target) == 1, what="the call inside the critical section")
     env.client.signal_entity(target, "add", 10)
-    time.sleep(0.3)
+    wait_for(lambda: len(queued(env, target)) == 1, what="the signal queued behind the lock")
     assert state(env, target) == 1  # the signal waits behind the lock
     env.client.terminate(iid, "enough")
     wait_for(lambda: state(env, target) == 11, what="the signal after the release")
