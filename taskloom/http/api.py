@@ -35,7 +35,7 @@ from taskloom.errors import (
     SerializationError,
     StoreError,
 )
-from taskloom.http import links, management, topics, triggers
+from taskloom.http import entities, links, management, topics, triggers
 from taskloom.http.auth import KeyCache
 from taskloom.storage.host_base import HostStore
 
@@ -84,6 +84,7 @@ def create_asgi_app(
     api.state.taskloom_local = local
 
     api.include_router(management.router)
+    api.include_router(entities.router)
     api.include_router(links.router)
     api.include_router(triggers.router)
     api.include_router(topics.router)

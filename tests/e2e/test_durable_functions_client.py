@@ -26,8 +26,6 @@ from typing import Any
 import httpx
 import pytest
 
-import taskloom as tl
-
 df = pytest.importorskip("azure.durable_functions")
 func = pytest.importorskip("azure.functions")
 http_utils = pytest.importorskip("azure.durable_functions.models.utils.http_utils")
@@ -380,16 +378,10 @@ async def test_the_public_listener_requires_a_key(served: Served) -> None:
     assert "NO KEYS REQUIRED" in served.log() and "API keys required" in served.log()
 
 
-# -- entities (built with the entities issue) --------------------------------------------
-
-_NO_ENTITIES = not hasattr(tl, "EntityId")
+# -- entities --------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(_NO_ENTITIES, reason="durable entities are not built yet", strict=False)
 async def test_signal_entity_and_read_entity_state(client: Any, served: Served) -> None:
-    paths = httpx.get(f"{served.public}/openapi.json", timeout=10).json()["paths"]
-    if not any("/entities/" in path for path in paths):
-        pytest.xfail("the entity routes are not served yet")
     counter = df.EntityId("Counter", "df-c1")
     missing = await client.read_entity_state(df.EntityId("Counter", "never-signalled"))
     assert not missing.entity_exists
