@@ -368,7 +368,9 @@ class TopicRunner:
         cursor = self._cursor.get(sub.name, 0)
         due = self._due.get(sub.name)
         stale = time.monotonic() - self._full_at.get(sub.name, -math.inf) >= self.poll_interval
-        if cursor and (stale or (due is not None and due <= now)):
+        # Rows the fan-out adds are due at AT_ONCE and lie above the cursor; a row due at
+        # a real time (a retry, a redrive) may lie below it.
+        if cursor and (stale or (due is not None and AT_ONCE < due <= now)):
             cursor = 0
         if not cursor:
             self._full_at[sub.name] = time.monotonic()
