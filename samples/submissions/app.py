@@ -63,9 +63,7 @@ scheduler's interval when the module is imported):
 from __future__ import annotations
 
 import logging
-import os
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,6 +75,7 @@ from job_service import (
     STATUSES,
     JobServiceClient,
 )
+from settings import Settings, add_services, env
 
 import taskloom as tl
 
@@ -105,40 +104,11 @@ def stream_for(row_key: str) -> str:
     return f"{STREAM_PREFIX}{row_key}"
 
 
-# -- settings and services (tests replace them with app.add_service) --------------------
+# -- settings and services (settings.py; tests replace them with app.add_service) --------
 
+add_services(app)
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"SUBMISSIONS_{name}", default)
-
-
-@dataclass(frozen=True)
-class Settings:
-    poll_interval: timedelta = timedelta(minutes=5)
-    max_attempts: int = 3
-    max_polls: int = 288
-    batch_size: int = 25
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        return cls(
-            poll_interval=timedelta(seconds=float(_env("POLL_INTERVAL", "300"))),
-            max_attempts=int(_env("MAX_ATTEMPTS", "3")),
-            max_polls=int(_env("MAX_POLLS", "288")),
-            batch_size=int(_env("BATCH_SIZE", "25")),
-        )
-
-
-def _job_service_from_env() -> JobServiceClient:
-    token = os.environ.get("SUBMISSIONS_JOB_SERVICE_TOKEN") or None
-    return JobServiceClient(_env("JOB_SERVICE_URL", "http://127.0.0.1:8090"), token)
-
-
-app.add_service("settings", factory=Settings.from_env)
-app.add_service("intake", factory=lambda: IntakeTable(_env("INTAKE_DB", "submissions-intake.db")))
-app.add_service("job_service", factory=_job_service_from_env)
-
-POLL_SCHEDULER_EVERY = timedelta(seconds=float(_env("POLL_SCHEDULER_SECONDS", "60")))
+POLL_SCHEDULER_EVERY = timedelta(seconds=float(env("POLL_SCHEDULER_SECONDS", "60")))
 
 
 # -- the aggregate: one reducer for the projection and for the handlers' decisions -------
@@ -249,6 +219,22 @@ def _skip(handler: str, event: tl.CloudEvent, why: str) -> None:
     log.info("%s: %s %s is a no-op (%s)", handler, event.type, event.id, why)
 
 
+def _state_at(
+    handler: str, event: tl.CloudEvent, events: tl.EventStore, why: str, **fields: Any
+) -> dict[str, Any] | None:
+    """The state of the event's request when its ``fields`` have these values; else None,
+    logged as a no-op (``why``), also when the request has no stream."""
+    state = _load(events, event.data["requestId"])
+    if state is None or any(state[name] != value for name, value in fields.items()):
+        _skip(handler, event, why)
+        return None
+    return state
+
+
+def _job_service_and_settings() -> tuple[JobServiceClient, Settings]:
+    return app.service("job_service"), app.service("settings")
+
+
 # -- discovery (the seed's Discover timer) ----------------------------------------------
 
 
@@ -332,12 +318,11 @@ def prepare_submission(event: tl.CloudEvent, client: tl.Client, *, events: tl.Ev
 @app.event_trigger(TOPIC, name="SubmitJob", types=[PREPARED])
 def submit_job(event: tl.CloudEvent, client: tl.Client, *, events: tl.EventStore) -> None:
     row_key, attempt = event.data["requestId"], int(event.data["attempt"])
-    state = _load(events, row_key)
-    if state is None or state["status"] != S_PREPARED or state["attempt"] != attempt:
-        _skip("SubmitJob", event, f"the request is past attempt {attempt}'s submission")
+    why = f"the request is past attempt {attempt}'s submission"
+    state = _state_at("SubmitJob", event, events, why, status=S_PREPARED, attempt=attempt)
+    if state is None:
         return
-    job_service: JobServiceClient = app.service("job_service")
-    settings: Settings = app.service("settings")
+    job_service, settings = _job_service_and_settings()
     key = f"{row_key}:{attempt}"
     job = job_service.submit(row_key, attempt, state["payload"], idempotency_key=key)
     log.info(
@@ -400,12 +385,11 @@ def schedule_polls(client: tl.Client, scheduled_time: datetime) -> int:
 @app.event_trigger(TOPIC, name="PollExternalJob", types=[POLL_REQUESTED])
 def poll_external_job(event: tl.CloudEvent, client: tl.Client, *, events: tl.EventStore) -> None:
     row_key, version = event.data["requestId"], int(event.data["version"])
-    state = _load(events, row_key)
-    if state is None or state["version"] != version or state["status"] != S_SUBMITTED:
-        _skip("PollExternalJob", event, f"the stream is no longer at version {version}")
+    why = f"the stream is no longer at version {version}"
+    state = _state_at("PollExternalJob", event, events, why, version=version, status=S_SUBMITTED)
+    if state is None:
         return
-    job_service: JobServiceClient = app.service("job_service")
-    settings: Settings = app.service("settings")
+    job_service, settings = _job_service_and_settings()
     job_id, attempt = state["job_id"], state["attempt"]
     answer = job_service.status(job_id)
     status = answer.get("status")
@@ -460,9 +444,9 @@ def poll_external_job(event: tl.CloudEvent, client: tl.Client, *, events: tl.Eve
 @app.event_trigger(TOPIC, name="CompleteRequest", types=[TERMINAL])
 def complete_request(event: tl.CloudEvent, client: tl.Client, *, events: tl.EventStore) -> None:
     row_key = event.data["requestId"]
-    state = _load(events, row_key)
-    if state is None or state["status"] != S_TERMINAL:
-        _skip("CompleteRequest", event, "the request is not waiting for its completion")
+    why = "the request is not waiting for its completion"
+    state = _state_at("CompleteRequest", event, events, why, status=S_TERMINAL)
+    if state is None:
         return
     intake: IntakeTable = app.service("intake")
     now = _now(client)

@@ -39,8 +39,6 @@ Settings (environment variables, read when the first activity or tick needs them
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,6 +51,7 @@ from job_service import (
     JobServiceClient,
     JobServiceError,
 )
+from settings import Settings, add_services
 
 import taskloom as tl
 
@@ -72,35 +71,7 @@ def instance_id_for(row_key: str) -> str:
 # -- settings and services (tests replace them with app.add_service) --------------------
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"SUBMISSIONS_{name}", default)
-
-
-@dataclass(frozen=True)
-class Settings:
-    poll_interval: timedelta = timedelta(minutes=5)
-    max_attempts: int = 3
-    max_polls: int = 288
-    batch_size: int = 25
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        return cls(
-            poll_interval=timedelta(seconds=float(_env("POLL_INTERVAL", "300"))),
-            max_attempts=int(_env("MAX_ATTEMPTS", "3")),
-            max_polls=int(_env("MAX_POLLS", "288")),
-            batch_size=int(_env("BATCH_SIZE", "25")),
-        )
-
-
-def _job_service_from_env() -> JobServiceClient:
-    token = os.environ.get("SUBMISSIONS_JOB_SERVICE_TOKEN") or None
-    return JobServiceClient(_env("JOB_SERVICE_URL", "http://127.0.0.1:8090"), token)
-
-
-app.add_service("settings", factory=Settings.from_env)
-app.add_service("intake", factory=lambda: IntakeTable(_env("INTAKE_DB", "submissions-intake.db")))
-app.add_service("job_service", factory=_job_service_from_env)
+add_services(app)
 
 
 class SubmissionRejectedError(Exception):
