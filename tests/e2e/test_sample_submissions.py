@@ -10,37 +10,31 @@ finishes it; and once under a real ``taskloom serve`` beside the job service's c
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import httpx
 import pytest
 from sample_loader import load_sample
+from submissions_support import (
+    ROWS,
+    SERVED_ROWS,
+    START,
+    check_one_job_per_attempt,
+    fix_token,
+    intake_rows,
+    running_job_service,
+    serving,
+    wait_until,
+    wire,
+)
 
 import taskloom as tl
 
-ROOT = Path(__file__).resolve().parents[2]
-START = datetime(2026, 1, 31, 9, 0, 1, tzinfo=UTC)
-TOKEN = "s3cret"
 SCHEDULE_QUEUE = "taskloom-schedules"
-
-ROWS: dict[str, Any] = {
-    "row-pass": {"outcome": "Pass", "amount": 10},
-    "row-fail": {"outcome": "Fail"},
-    "row-retry": {"outcome": ["FailCanRetry", "Pass"]},
-    "row-exhausted": {"outcome": "FailCanRetry"},
-    "row-bad": ["not", "an", "object"],
-}
 
 ONE_JOB = ["SubmissionPrepared", "JobSubmitted", "JobPolled", "JobPolled"]
 RETRIED = [*ONE_JOB, "JobFailedRetryable"]
@@ -78,17 +72,6 @@ PUBLISHED = {  # type -> count: 7 jobs, 3 polls each
 DELIVERIES: list[tuple[str, str, str]] = []
 
 
-def wait_until(read: Callable[[], Any], what: str, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def sample() -> ModuleType:
     module = load_sample("submissions", "app")
@@ -104,22 +87,8 @@ def sample() -> ModuleType:
 
 @pytest.fixture
 def service(sample: ModuleType) -> Iterator[Any]:
-    import job_service
-
-    with job_service.JobService(port=0, token=TOKEN) as s:
+    with running_job_service() as s:
         yield s
-
-
-def wire(sample: ModuleType, tmp_path: Path, service: Any, token: str = TOKEN) -> Any:
-    """Inject the intake file and the job service client; returns the intake table."""
-    import intake
-    import job_service
-
-    table = intake.IntakeTable(tmp_path / "intake.db")
-    sample.app.add_service("intake", table)
-    sample.app.add_service("job_service", job_service.JobServiceClient(service.url, token))
-    sample.app.add_service("settings", sample.Settings())  # 5-minute polls, 3 attempts
-    return table
 
 
 def step(
@@ -201,26 +170,14 @@ def check_outcome(sample: ModuleType, env: tl.testing.TestEnv, table: Any, servi
     }
     assert {k: (d["status"], d["attempts"]) for k, d in completed.items()} == TERMINAL
 
-    # One job per attempt, never two, three polls each.
-    stats = service.stats()
-    assert (stats["submissions"], stats["polls"]) == (7, 21)
-    assert stats["unauthorized"] == 0
-    per_row = {k: [j.attempt for j in service.jobs_for(k)] for k in ROWS}
-    assert per_row == {
-        "row-pass": [1],
-        "row-fail": [1],
-        "row-retry": [1, 2],
-        "row-exhausted": [1, 2, 3],
-        "row-bad": [],
-    }
+    check_one_job_per_attempt(service)
     assert env.client.dead_letters(sample.TOPIC) == []
 
 
 def test_every_row_reaches_its_terminal_status_through_the_topic(
     sample: ModuleType, service: Any, tmp_path: Path
 ) -> None:
-    table = wire(sample, tmp_path, service)
-    table.add_many(ROWS.items())
+    table = wire(sample, tmp_path, service, rows=ROWS)
     with tl.testing.TestEnv(sample.app, start=START) as env:
         step(env, timedelta(minutes=4))
         assert env.client.read_topic(sample.TOPIC) == []  # nothing before the first tick
@@ -250,8 +207,7 @@ def test_an_event_republished_with_its_source_and_id_is_not_delivered_again(
     """Duplicates path 1: after every step, every event of the topic so far is published
     again with the same ``source`` and ``id`` (what an at-least-once publisher does);
     the topic keeps one copy and the triggers get each event once."""
-    table = wire(sample, tmp_path, service)
-    table.add_many(ROWS.items())
+    table = wire(sample, tmp_path, service, rows=ROWS)
     republished: list[int] = []
 
     with tl.testing.TestEnv(sample.app, start=START) as env:
@@ -284,8 +240,7 @@ def test_every_event_delivered_again_to_every_trigger_changes_nothing(
     every trigger, racing the first deliveries still in flight; at the end once more.
     Each handler sees every event at least twice, at every stage of its stream; the
     outcome is the one of a run without duplicates."""
-    table = wire(sample, tmp_path, service)
-    table.add_many(ROWS.items())
+    table = wire(sample, tmp_path, service, rows=ROWS)
     replays: list[int] = []
     ticks: list[datetime] = []
     with tl.testing.TestEnv(sample.app, start=START) as env:
@@ -321,8 +276,6 @@ def test_every_event_delivered_again_to_every_trigger_changes_nothing(
 def test_a_refused_submission_is_dead_lettered_and_a_redrive_finishes_it(
     sample: ModuleType, service: Any, tmp_path: Path
 ) -> None:
-    import job_service
-
     table = wire(sample, tmp_path, service, token="wrong")
     table.add("row-1", {"outcome": "Pass"})
     with tl.testing.TestEnv(sample.app, start=START) as env:
@@ -337,7 +290,7 @@ def test_a_refused_submission_is_dead_lettered_and_a_redrive_finishes_it(
         assert [e.type for e in stream] == ["RequestDiscovered", "SubmissionPrepared"]
         assert table.get("row-1").status == "Processing"
 
-        sample.app.add_service("job_service", job_service.JobServiceClient(service.url, TOKEN))
+        fix_token(sample, service)
         assert env.client.redrive(sample.TOPIC, subscription="SubmitJob") == 1
         env.wait_for_consumers()
         for _ in range(30):
@@ -357,76 +310,22 @@ def test_a_refused_submission_is_dead_lettered_and_a_redrive_finishes_it(
 def test_taskloom_serve_beside_the_job_service_command(tmp_path: Path) -> None:
     """The README's commands: the job service and the intake CLI, ``taskloom serve``, the
     schedules triggered through the management API, the rows watched in the table."""
-    job_log = (tmp_path / "job-service.log").open("w")
-    jobs = subprocess.Popen(
-        [sys.executable, "-m", "samples.submissions.job_service", "--port", "0", "--token", TOKEN],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=job_log,
-        text=True,
-    )
-    server: subprocess.Popen[str] | None = None
-    serve_log = (tmp_path / "serve.log").open("w")
-    db = str(tmp_path / "intake.db")
-    try:
-        assert jobs.stdout is not None
-        job_url = jobs.stdout.readline().split()[-1]
-        assert job_url.startswith("http://127.0.0.1:"), job_url
-        intake_cli = [sys.executable, "-m", "samples.submissions.intake", db, "add"]
-        for args in (
-            ["a", "--outcome", "Pass"],
-            ["b", "--outcome", "FailCanRetry", "--outcome", "Fail"],
-        ):
-            subprocess.run(
-                [*intake_cli, *args], cwd=ROOT, check=True, timeout=60, capture_output=True
-            )
+    with serving(tmp_path, "samples/submissions/app.py:app", poll_interval="0") as (
+        http,
+        db,
+        store,
+    ):
 
-        port = _free_port()
-        env = {
-            **os.environ,
-            "SUBMISSIONS_INTAKE_DB": db,
-            "SUBMISSIONS_JOB_SERVICE_URL": job_url,
-            "SUBMISSIONS_JOB_SERVICE_TOKEN": TOKEN,
-            "SUBMISSIONS_POLL_INTERVAL": "0",
-        }
-        store = f"sqlite:///{tmp_path / 'taskloom.db'}"
-        command = [sys.executable, "-m", "taskloom", "serve", "samples/submissions/app.py:app"]
-        server = subprocess.Popen(
-            [*command, "--store", store, "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=serve_log,
-            text=True,
-        )
-        base = f"http://127.0.0.1:{port}/runtime/webhooks/durabletask"
-        with httpx.Client(base_url=base, timeout=10) as http:
-            wait_until(lambda: _reachable(http, server, tmp_path), "taskloom serve to listen")
-            triggered = http.post("/schedules/DiscoverWorkItems/trigger")
-            assert triggered.status_code < 300, triggered.text
+        def done() -> bool:
+            # The poll scheduler runs every minute; rather than wait, run it now.
+            answer = http.post("/schedules/SchedulePolls/trigger")
+            assert answer.status_code < 300, answer.text
+            rows = intake_rows(db)
+            return all(r["status"] in ("Pass", "Fail") for r in rows)
 
-            def done() -> bool:
-                # The poll scheduler runs every minute; rather than wait, run it now.
-                answer = http.post("/schedules/SchedulePolls/trigger")
-                assert answer.status_code < 300, answer.text
-                rows = _rows(db)
-                return all(r["status"] in ("Pass", "Fail") for r in rows)
-
-            wait_until(done, "both rows to complete", 90)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(30)
-        jobs.terminate()
-        jobs.wait(10)
-        job_log.close()
-        serve_log.close()
-    assert server.returncode == 0, (tmp_path / "serve.log").read_text()[-3000:]
-    rows = _rows(db)
-    assert [(r["row_key"], r["status"], r["attempts"]) for r in rows] == [
-        ("a", "Pass", 1),
-        ("b", "Fail", 2),
-    ]
+        wait_until(done, "both rows to complete", 90)
+    rows = intake_rows(db)
+    assert [(r["row_key"], r["status"], r["attempts"]) for r in rows] == SERVED_ROWS
     client = tl.Client(store, hub="submissions-events")
     try:
         types = [e.type for e in client.events.read_stream("request-b")]
@@ -442,31 +341,3 @@ def test_taskloom_serve_beside_the_job_service_command(tmp_path: Path) -> None:
         assert published["workflow.job.submitted.v1"] == 3
     finally:
         client.close()
-
-
-def _rows(db: str) -> list[dict[str, Any]]:
-    listed = subprocess.run(
-        [sys.executable, "-m", "samples.submissions.intake", db, "list"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return [json.loads(line) for line in listed.stdout.splitlines()]
-
-
-def _reachable(http: httpx.Client, server: subprocess.Popen[str], tmp_path: Path) -> bool:
-    if server.poll() is not None:
-        raise AssertionError(f"taskloom serve exited: {(tmp_path / 'serve.log').read_text()}")
-    try:
-        return http.get("/instances").status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
