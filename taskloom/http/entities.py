@@ -17,9 +17,10 @@ has no scheduled signal, so neither has this one (``signal_entity(..., signal_at
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -96,6 +97,29 @@ def _entity_id(name: str, key: str) -> EntityId:
     return EntityId(name, key)
 
 
+@dataclass(frozen=True)
+class _ListQuery:
+    """The query parameters and header of the list routes."""
+
+    fetch_state: bool
+    top: int
+    time_from: str | None
+    time_to: str | None
+    continuation: str | None
+
+
+async def _list_query(
+    fetchState: bool = False,
+    top: Annotated[int, Query(ge=1, le=1000)] = 100,
+    lastOperationTimeFrom: _TIME = None,
+    lastOperationTimeTo: _TIME = None,
+    continuation: _CONTINUATION = None,
+) -> _ListQuery:
+    return _ListQuery(fetchState, top, lastOperationTimeFrom, lastOperationTimeTo, continuation)
+
+
+_PAGE = Annotated[_ListQuery, Depends(_list_query)]
+
 _LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "model": list[EntityStatus],
@@ -111,27 +135,15 @@ _LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/entities/{entityName}/", response_model=None, include_in_schema=False)
-async def list_entities_slash(
-    request: Request,
-    entityName: str,
-    fetchState: bool = False,
-    top: Annotated[int, Query(ge=1, le=1000)] = 100,
-    lastOperationTimeFrom: _TIME = None,
-    lastOperationTimeTo: _TIME = None,
-    continuation: _CONTINUATION = None,
-    _: Any = auth.read,
+async def list_entities(
+    request: Request, entityName: str, page: _PAGE, _: Any = auth.read
 ) -> Response:
-    # ``entities/{name}/`` lists, as in Durable Functions (the empty key is written ``$``).
-    return await _list(
-        request,
-        entityName,
-        fetchState,
-        top,
-        lastOperationTimeFrom,
-        lastOperationTimeTo,
-        continuation,
-    )
+    return await _list(request, entityName, page)
+
+
+# ``entities/{name}/`` lists too, as in Durable Functions (the empty key is written ``$``):
+# registered before the entity routes, whose ``{entityKey:path}`` would take it.
+router.get("/entities/{entityName}/", response_model=None, include_in_schema=False)(list_entities)
 
 
 @router.get(
@@ -196,31 +208,13 @@ async def signal_entity(
     return Response(status_code=202)
 
 
-@router.get(
+# ``list_entities`` (above), documented under the name without the slash.
+router.get(
     "/entities/{entityName}",
     response_model=None,
     responses=_LIST_RESPONSES,
     summary="List the entities of one name, a page at a time",
-)
-async def list_entities(
-    request: Request,
-    entityName: str,
-    fetchState: bool = False,
-    top: Annotated[int, Query(ge=1, le=1000)] = 100,
-    lastOperationTimeFrom: _TIME = None,
-    lastOperationTimeTo: _TIME = None,
-    continuation: _CONTINUATION = None,
-    _: Any = auth.read,
-) -> Response:
-    return await _list(
-        request,
-        entityName,
-        fetchState,
-        top,
-        lastOperationTimeFrom,
-        lastOperationTimeTo,
-        continuation,
-    )
+)(list_entities)
 
 
 @router.get(
@@ -232,41 +226,27 @@ async def list_entities(
 @router.get("/entities/", response_model=None, include_in_schema=False)
 async def list_all_entities(
     request: Request,
-    fetchState: bool = False,
-    top: Annotated[int, Query(ge=1, le=1000)] = 100,
-    lastOperationTimeFrom: _TIME = None,
-    lastOperationTimeTo: _TIME = None,
-    continuation: _CONTINUATION = None,
+    page: _PAGE,
     _: Any = auth.read,
 ) -> Response:
-    return await _list(
-        request, None, fetchState, top, lastOperationTimeFrom, lastOperationTimeTo, continuation
-    )
+    return await _list(request, None, page)
 
 
-async def _list(
-    request: Request,
-    name: str | None,
-    fetch_state: bool,
-    top: int,
-    time_from: str | None,
-    time_to: str | None,
-    continuation: str | None,
-) -> Response:
+async def _list(request: Request, name: str | None, query: _ListQuery) -> Response:
     prefix = None
     if name is not None:
         # The name is whole: ``name@`` is the instance ids' prefix (names hold no '@').
         prefix = _entity_id(name, "").name + "@"
-    since, until = _time(time_from), _time(time_to)
+    since, until = _time(query.time_from), _time(query.time_to)
     page = await _client(request).query_entities(
         name_prefix=prefix,
-        include_state=fetch_state,
-        page_size=top,
-        continuation_token=continuation or None,
+        include_state=query.fetch_state,
+        page_size=query.top,
+        continuation_token=query.continuation or None,
     )
     items: list[EntityMetadata] = page.items  # type: ignore[assignment]
     body = [
-        _status(item, fetch_state)
+        _status(item, query.fetch_state)
         for item in items
         if (since is None or item.last_modified >= since)
         and (until is None or item.last_modified <= until)

@@ -54,6 +54,7 @@ _SUBSCRIPTION = Annotated[
     str,
     Path(min_length=1, max_length=100, pattern=_NAME_PATTERN, description="subscription name"),
 ]
+_LIMIT = Annotated[int, Query(ge=1, le=1000)]
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -332,7 +333,7 @@ async def read_events(
         str | None,
         Query(description="Events published at or after this RFC 3339 time."),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: _LIMIT = 100,
     _: Any = auth.read,
 ) -> Response:
     """Oldest first; page on with ``after`` = the last ``position`` seen."""
@@ -528,7 +529,7 @@ async def list_dead_letters(
     subscription: Annotated[
         str | None, Query(min_length=1, max_length=100, pattern=_NAME_PATTERN)
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    limit: _LIMIT = 1000,
     _: Any = auth.read,
 ) -> Response:
     found = await _client(request).dead_letters(topic, subscription=subscription, limit=limit)
