@@ -203,14 +203,19 @@ class TopicRunner:
 
     async def caught_up(self) -> bool:
         """Every subscription fanned out to its topic's end and no delivery waiting,
-        retries included (dead letters do not count)."""
+        retries included (dead letters do not count), with nothing appended meanwhile:
+        the checks are separate reads, so a fan-out or a handler's publish between them
+        shows as a moved log head."""
+        head = await self.log.log_head()
         for sub in self._subs.values():
             states = await self.log.consumer_states(fanout_consumer(sub.name))
             position = min((s.position for s in states), default=0)
             if await self.log.read_log(position, 1, stream=topic_stream(sub.topic)):
                 return False
         names = list(self._subs)
-        return not names or await self.topics.delivery_next_due(names) is None
+        if names and await self.topics.delivery_next_due(names) is not None:
+            return False
+        return await self.log.log_head() == head
 
     # -- the loop -------------------------------------------------------------------
 
