@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskloom import payloads
 from taskloom._version import __version__
@@ -93,7 +93,7 @@ def create_asgi_app(
     api.add_exception_handler(RequestValidationError, _invalid_request)
     api.add_exception_handler(StarletteHTTPException, _http_error)
     api.add_exception_handler(Exception, _error)
-    api.middleware("http")(_log_request)
+    api.add_middleware(_AccessLog)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     return api
 
@@ -149,36 +149,57 @@ async def _error(request: Request, exc: Exception) -> Response:
     return response
 
 
-async def _log_request(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    started = time.perf_counter()
-    try:
-        response = await call_next(request)
-    except Exception as exc:
-        # Exceptions that escape the handlers' own mapping (Starlette re-raises them past
-        # the exception handlers in some middleware stacks).
+class _AccessLog:
+    """Logs every request with its status and duration: plain ASGI, not Starlette's
+    ``BaseHTTPMiddleware`` (which costs a task and a stream per request). Exceptions
+    that escape the handlers' own mapping (Starlette re-raises some past the exception
+    handlers) are answered here, as the handlers would."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [0]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
         try:
-            response = _detail(exc)
-        except Exception:
-            log.exception("unexpected error in %s %s", request.method, _path(request))
-            response = JSONResponse(error_body("internal error; see the server log"), 500)
-    principal = getattr(request.state, "principal", None)
-    access_log.info(
-        "%s %s %d",
-        request.method,
-        _path(request),
-        response.status_code,
-        extra={
-            "method": request.method,
-            "path": _path(request),
-            "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-            "key_id": principal.key_id if principal else None,
-            "instance_id": request.path_params.get("instanceId"),
-        },
-    )
-    return response
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            request = Request(scope)
+            try:
+                response = _detail(exc)
+            except Exception:
+                log.exception("unexpected error in %s %s", request.method, _path(request))
+                response = JSONResponse(error_body("internal error; see the server log"), 500)
+            if status[0]:
+                raise  # the answer had begun; nothing sensible can follow it
+            await response(scope, receive, sending)
+        request = Request(scope)
+        state = scope.get("state") or {}
+        principal = state.get("principal")
+        path = _path(request)
+        access_log.info(
+            "%s %s %d",
+            request.method,
+            path,
+            status[0],
+            extra={
+                "method": request.method,
+                "path": path,
+                "status": status[0],
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                "key_id": principal.key_id if principal else None,
+                "instance_id": (scope.get("path_params") or {}).get("instanceId"),
+            },
+        )
 
 
 def _path(request: Request) -> str:
