@@ -67,6 +67,8 @@ TRIGGER_VISIBILITY = 300.0
 WEBHOOK_MARGIN = 10.0
 #: How many requests a runner has in flight to one webhook at a time.
 WEBHOOK_PARALLEL = 16
+#: The longest an idle subscription worker sleeps without a wake-up (seconds).
+IDLE_POLL = 5.0
 #: How often the subscriptions are reloaded even without a wake-up of kind ``u``.
 LIST_EVERY = 30.0
 
@@ -270,10 +272,14 @@ class TopicRunner:
                     await asyncio.wait_for(wake.wait(), self._sleep_for(self._due.get(name)))
 
     def _sleep_for(self, due: datetime | None) -> float:
+        """How long an idle subscription worker waits for a wake-up: until its next row
+        is due, and at most IDLE_POLL (wake-ups reach it from every process; the poll
+        only catches rows another host's lapsed lease gave back)."""
+        idle = max(self.poll_interval, IDLE_POLL)
         if due is None:
-            return self.poll_interval
+            return idle
         ahead = (due - self.clock.now()).total_seconds()
-        return max(0.0, min(self.poll_interval, ahead))
+        return max(0.0, min(idle, ahead))
 
     def _changed(self) -> None:
         """A subscription was created, changed or deleted, or a consumer reset (a replay
