@@ -1,0 +1,224 @@
+"""The PostgreSQL backend's activity work items: leasing them, completing them (with the
+result messages, and the appends of results that carry them) and renewing their leases.
+A mixin of :class:`~taskloom.storage.postgres.PostgresStore`, split out by concept."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from psycopg import AsyncConnection, AsyncCursor
+
+from taskloom.history import loads_event
+from taskloom.storage import large
+from taskloom.storage.base import (
+    ActivityResult,
+    EagerEpisodes,
+    LeasedEpisode,
+    Message,
+    WorkItem,
+    result_kinds,
+)
+from taskloom.storage.postgres_batch import (
+    INSTANCE_COLUMNS,
+    activity_params,
+    activity_sql,
+    eager_lease_sql,
+    leased_inboxes_sql,
+    version_params,
+)
+from taskloom.storage.postgres_reads import instance_from_row
+
+__all__ = ["PostgresActivitiesMixin"]
+
+T = TypeVar("T")
+Conn = AsyncConnection[tuple[Any, ...]]
+Cur = AsyncCursor[tuple[Any, ...]]
+
+
+class PostgresActivitiesMixin:
+    """Activity leases and results for :class:`~taskloom.storage.postgres.PostgresStore`."""
+
+    if TYPE_CHECKING:  # provided by PostgresStore and its other mixins
+        hub: str
+        _s: str
+        payloads: large.Payloads
+
+        async def _run(self, op: Callable[[Conn], Awaitable[T]]) -> T: ...
+
+        def _notify(self, kinds: str = ...) -> None: ...
+
+        async def _put_payloads(self, cur: Cur, pending: dict[tuple[str, str], str]) -> None: ...
+
+        async def _resolved(self, conn: Conn, objs: list[Any]) -> list[Any]: ...
+
+        async def _complete_with_appends(
+            self, results: Sequence[ActivityResult], now: datetime
+        ) -> list[bool]: ...
+
+    # -- activities -----------------------------------------------------------------
+
+    async def lease_activities(
+        self, now: datetime, limit: int, lease_for: float, owner: str
+    ) -> list[WorkItem]:
+        if limit < 1:
+            return []
+        s = self._s
+        expires = now + timedelta(seconds=lease_for)
+
+        async def op(conn: Conn) -> list[WorkItem]:
+            cur = await conn.execute(
+                f"WITH picked AS (SELECT id FROM {s}.work_items "
+                "WHERE hub = %(hub)s AND ready_at <= %(now)s ORDER BY ready_at, id "
+                "LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+                f"UPDATE {s}.work_items w SET lease_token = w.lease_token + 1, "
+                "attempt = w.attempt + 1, lease_owner = %(owner)s, "
+                "lease_expires_at = %(expires)s, ready_at = %(expires)s "
+                "FROM picked WHERE w.id = picked.id RETURNING w.id, w.instance_id, "
+                "w.execution_id, w.task_id, w.name, w.input, w.lease_token, w.attempt, "
+                "w.visible_at",
+                {"hub": self.hub, "now": now, "limit": limit, "owner": owner, "expires": expires},
+            )
+            rows = sorted(await cur.fetchall(), key=lambda r: (r[8], r[0]))
+            return await self._resolved(conn, [WorkItem(*row[:8]) for row in rows])
+
+        return await self._run(op)
+
+    async def complete_activities(
+        self,
+        results: Sequence[ActivityResult],
+        now: datetime,
+        eager: EagerEpisodes | None = None,
+    ) -> list[bool]:
+        if not results:
+            return []
+        results = self.payloads.within_limit(results)
+        if any(r.appends for r in results):
+            return await self._complete_mixed(results, now, eager)
+        # Each (id, token) once: a repeat can never apply (the first deletes the item).
+        first: dict[tuple[int, int], int] = {}
+        for k, r in enumerate(results):
+            first.setdefault((r.work_item_id, r.lease_token), k)
+        sent = list(first.values())
+        payloads = self.payloads.fork()
+        params = activity_params(
+            self.hub,
+            [
+                dataclasses.replace(r, message=payloads.message(r.message))
+                for r in (results[k] for k in sent)
+            ],
+        )
+
+        async def op(conn: Conn) -> list[bool]:
+            # One round trip: BEGIN, the fenced delete-and-enqueue, the eager lease of the
+            # receiving instances (it sees the messages just inserted), COMMIT.
+            async with conn.pipeline():
+                cur, lease, inboxes = conn.cursor(), conn.cursor(), conn.cursor()
+                async with conn.transaction():
+                    await cur.execute(activity_sql(self._s), params)
+                    if eager is not None:
+                        eager.leased.clear()  # a retried attempt starts over
+                        targets = [results[k].message.instance_id for k in sent]
+                        lease_params = self._eager_params(eager, targets)
+                        await lease.execute(eager_lease_sql(self._s), lease_params)
+                        await inboxes.execute(leased_inboxes_sql(self._s), lease_params)
+                    if payloads.pending:
+                        async with conn.cursor() as put:
+                            await self._put_payloads(put, payloads.pending)
+                done = {sent[row[0] - 1] for row in await cur.fetchall()}
+                if eager is not None:
+                    leased = await lease.fetchall()
+                    rows = await inboxes.fetchall()
+                    eager.leased.extend(await self._with_inboxes(conn, leased, rows))
+            return [k in done for k in range(len(results))]
+
+        applied = await self._run(op)
+        if any(applied):
+            took = [r for r, ok in zip(results, applied, strict=True) if ok]
+            self._notify(result_kinds(took, eager))
+        return applied
+
+    async def _complete_mixed(
+        self, results: Sequence[ActivityResult], now: datetime, eager: EagerEpisodes | None
+    ) -> list[bool]:
+        """Results with event appends go one by one; the rest take the batch path."""
+        slow = [k for k, r in enumerate(results) if r.appends]
+        fast = [k for k, r in enumerate(results) if not r.appends]
+        done: dict[int, bool] = {}
+        applied = await self._complete_with_appends([results[k] for k in slow], now)
+        done.update(zip(slow, applied, strict=True))
+        if fast:
+            rest = await self.complete_activities([results[k] for k in fast], now, eager)
+            done.update(zip(fast, rest, strict=True))
+        return [done[k] for k in range(len(results))]
+
+    def _eager_params(self, eager: EagerEpisodes, targets: list[str]) -> dict[str, Any]:
+        return {
+            "hub": self.hub,
+            "ids": sorted(set(targets)),
+            "now": eager.now,
+            "owner": eager.owner,
+            "expires": eager.now + timedelta(seconds=eager.lease_for),
+            **version_params(eager.versions),
+        }
+
+    async def _with_inboxes(
+        self, conn: Conn, leased: list[tuple[Any, ...]], rows: list[tuple[Any, ...]]
+    ) -> list[LeasedEpisode]:
+        """Episodes from lease rows (instance columns, then the token) and the rows of
+        :func:`leased_inboxes_sql`. A lease without messages (consumed between the lease
+        statement's snapshot and its lock) is freed again."""
+        token_at = len(INSTANCE_COLUMNS.split(","))
+        inbox: dict[str, list[Message]] = {row[0]: [] for row in leased}
+        for mid, iid, eid, visible, event in rows:
+            if iid in inbox:
+                inbox[iid].append(Message(iid, loads_event(event), visible, eid, mid))
+        episodes: list[LeasedEpisode] = []
+        emptied: list[tuple[str, int]] = []
+        for row in leased:
+            if inbox[row[0]]:
+                episodes.append(LeasedEpisode(instance_from_row(row), inbox[row[0]], row[token_at]))
+            else:
+                emptied.append((row[0], row[token_at]))
+        if emptied:
+            await self._release(conn, emptied)
+        records = [e.instance for e in episodes]
+        messages = [m for e in episodes for m in e.messages]
+        if large.refs(records) or large.refs(messages):
+            records = await self._resolved(conn, records)
+            by_id = {m.id: m for m in await self._resolved(conn, messages)}
+            episodes = [
+                LeasedEpisode(r, [by_id[m.id] for m in e.messages], e.lease_token)
+                for r, e in zip(records, episodes, strict=True)
+            ]
+        return episodes
+
+    async def _release(self, conn: Conn, leases: list[tuple[str, int]]) -> None:
+        """Free instance leases given as (instance id, token) that found no messages."""
+        await conn.execute(
+            f"UPDATE {self._s}.instances i SET lease_owner = NULL, lease_expires_at = NULL "
+            "FROM unnest(%s::text[], %s::bigint[]) AS u(id, token) "
+            "WHERE i.hub = %s AND i.instance_id = u.id AND i.lease_token = u.token",
+            [[e[0] for e in leases], [e[1] for e in leases], self.hub],
+        )
+
+    async def renew_activities(
+        self, leases: Sequence[tuple[int, int]], now: datetime, lease_for: float
+    ) -> list[bool]:
+        if not leases:
+            return []
+        expires = now + timedelta(seconds=lease_for)
+
+        async def op(conn: Conn) -> set[int]:
+            cur = await conn.execute(
+                f"UPDATE {self._s}.work_items w SET lease_expires_at = %s, ready_at = %s "
+                "FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, token) "
+                "WHERE w.id = u.id AND w.lease_token = u.token AND w.hub = %s RETURNING w.id",
+                [expires, expires, [i for i, _ in leases], [t for _, t in leases], self.hub],
+            )
+            return {row[0] for row in await cur.fetchall()}
+
+        renewed = await self._run(op)
+        return [item_id in renewed for item_id, _ in leases]
