@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from taskloom.storage import sqlite_codec as codec
 from taskloom.storage.base import DELIVERIES, SUBSCRIPTIONS
 from taskloom.storage.events_base import StoredEvent
-from taskloom.storage.sqlite_events import _event, _Tx
+from taskloom.storage.sqlite_events import _event
+from taskloom.storage.sqlite_events_tx import SqliteEventTx
 from taskloom.storage.topics_base import (
     DeadLetterRecord,
     Delivery,
@@ -187,7 +188,7 @@ class SqliteTopicsMixin(TopicStore):
             )
             if not cur.rowcount:
                 return False
-            tx = _Tx(self, conn, now)  # type: ignore[arg-type]
+            tx = SqliteEventTx(self, conn, now)  # type: ignore[arg-type]
             if hook is not None:
                 hook(tx)
         if tx.kinds:
