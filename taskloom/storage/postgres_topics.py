@@ -22,6 +22,8 @@ from taskloom.storage.topics_base import (
     SubscriptionRecord,
     TopicStore,
     fanout_consumer,
+    letter_filter,
+    merge_stats,
 )
 
 __all__ = ["PostgresTopicsMixin"]
@@ -38,17 +40,6 @@ _KEY = "hub = %s AND subscription = %s AND position = %s AND lease_token = %s"
 
 def _maybe_event(row: Sequence[Any]) -> StoredEvent | None:
     return None if row[0] is None else StoredEvent(*row[:8])
-
-
-def _filters(topic: str | None, subscription: str | None) -> tuple[str, list[Any]]:
-    where, params = "", []
-    if topic is not None:
-        where += " AND d.topic = %s"
-        params.append(topic)
-    if subscription is not None:
-        where += " AND d.subscription = %s"
-        params.append(subscription)
-    return where, params
 
 
 class PostgresTopicsMixin(TopicStore):
@@ -269,7 +260,7 @@ class PostgresTopicsMixin(TopicStore):
 
     async def delivery_stats(self) -> list[DeliveryStats]:
         pending = {
-            r[0]: (r[1], r[2])
+            r[0]: (int(r[1]), r[2])
             for r in await self._fetch(
                 "SELECT subscription, count(*), min(due_at) FROM {s}.topic_deliveries "
                 "WHERE hub = %s GROUP BY subscription",
@@ -284,22 +275,14 @@ class PostgresTopicsMixin(TopicStore):
                 [self.hub],
             )
         }
-        return [
-            DeliveryStats(
-                name,
-                int(pending.get(name, (0, None))[0]),
-                pending.get(name, (0, None))[1],
-                dead.get(name, 0),
-            )
-            for name in sorted(set(pending) | set(dead))
-        ]
+        return merge_stats(pending, dead)
 
     # -- dead letters ---------------------------------------------------------------
 
     async def dead_letters(
         self, topic: str | None, subscription: str | None, limit: int
     ) -> list[DeadLetterRecord]:
-        where, params = _filters(topic, subscription)
+        where, params = letter_filter(topic, subscription, "%s")
         rows = await self._fetch(
             "SELECT d.subscription, d.position, d.topic, d.reason, d.attempts, d.last_outcome, "
             f"d.published_at, d.last_attempt_at, d.dead_lettered_at, {_EVENT_COLUMNS} FROM "
@@ -322,7 +305,7 @@ class PostgresTopicsMixin(TopicStore):
         positions: Sequence[int] | None,
         now: datetime,
     ) -> int:
-        where, params = _filters(topic, subscription)
+        where, params = letter_filter(topic, subscription, "%s")
         if positions is not None:
             if not positions:
                 return 0

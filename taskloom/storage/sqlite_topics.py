@@ -23,6 +23,8 @@ from taskloom.storage.topics_base import (
     SubscriptionRecord,
     TopicStore,
     fanout_consumer,
+    letter_filter,
+    merge_stats,
 )
 
 __all__ = ["SqliteTopicsMixin"]
@@ -34,17 +36,6 @@ _EVENT_COLUMNS = (
 
 def _maybe_event(row: Sequence[Any]) -> StoredEvent | None:
     return None if row[0] is None else _event(tuple(row))
-
-
-def _filters(topic: str | None, subscription: str | None) -> tuple[str, list[Any]]:
-    clauses, params = [], []
-    if topic is not None:
-        clauses.append("d.topic = ?")
-        params.append(topic)
-    if subscription is not None:
-        clauses.append("d.subscription = ?")
-        params.append(subscription)
-    return "".join(f" AND {c}" for c in clauses), params
 
 
 class SqliteTopicsMixin(TopicStore):
@@ -264,7 +255,7 @@ class SqliteTopicsMixin(TopicStore):
     async def delivery_stats(self) -> list[DeliveryStats]:
         with self._read("count topic deliveries") as conn:
             pending = {
-                r[0]: (r[1], r[2])
+                r[0]: (r[1], codec.dt_or_none(r[2]))
                 for r in conn.execute(
                     "SELECT subscription, count(*), min(due_at) FROM topic_deliveries "
                     "WHERE hub = ? GROUP BY subscription",
@@ -278,22 +269,14 @@ class SqliteTopicsMixin(TopicStore):
                     (self.hub,),
                 ).fetchall()
             )
-        return [
-            DeliveryStats(
-                name,
-                pending.get(name, (0, None))[0],
-                codec.dt_or_none(pending.get(name, (0, None))[1]),
-                dead.get(name, 0),
-            )
-            for name in sorted(set(pending) | set(dead))
-        ]
+        return merge_stats(pending, dead)
 
     # -- dead letters ---------------------------------------------------------------
 
     async def dead_letters(
         self, topic: str | None, subscription: str | None, limit: int
     ) -> list[DeadLetterRecord]:
-        where, params = _filters(topic, subscription)
+        where, params = letter_filter(topic, subscription, "?")
         with self._read("read dead letters") as conn:
             rows = conn.execute(
                 "SELECT d.subscription, d.position, d.topic, d.reason, d.attempts, "
@@ -326,7 +309,7 @@ class SqliteTopicsMixin(TopicStore):
         positions: Sequence[int] | None,
         now: datetime,
     ) -> int:
-        where, params = _filters(topic, subscription)
+        where, params = letter_filter(topic, subscription, "?")
         if positions is not None:
             if not positions:
                 return 0

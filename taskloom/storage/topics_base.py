@@ -35,6 +35,8 @@ __all__ = [
     "SubscriptionRecord",
     "TopicStore",
     "fanout_consumer",
+    "letter_filter",
+    "merge_stats",
     "topic_stream",
 ]
 
@@ -102,6 +104,30 @@ class DeliveryStats:
     pending: int
     next_due: datetime | None
     dead_letters: int
+
+
+def letter_filter(
+    topic: str | None, subscription: str | None, mark: str
+) -> tuple[str, list[object]]:
+    """The ``AND ...`` clauses (on alias ``d``) and parameters that narrow dead letters to
+    a topic and a subscription; ``mark`` is the dialect's placeholder."""
+    where, params = "", list[object]()
+    for column, value in (("topic", topic), ("subscription", subscription)):
+        if value is not None:
+            where += f" AND d.{column} = {mark}"
+            params.append(value)
+    return where, params
+
+
+def merge_stats(
+    pending: dict[str, tuple[int, datetime | None]], dead: dict[str, int]
+) -> list[DeliveryStats]:
+    """Per subscription with rows or dead letters, by name: ``pending`` maps it to its
+    row count and earliest due time, ``dead`` to its dead letters."""
+    return [
+        DeliveryStats(name, *pending.get(name, (0, None)), dead.get(name, 0))
+        for name in sorted(set(pending) | set(dead))
+    ]
 
 
 #: Runs inside a delivery's settling transaction (the handler's buffered effects).
