@@ -11,18 +11,21 @@ inside the same handler: the instance exists only after the handler returns.)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from taskloom.client import AsyncClient
+from taskloom.client import AsyncClient, Client
 from taskloom.events.records import ANY, AppendResult, NewEvent
-from taskloom.events.store import AsyncEventStore
+from taskloom.events.store import AsyncEventStore, EventStore
 from taskloom.storage.base import Message, NewInstance
 from taskloom.storage.events_base import EventTx, StreamAppend
 
-__all__ = ["BufferedClient", "BufferedEvents", "Effects"]
+__all__ = ["BufferedClient", "BufferedEvents", "Effects", "call_handler"]
 
 
 @dataclass
@@ -93,3 +96,26 @@ class BufferedEvents(AsyncEventStore):
         for w in writes:
             self._effects.appends.append(self.encode(w[0], w[1], w[2] if len(w) == 3 else ANY))
         return []
+
+
+async def call_handler(
+    handler: Callable[..., Any],
+    is_async: bool,
+    wants_events: bool,
+    event: Any,
+    base: AsyncClient,
+    effects: Effects,
+) -> None:
+    """Call a consumer's handler ``(event, client)`` (and ``events=`` if it declares it)
+    with a client and an event store whose writes go to ``effects``. A sync handler runs
+    in a thread with blocking wrappers on this loop, in a copy of the current context."""
+    buffered = BufferedClient(base, effects)
+    if is_async:
+        kwargs: dict[str, Any] = {"events": buffered.events} if wants_events else {}
+        await handler(event, buffered, **kwargs)
+        return
+    loop = asyncio.get_running_loop()
+    client = Client(_async=buffered, _loop=loop)
+    kwargs = {"events": EventStore(_async=buffered.events, _loop=loop)} if wants_events else {}
+    call = functools.partial(contextvars.copy_context().run, handler, event, client, **kwargs)
+    await asyncio.to_thread(call)

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
-import functools
 import logging
 import math
 import os
@@ -41,12 +39,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from taskloom.client import AsyncClient, Client
+from taskloom.client import AsyncClient
 from taskloom.clock import Clock, SystemClock
 from taskloom.events.codec import decode
-from taskloom.events.effects import BufferedClient, Effects
+from taskloom.events.effects import Effects, call_handler
 from taskloom.events.projection import ProjectionSpec, apply_batch
-from taskloom.events.store import EventStore
 from taskloom.events.subscription import SubscriptionSpec
 from taskloom.storage.base import LOG, SUBSCRIPTIONS
 from taskloom.storage.events_base import (
@@ -327,19 +324,9 @@ class ConsumerRunner:
 
     async def _call(self, spec: SubscriptionSpec, event: StoredEvent, effects: Effects) -> None:
         recorded = decode(event, self.converter)
-        buffered = BufferedClient(self.client, effects)
-        if spec.is_async:
-            kwargs: dict[str, Any] = {"events": buffered.events} if spec.wants_events else {}
-            await spec.handler(recorded, buffered, **kwargs)
-            return
-        loop = asyncio.get_running_loop()
-        client = Client(_async=buffered, _loop=loop)
-        kwargs = {}
-        if spec.wants_events:
-            kwargs["events"] = EventStore(_async=buffered.events, _loop=loop)
-        context = contextvars.copy_context()
-        call = functools.partial(context.run, spec.handler, recorded, client, **kwargs)
-        await asyncio.to_thread(call)
+        await call_handler(
+            spec.handler, spec.is_async, spec.wants_events, recorded, self.client, effects
+        )
 
     async def _deliver(
         self, spec: SubscriptionSpec, lease: PartitionLease, events: list[StoredEvent]

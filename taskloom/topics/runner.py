@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -32,13 +30,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from taskloom.client import AsyncClient, Client
+from taskloom.client import AsyncClient
 from taskloom.clock import Clock, SystemClock
 from taskloom.cloudevents.event import CloudEvent
-from taskloom.events.effects import BufferedClient, Effects
-from taskloom.events.store import EventStore
+from taskloom.events.effects import Effects, call_handler
 from taskloom.storage.base import AT_ONCE, DELIVERIES, LOG, SUBSCRIPTIONS
 from taskloom.storage.events_base import EventLogStore, EventTx, PartitionLease
 from taskloom.storage.topics_base import (
@@ -446,7 +443,9 @@ class TopicRunner:
         effects = Effects()
         try:
             event = decode_event(delivery.event)
-            await self._call(spec, event, effects)
+            await call_handler(
+                spec.handler, spec.is_async, spec.wants_events, event, self.client, effects
+            )
         except Exception as exc:
             await self._failed(sub, delivery, Outcome.handler_error(), _error(exc))
             return None
@@ -462,22 +461,6 @@ class TopicRunner:
                 "%s lost the lease of event %d; it is delivered again", sub.name, delivery.position
             )
         return None
-
-    async def _call(self, spec: EventTriggerSpec, event: CloudEvent, effects: Effects) -> None:
-        buffered = BufferedClient(self.client, effects)
-        if spec.is_async:
-            kwargs: dict[str, Any] = {"events": buffered.events} if spec.wants_events else {}
-            await spec.handler(event, buffered, **kwargs)
-            return
-        loop = asyncio.get_running_loop()
-        client = Client(_async=buffered, _loop=loop)
-        kwargs = {}
-        if spec.wants_events:
-            kwargs["events"] = EventStore(_async=buffered.events, _loop=loop)
-        context = contextvars.copy_context()
-        await asyncio.to_thread(
-            functools.partial(context.run, spec.handler, event, client, **kwargs)
-        )
 
     async def _run_webhook(self, sub: _Sub, hook: WebhookSpec, batch: list[Delivery]) -> None:
         if self._sender is None:
