@@ -55,6 +55,11 @@ class ExecutionStarted(HistoryEvent):
     version: str | None = None
     parent: ParentInstance | None = None
     scheduled_start: datetime | None = None
+    # W3C trace context of the span that caused this (traceparent, tracestate), kept so
+    # that one request is one trace across processes; tags are user labels.
+    trace_parent: str | None = None
+    trace_state: str | None = None
+    tags: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,11 @@ class TaskScheduled(HistoryEvent):
     version: str | None = None
     # For a retry: the event id of the first attempt (rewind removes failed retry chains).
     retry_of: int | None = None
+    # W3C trace context of the span that caused this (traceparent, tracestate), kept so
+    # that one request is one trace across processes; tags are user labels.
+    trace_parent: str | None = None
+    trace_state: str | None = None
+    tags: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,11 @@ class SubOrchestrationInstanceCreated(HistoryEvent):
     input: str | None = None
     version: str | None = None
     retry_of: int | None = None
+    # W3C trace context of the span that caused this (traceparent, tracestate), kept so
+    # that one request is one trace across processes; tags are user labels.
+    trace_parent: str | None = None
+    trace_state: str | None = None
+    tags: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
