@@ -95,11 +95,15 @@ def check_exactly_once(client: tl.Client, workers: EntityWorkers, total: int) ->
 
 
 def test_sigkill_mid_stream_of_signals(workers: EntityWorkers, client: tl.Client) -> None:
+    # Each operation sleeps 50 ms, so a batch of an entity's queued operations runs for
+    # seconds; the kill lands once 20 have run (the log is written before the commit),
+    # inside a batch, however slowly the client sends.
+    workers.sleep = 0.05
     first = workers.start()
     workers.wait_running(1)
-    send(client, range(BEFORE))  # the worker applies them as they come, in small batches
+    send(client, range(BEFORE))
     try:
-        wait_until(lambda: applied(client) >= 20, TIMEOUT, "the first operations")
+        wait_until(lambda: executions(workers.log).total() >= 20, TIMEOUT, "the first operations")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{workers.output()}") from None
     os.kill(first.pid, signal.SIGKILL)
