@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--poll-interval", type=float, help="fallback poll of the workers, seconds (default 1)"
     )
+    serve.add_argument(
+        "--heartbeat-every",
+        type=float,
+        help="seconds between the workers' heartbeats in the worker registry (default 5; 0: none)",
+    )
 
     def managed(name: str, help: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help)
@@ -189,6 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_concurrent_orchestrations=args.max_concurrent_orchestrations,
         lease_for=args.lease_for,
         poll_interval=args.poll_interval,
+        heartbeat_every=args.heartbeat_every,
     )
     run(
         app,

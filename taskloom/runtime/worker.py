@@ -31,6 +31,7 @@ from taskloom.errors import PayloadTooLargeError
 from taskloom.models import FailureDetails
 from taskloom.runtime.activities import run_activity
 from taskloom.runtime.episodes import Planned, plan_episode, plan_version_failure
+from taskloom.runtime.heartbeat import Heartbeat, WorkerShape
 from taskloom.storage.base import (
     ACTIVITIES,
     EPISODES,
@@ -66,6 +67,9 @@ class WorkerOptions:
     #: Lease scheduled activities and the next episode to ourselves in the commits that
     #: create them (see ``docs/architecture.md``, "Eager dispatch").
     eager: bool = True
+    #: Seconds between the worker's heartbeats in the worker registry (0: none); its
+    #: row expires after three missed beats (see ``docs/observability.md``).
+    heartbeat_every: float = 5.0
 
 
 @dataclass
@@ -126,6 +130,11 @@ class Worker:
         self._eager_tasks: set[asyncio.Task[None]] = set()
         self._leasing = 0
         self._pool = ThreadPoolExecutor(self.options.activity_threads, "taskloom-activity")
+        self._heartbeat: Heartbeat | None = None
+        if self.options.heartbeat_every > 0:
+            self._heartbeat = Heartbeat(
+                store, self.owner, self._shape, every=self.options.heartbeat_every
+            )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -137,7 +146,21 @@ class Worker:
         self.store.add_listener(self._activity_wake.set, ACTIVITIES)
         loops = (self._episode_loop, self._activity_loop, self._commit_loop, self._renew_loop)
         self._tasks = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
+        if self._heartbeat is not None:
+            await self._heartbeat.start()
         log.info("worker %s started for hub %r", self.owner, self.store.hub)
+
+    def _shape(self) -> WorkerShape:
+        """What the registry shows of this worker (see :class:`Heartbeat`)."""
+        app = self.app
+        return WorkerShape(
+            orchestrations=tuple(app.orchestrators),
+            activities=tuple(app.activities),
+            entities=tuple(app.entities),
+            slots=self.options.max_concurrent_activities,
+            busy=len(self._inflight),
+            version=app.versioning.version,
+        )
 
     async def stop(self, *, drain_timeout: float = 30.0) -> None:
         """Stop leasing, let running activities finish (up to ``drain_timeout``), flush."""
@@ -160,6 +183,8 @@ class Worker:
         if self._eager_tasks:  # episodes leased with the last results: let them commit
             await asyncio.wait(list(self._eager_tasks), timeout=max(1.0, drain_timeout))
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
         log.info("worker %s stopped", self.owner)
 
     def wake(self) -> None:

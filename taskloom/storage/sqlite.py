@@ -66,6 +66,7 @@ from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.sqlite_events import SqliteEventsMixin
 from taskloom.storage.sqlite_host import SqliteHostMixin
 from taskloom.storage.sqlite_topics import SqliteTopicsMixin
+from taskloom.storage.sqlite_workers import SqliteWorkersMixin
 
 __all__ = ["SqliteStore"]
 
@@ -152,7 +153,7 @@ def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Conne
         raise
 
 
-class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
+class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteWorkersMixin, Store):
     """A task hub in an SQLite file (or ``":memory:"``, private to this object)."""
 
     def __init__(
