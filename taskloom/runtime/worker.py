@@ -29,9 +29,11 @@ from taskloom.entities.episodes import plan_entity_episode
 from taskloom.entities.records import is_entity_id
 from taskloom.errors import PayloadTooLargeError
 from taskloom.models import FailureDetails
+from taskloom.observability import spans
 from taskloom.runtime.activities import run_activity
 from taskloom.runtime.episodes import Planned, plan_episode, plan_version_failure
 from taskloom.runtime.heartbeat import Heartbeat, WorkerShape
+from taskloom.runtime.tracing import EpisodeTraces, emit_all, trace_batch
 from taskloom.storage.base import (
     ACTIVITIES,
     EPISODES,
@@ -130,6 +132,7 @@ class Worker:
         self._eager_tasks: set[asyncio.Task[None]] = set()
         self._leasing = 0
         self._pool = ThreadPoolExecutor(self.options.activity_threads, "taskloom-activity")
+        self._traces = EpisodeTraces(self.options.cache_size)
         self._heartbeat: Heartbeat | None = None
         if self.options.heartbeat_every > 0:
             self._heartbeat = Heartbeat(
@@ -334,12 +337,15 @@ class Worker:
             if too_big is not None:
                 episode = next(e for e in episodes if e.instance.instance_id == iid)
                 planned[iid] = self._fail_oversize(episode, histories.get(iid, []), too_big)
+        traced = trace_batch(self._traces, episodes, histories, planned) if spans.enabled() else {}
         commits = [p.commit for p in planned.values()]
         now = self.clock.now()
         eager = self._eager_activities(now)
         applied = await self.store.complete_episodes(commits, now, eager)
         for (iid, plan), ok in zip(planned.items(), applied, strict=True):
             self._remember(iid, plan, ok)
+            if ok and iid in traced:
+                emit_all(traced[iid])
         if eager is not None:
             self._dispatch(eager.leased)
 

@@ -596,6 +596,7 @@ class PostgresStore(
                         w.input,
                         1,
                         w.prior_attempts + 1,
+                        w.trace_parent,
                     )
                 )
 

@@ -668,7 +668,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
     def _work_row(self, w: NewWorkItem, visible_at: int, attempt: int) -> tuple[Any, ...]:
         stored = self.payloads.text(w.instance_id, w.input, f"input of activity {w.name!r}")
         return (self.hub, w.instance_id, w.execution_id, w.task_id, w.name, stored,
-                visible_at, attempt)  # fmt: skip
+                visible_at, attempt, w.trace_parent)  # fmt: skip
 
     def _insert_work(self, conn: sqlite3.Connection, work: Sequence[NewWorkItem]) -> None:
         rows = [self._work_row(w, codec.us(w.visible_at), w.prior_attempts) for w in work]
@@ -685,7 +685,15 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
             item_id = conn.execute(_Q["insert_leased_work_item"], row).fetchone()[0]
             eager.leased.append(
                 WorkItem(
-                    item_id, w.instance_id, w.execution_id, w.task_id, w.name, w.input, 1, attempt
+                    item_id,
+                    w.instance_id,
+                    w.execution_id,
+                    w.task_id,
+                    w.name,
+                    w.input,
+                    1,
+                    attempt,
+                    w.trace_parent,
                 )
             )
 
