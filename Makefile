@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := dev,postgres,server,grpc
+EXTRAS := dev,postgres,server,grpc,otel
 
 .DEFAULT_GOAL := help
 .PHONY: help venv system run lint format test bench clean distclean

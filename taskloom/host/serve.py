@@ -30,6 +30,7 @@ from taskloom.client import AsyncClient
 from taskloom.clock import Clock
 from taskloom.errors import ConfigurationError
 from taskloom.host import logs
+from taskloom.observability import spans
 from taskloom.runtime.runner import redact
 from taskloom.runtime.worker import Worker, WorkerOptions
 from taskloom.storage import open_store
@@ -75,9 +76,12 @@ async def serve(
     stop: asyncio.Event | None = None,
     configure_logging: bool = True,
     local_port: int | None = None,
+    otlp_endpoint: str | None = None,
 ) -> None:
     """Serve ``app`` from ``store_url`` until ``stop`` is set or a signal arrives;
-    ``local_port``: also serve the API without keys on 127.0.0.1 at that port."""
+    ``local_port``: also serve the API without keys on 127.0.0.1 at that port;
+    ``otlp_endpoint``: export spans there (else where ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    says, if set)."""
     if not (http or workers):
         raise ConfigurationError("nothing to run: --no-http and --no-workers together")
     if local_port is not None and not http:
@@ -88,6 +92,7 @@ async def serve(
         )
     if configure_logging:
         logs.configure(json_logs=json_logs)
+    spans.configure_otlp(otlp_endpoint, service_name=app.name)
     stop = stop or asyncio.Event()
     store = open_store(store_url, hub=app.name)
     await store.open()
@@ -149,6 +154,7 @@ async def serve(
             except Exception:
                 log.exception("error while stopping %s", type(part).__name__)
         await store.close()
+        spans.shutdown()  # flush the spans of the last episodes
         log.info("stopped")
 
 

@@ -29,8 +29,11 @@ from taskloom.entities.episodes import plan_entity_episode
 from taskloom.entities.records import is_entity_id
 from taskloom.errors import PayloadTooLargeError
 from taskloom.models import FailureDetails
+from taskloom.observability import spans
 from taskloom.runtime.activities import run_activity
 from taskloom.runtime.episodes import Planned, plan_episode, plan_version_failure
+from taskloom.runtime.heartbeat import Heartbeat, WorkerShape
+from taskloom.runtime.tracing import EpisodeTraces, emit_all, trace_batch
 from taskloom.storage.base import (
     ACTIVITIES,
     EPISODES,
@@ -66,6 +69,9 @@ class WorkerOptions:
     #: Lease scheduled activities and the next episode to ourselves in the commits that
     #: create them (see ``docs/architecture.md``, "Eager dispatch").
     eager: bool = True
+    #: Seconds between the worker's heartbeats in the worker registry (0: none); its
+    #: row expires after three missed beats (see ``docs/observability.md``).
+    heartbeat_every: float = 5.0
 
 
 @dataclass
@@ -126,6 +132,12 @@ class Worker:
         self._eager_tasks: set[asyncio.Task[None]] = set()
         self._leasing = 0
         self._pool = ThreadPoolExecutor(self.options.activity_threads, "taskloom-activity")
+        self._traces = EpisodeTraces(self.options.cache_size)
+        self._heartbeat: Heartbeat | None = None
+        if self.options.heartbeat_every > 0:
+            self._heartbeat = Heartbeat(
+                store, self.owner, self._shape, every=self.options.heartbeat_every
+            )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -137,7 +149,21 @@ class Worker:
         self.store.add_listener(self._activity_wake.set, ACTIVITIES)
         loops = (self._episode_loop, self._activity_loop, self._commit_loop, self._renew_loop)
         self._tasks = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
+        if self._heartbeat is not None:
+            await self._heartbeat.start()
         log.info("worker %s started for hub %r", self.owner, self.store.hub)
+
+    def _shape(self) -> WorkerShape:
+        """What the registry shows of this worker (see :class:`Heartbeat`)."""
+        app = self.app
+        return WorkerShape(
+            orchestrations=tuple(app.orchestrators),
+            activities=tuple(app.activities),
+            entities=tuple(app.entities),
+            slots=self.options.max_concurrent_activities,
+            busy=len(self._inflight),
+            version=app.versioning.version,
+        )
 
     async def stop(self, *, drain_timeout: float = 30.0) -> None:
         """Stop leasing, let running activities finish (up to ``drain_timeout``), flush."""
@@ -160,6 +186,8 @@ class Worker:
         if self._eager_tasks:  # episodes leased with the last results: let them commit
             await asyncio.wait(list(self._eager_tasks), timeout=max(1.0, drain_timeout))
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
         log.info("worker %s stopped", self.owner)
 
     def wake(self) -> None:
@@ -309,12 +337,15 @@ class Worker:
             if too_big is not None:
                 episode = next(e for e in episodes if e.instance.instance_id == iid)
                 planned[iid] = self._fail_oversize(episode, histories.get(iid, []), too_big)
+        traced = trace_batch(self._traces, episodes, histories, planned) if spans.enabled() else {}
         commits = [p.commit for p in planned.values()]
         now = self.clock.now()
         eager = self._eager_activities(now)
         applied = await self.store.complete_episodes(commits, now, eager)
         for (iid, plan), ok in zip(planned.items(), applied, strict=True):
             self._remember(iid, plan, ok)
+            if ok and iid in traced:
+                emit_all(traced[iid])
         if eager is not None:
             self._dispatch(eager.leased)
 

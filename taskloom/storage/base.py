@@ -97,6 +97,9 @@ class NewWorkItem:
     # Leases before this one: a retry's n-th attempt starts at n - 1, so the first
     # lease reports attempt n (and a redelivery after a crash counts as one more).
     prior_attempts: int = 0
+    #: W3C traceparent of the span that waits for this activity (the parent of its run's
+    #: span), or None when the scheduling worker did not trace.
+    trace_parent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class WorkItem:
     input: str | None
     lease_token: int
     attempt: int = 1
+    trace_parent: str | None = None
 
 
 @dataclass(frozen=True)

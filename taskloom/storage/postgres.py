@@ -118,6 +118,7 @@ from taskloom.storage.postgres_notify import (
 )
 from taskloom.storage.postgres_reads import PostgresReadsMixin
 from taskloom.storage.postgres_topics import PostgresTopicsMixin
+from taskloom.storage.postgres_workers import PostgresWorkersMixin
 
 __all__ = ["PostgresStore"]
 
@@ -134,6 +135,7 @@ class PostgresStore(
     PostgresEventsMixin,
     PostgresReadsMixin,
     PostgresHostMixin,
+    PostgresWorkersMixin,
     Store,
 ):
     """One task hub in a PostgreSQL database (see the module docstring)."""
@@ -594,6 +596,7 @@ class PostgresStore(
                         w.input,
                         1,
                         w.prior_attempts + 1,
+                        w.trace_parent,
                     )
                 )
 

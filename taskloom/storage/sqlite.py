@@ -66,6 +66,7 @@ from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.sqlite_events import SqliteEventsMixin
 from taskloom.storage.sqlite_host import SqliteHostMixin
 from taskloom.storage.sqlite_topics import SqliteTopicsMixin
+from taskloom.storage.sqlite_workers import SqliteWorkersMixin
 
 __all__ = ["SqliteStore"]
 
@@ -152,7 +153,7 @@ def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Conne
         raise
 
 
-class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
+class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteWorkersMixin, Store):
     """A task hub in an SQLite file (or ``":memory:"``, private to this object)."""
 
     def __init__(
@@ -667,7 +668,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
     def _work_row(self, w: NewWorkItem, visible_at: int, attempt: int) -> tuple[Any, ...]:
         stored = self.payloads.text(w.instance_id, w.input, f"input of activity {w.name!r}")
         return (self.hub, w.instance_id, w.execution_id, w.task_id, w.name, stored,
-                visible_at, attempt)  # fmt: skip
+                visible_at, attempt, w.trace_parent)  # fmt: skip
 
     def _insert_work(self, conn: sqlite3.Connection, work: Sequence[NewWorkItem]) -> None:
         rows = [self._work_row(w, codec.us(w.visible_at), w.prior_attempts) for w in work]
@@ -684,7 +685,15 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
             item_id = conn.execute(_Q["insert_leased_work_item"], row).fetchone()[0]
             eager.leased.append(
                 WorkItem(
-                    item_id, w.instance_id, w.execution_id, w.task_id, w.name, w.input, 1, attempt
+                    item_id,
+                    w.instance_id,
+                    w.execution_id,
+                    w.task_id,
+                    w.name,
+                    w.input,
+                    1,
+                    attempt,
+                    w.trace_parent,
                 )
             )
 
