@@ -57,7 +57,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -83,6 +83,7 @@ from taskloom.storage.base import (
     WorkItem,
     child_conflict_message,
     commit_kinds,
+    status_changes,
     timed,
 )
 from taskloom.storage.entity_rows import ensure_postgres
@@ -299,9 +300,9 @@ class PostgresStore(
             except psycopg.Error as exc:
                 raise StoreError(f"PostgreSQL error on {describe(self._params)}: {exc}") from exc
 
-    def _notify(self, kinds: str = ALL_KINDS) -> None:
+    def _notify(self, kinds: str = ALL_KINDS, changed: Collection[str] | None = None) -> None:
         """Wake this store's listeners now and every other process on the hub soon."""
-        self._wake_locally(kinds)
+        self._wake_locally(kinds, changed)
         if self._announcer is not None:
             self._announcer.announce(kinds)
 
@@ -461,7 +462,7 @@ class PostgresStore(
                 f"with status {blocking.value}; wait for it to finish, terminate or purge it, "
                 "or choose another instance_id"
             )
-        self._notify(EPISODES + STATUS + timed([new.start]))
+        self._notify(EPISODES + STATUS + timed([new.start]), [new.record.instance_id])
 
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if not messages:
@@ -562,7 +563,7 @@ class PostgresStore(
 
         applied = await self._run(op)
         if any(applied) and (kinds := commit_kinds(commits, applied, eager)):
-            self._notify(kinds)
+            self._notify(kinds, status_changes(commits, applied))
         return applied
 
     @staticmethod

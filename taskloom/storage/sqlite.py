@@ -22,7 +22,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
@@ -46,7 +46,6 @@ from taskloom.storage.base import (
     InstanceQuery,
     InstanceRecord,
     LeasedEpisode,
-    Listener,
     Message,
     NewInstance,
     NewWorkItem,
@@ -58,6 +57,7 @@ from taskloom.storage.base import (
     commit_kinds,
     refused,
     result_kinds,
+    status_changes,
     timed,
 )
 from taskloom.storage.doorbell import Doorbell
@@ -271,14 +271,13 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
         # Cached: every commit publishes on it, and realpath costs system calls.
         return (os.path.realpath(self.path) if self.path != ":memory:" else str(id(self)), self.hub)
 
-    def _notify(self, kinds: str = ALL_KINDS) -> None:
-        self._wake_locally(kinds)
+    def _notify(self, kinds: str = ALL_KINDS, changed: Collection[str] | None = None) -> None:
+        self._wake_locally(kinds, changed)
         local_bus.publish(self._bus_key, self._wake_locally, kinds)
         if self._doorbell is not None:
             self._doorbell.ring(kinds)
 
-    def add_listener(self, listener: Listener, kinds: str = ALL_KINDS) -> None:
-        super().add_listener(listener, kinds)
+    def _listening(self) -> None:
         # Other processes ring only the processes that listen; the socket stays bound
         # until close, so a client waiting many times in a row binds once.
         if self._doorbell is not None:
@@ -449,9 +448,10 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
                 if not created.done():
                     created.set_exception(exc)
             return
-        fresh = [new.start for (new, _), b in zip(starts, blocking, strict=True) if b is None]
-        if fresh:
-            self._notify(EPISODES + STATUS + timed(fresh))
+        made = [new for (new, _), b in zip(starts, blocking, strict=True) if b is None]
+        if made:
+            started = [new.record.instance_id for new in made]
+            self._notify(EPISODES + STATUS + timed(new.start for new in made), started)
         for (_, created), status in zip(starts, blocking, strict=True):
             if not created.done():
                 created.set_result(status)
@@ -614,7 +614,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
         with self._write("complete episodes") as conn:
             applied = [self._apply_commit(conn, commit, now, eager) for commit in commits]
         if any(applied) and (kinds := commit_kinds(commits, applied, eager)):
-            self._notify(kinds)
+            self._notify(kinds, status_changes(commits, applied))
         return applied
 
     def _apply_commit(
