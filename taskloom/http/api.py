@@ -35,7 +35,7 @@ from taskloom.errors import (
     SerializationError,
     StoreError,
 )
-from taskloom.http import entities, links, management, topics, triggers
+from taskloom.http import entities, links, management, metrics, topics, triggers
 from taskloom.http.auth import KeyCache
 from taskloom.storage.host_base import HostStore
 
@@ -88,6 +88,7 @@ def create_asgi_app(
     api.include_router(links.router)
     api.include_router(triggers.router)
     api.include_router(topics.router)
+    api.include_router(metrics.router)
     api.include_router(app.api)
 
     api.add_exception_handler(RequestValidationError, _invalid_request)
