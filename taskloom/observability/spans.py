@@ -248,6 +248,11 @@ def configure_otlp(endpoint: str | None = None, service_name: str = "taskloom") 
     )
     if endpoint is None and not from_env:
         return False
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"invalid OTLP endpoint {endpoint!r}: give the collector's OTLP/HTTP URL, "
+            "e.g. http://127.0.0.1:4318"
+        )
     try:
         from opentelemetry import trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

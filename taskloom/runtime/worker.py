@@ -28,7 +28,7 @@ from taskloom.clock import Clock, SystemClock
 from taskloom.core.executor import OrchestrationRun
 from taskloom.entities.episodes import plan_entity_episode
 from taskloom.entities.records import is_entity_id
-from taskloom.errors import PayloadTooLargeError
+from taskloom.errors import ConfigurationError, PayloadTooLargeError
 from taskloom.models import FailureDetails
 from taskloom.observability import spans
 from taskloom.runtime import measure
@@ -137,6 +137,11 @@ class Worker:
         self._traces = EpisodeTraces(self.options.cache_size)
         self._episodes_in_hand = 0
         self._heartbeat: Heartbeat | None = None
+        if self.options.heartbeat_every < 0:
+            raise ConfigurationError(
+                f"heartbeat_every must be >= 0 seconds (0 turns the heartbeat off), "
+                f"not {self.options.heartbeat_every!r}"
+            )
         if self.options.heartbeat_every > 0:
             self._heartbeat = Heartbeat(
                 store, self.owner, self._shape, every=self.options.heartbeat_every

@@ -225,3 +225,30 @@ def test_no_opentelemetry_import_when_off(absent: bool) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_bad_otlp_endpoint_is_refused_with_what_to_give() -> None:
+    from taskloom.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="invalid OTLP endpoint"):
+        spans.configure_otlp("collector:4318")
+
+
+def test_an_otlp_endpoint_without_the_extra_says_what_to_install() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        {block}
+        from taskloom.errors import ConfigurationError
+        from taskloom.observability import spans
+        try:
+            spans.configure_otlp("http://127.0.0.1:4318")
+        except ConfigurationError as exc:
+            print(exc)
+        """
+    ).format(block=_BLOCK)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'taskloom[otel]'" in done.stdout
