@@ -252,3 +252,18 @@ def test_an_otlp_endpoint_without_the_extra_says_what_to_install() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "pip install 'taskloom[otel]'" in done.stdout
+
+
+def test_trace_id_of_an_instance() -> None:
+    from datetime import UTC, datetime
+
+    from taskloom.history import ExecutionStarted
+    from taskloom.observability.context import trace_id_of
+
+    header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    now = datetime.now(UTC)
+    traced = ExecutionStarted(now, name="o", instance_id="i", execution_id="e", trace_parent=header)
+    assert trace_id_of(traced) == "0af7651916cd43dd8448eb211c80319c"
+    untraced = ExecutionStarted(now, name="o", instance_id="i", execution_id="e")
+    derived = OrchestrationTrace("i", "e", None).context.trace_id
+    assert trace_id_of(untraced) == f"{derived:032x}"
