@@ -37,6 +37,7 @@ from taskloom.errors import (
 )
 from taskloom.http import entities, links, management, metrics, topics, triggers
 from taskloom.http.auth import KeyCache
+from taskloom.observability import spans
 from taskloom.storage.host_base import HostStore
 
 if TYPE_CHECKING:
@@ -172,7 +173,17 @@ class _AccessLog:
             await send(message)
 
         try:
-            await self.app(scope, receive, sending)
+            if spans.enabled():
+                # A caller's traceparent makes the orchestrations it starts join its trace.
+                headers = dict(scope.get("headers") or ())
+                parent, state = headers.get(b"traceparent"), headers.get(b"tracestate")
+                with spans.incoming(
+                    parent.decode("latin-1") if parent else None,
+                    state.decode("latin-1") if state else None,
+                ):
+                    await self.app(scope, receive, sending)
+            else:
+                await self.app(scope, receive, sending)
         except Exception as exc:
             request = Request(scope)
             try:

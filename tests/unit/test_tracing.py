@@ -267,3 +267,22 @@ def test_trace_id_of_an_instance() -> None:
     untraced = ExecutionStarted(now, name="o", instance_id="i", execution_id="e")
     derived = OrchestrationTrace("i", "e", None).context.trace_id
     assert trace_id_of(untraced) == f"{derived:032x}"
+
+
+def test_an_http_start_joins_the_callers_trace(exporter: Any) -> None:
+    import httpx
+
+    header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with TestEnv(app, http=True) as env:
+        url = f"{env.base_url}/runtime/webhooks/durabletask/orchestrators/parent/http-1"
+        response = httpx.post(url, json=3, headers={"traceparent": header}, timeout=30)
+        assert response.status_code == 202, response.text
+        env.client.wait_for_start("http-1", timeout=30)
+        env.client.raise_event("http-1", "go")
+        state = env.client.wait_for_completion("http-1", timeout=30)
+        assert state.runtime_status is tl.Status.COMPLETED
+    found = by_name(exporter.get_finished_spans())
+    [create] = found["create_orchestration:parent", "PRODUCER"]
+    [orch] = found["orchestration:parent", "SERVER"]
+    assert create.parent is not None and create.parent.span_id == 0xB7AD6B7169203331
+    assert create.context.trace_id == orch.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
