@@ -15,6 +15,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from taskloom.history import ExecutionStarted
+
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
@@ -96,3 +98,11 @@ class OrchestrationTrace:
         ``"suborchestration"``): the parent of the activity's run or the child's span."""
         ctx = self.context
         return ctx.child(derived_span_id(kind, ctx.span_id, task_id))
+
+
+def trace_id_of(started: ExecutionStarted) -> str:
+    """The trace id (32 hex digits, as tracing back ends show it) of the execution that
+    ``started`` begins: what a dashboard links an instance to."""
+    parent = TraceContext.parse(started.trace_parent, started.trace_state)
+    trace = OrchestrationTrace(started.instance_id, started.execution_id, parent)
+    return f"{trace.context.trace_id:032x}"

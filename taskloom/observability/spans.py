@@ -222,6 +222,23 @@ def live(
         yield LiveSpan(span)
 
 
+@contextlib.contextmanager
+def incoming(traceparent: str | None, tracestate: str | None = None) -> Iterator[None]:
+    """Make a caller's W3C context (an HTTP request's ``traceparent`` header) current for
+    the block, so what it starts joins the caller's trace; a no-op without tracing or
+    without a valid header."""
+    parent = TraceContext.parse(traceparent, tracestate) if tracer() is not None else None
+    if parent is None:
+        yield
+        return
+    context = importlib.import_module("opentelemetry.context")
+    token = context.attach(_parent(parent))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
 def current_ids() -> tuple[str, str] | None:
     """The current span's (trace id, span id) in hex, for log lines; None without one."""
     trace = sys.modules.get("opentelemetry.trace")
@@ -248,6 +265,11 @@ def configure_otlp(endpoint: str | None = None, service_name: str = "taskloom") 
     )
     if endpoint is None and not from_env:
         return False
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"invalid OTLP endpoint {endpoint!r}: give the collector's OTLP/HTTP URL, "
+            "e.g. http://127.0.0.1:4318"
+        )
     try:
         from opentelemetry import trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -100,6 +100,8 @@ class NewWorkItem:
     #: W3C traceparent of the span that waits for this activity (the parent of its run's
     #: span), or None when the scheduling worker did not trace.
     trace_parent: str | None = None
+    #: When the episode scheduled it (the schedule-to-start lag and backlog age).
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class WorkItem:
     lease_token: int
     attempt: int = 1
     trace_parent: str | None = None
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ protocol, every method takes ``now`` from its caller and never reads the clock.
   every few seconds (``heartbeat_worker``), deletes it on a clean stop
   (``remove_worker``); a killed one's row lapses at ``expires_at`` and ``list_workers``
   ignores and deletes it.
+- **Backlog**: ``backlog`` counts what waits to be run, for metrics and the dashboard.
 """
 
 from __future__ import annotations
@@ -83,6 +84,17 @@ class WorkerRecord:
     expires_at: datetime
     #: The app version the worker starts new orchestrations at (``None``: unversioned).
     version: str | None = None
+
+
+@dataclass(frozen=True)
+class BacklogFigure:
+    """What waits to run, of one ``kind``: ``"orchestration"`` (visible inbox messages,
+    entities' included) or ``"activity"`` (work items nobody holds). ``oldest_at`` is
+    when the longest-waiting one became runnable (None when ``depth`` is 0)."""
+
+    kind: str
+    depth: int
+    oldest_at: datetime | None = None
 
 
 class HostStore(abc.ABC):
@@ -183,3 +195,8 @@ class HostStore(abc.ABC):
     async def list_workers(self, now: datetime) -> list[WorkerRecord]:
         """The live workers (``expires_at`` after ``now``), ordered by ``started_at``
         then ``worker_id``; rows expired at ``now`` are left out and deleted."""
+
+    @abc.abstractmethod
+    async def backlog(self, now: datetime) -> list[BacklogFigure]:
+        """The orchestration and activity backlogs at ``now``: a count over each queue's
+        visibility index, and the oldest entry by insertion order."""

@@ -598,6 +598,7 @@ class PostgresStore(
                         1,
                         w.prior_attempts + 1,
                         w.trace_parent,
+                        w.scheduled_at,
                     )
                 )
 

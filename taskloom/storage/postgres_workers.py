@@ -1,9 +1,11 @@
-"""The PostgreSQL backend's worker registry (:class:`~taskloom.storage.host_base.HostStore`'s
-``heartbeat_worker``, ``remove_worker`` and ``list_workers``), in the ``workers`` table of
+"""The PostgreSQL backend's worker registry and backlog figures
+(:class:`~taskloom.storage.host_base.HostStore`'s ``heartbeat_worker``, ``remove_worker``,
+``list_workers`` and ``backlog``); the registry is the ``workers`` table of
 ``sql/postgres/0010_workers.sql``.
 
 A heartbeat is one autocommit ``INSERT ... ON CONFLICT DO UPDATE``; listing deletes the
-expired rows and returns the live ones in one statement (a data-modifying CTE).
+expired rows and returns the live ones in one statement (a data-modifying CTE). The
+backlog is one statement: a count over each visibility index and the oldest row of each.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg import AsyncConnection
 
-from taskloom.storage.host_base import HostStore, WorkerRecord
+from taskloom.history import loads_event
+from taskloom.storage.base import AT_ONCE
+from taskloom.storage.host_base import BacklogFigure, HostStore, WorkerRecord
 
 __all__ = ["PostgresWorkersMixin"]
 
@@ -111,3 +115,35 @@ class PostgresWorkersMixin(HostStore):
             return await cur.fetchall()
 
         return [_record(r) for r in await self._run(op)]
+
+    async def backlog(self, now: datetime) -> list[BacklogFigure]:
+        s = self._s
+
+        async def op(conn: Conn) -> tuple[Any, ...] | None:
+            cur = await conn.execute(
+                f"WITH m AS (SELECT count(*) AS n, min(id) AS first FROM {s}.messages "
+                "WHERE hub = %(hub)s AND visible_at <= %(now)s), "
+                f"w AS (SELECT count(*) AS n, min(id) AS first FROM {s}.work_items "
+                "WHERE hub = %(hub)s AND ready_at <= %(now)s) "
+                "SELECT m.n, mm.visible_at, mm.event, w.n, ww.scheduled_at, ww.visible_at "
+                f"FROM m CROSS JOIN w LEFT JOIN {s}.messages mm ON mm.id = m.first "
+                f"LEFT JOIN {s}.work_items ww ON ww.id = w.first",
+                {"hub": self.hub, "now": now},
+            )
+            return await cur.fetchone()
+
+        row = await self._run(op)
+        assert row is not None
+        messages, visible, event, items, scheduled, item_visible = row
+        oldest = None if event is None else max(visible, loads_event(event).timestamp)
+        ready = None
+        if item_visible is not None:
+            ready = (
+                scheduled
+                if item_visible == AT_ONCE
+                else max(scheduled or item_visible, item_visible)
+            )
+        return [
+            BacklogFigure("orchestration", int(messages), oldest),
+            BacklogFigure("activity", int(items), ready),
+        ]

@@ -153,6 +153,12 @@ def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Conne
         raise
 
 
+def _work_item(row: sqlite3.Row) -> WorkItem:
+    values = {f.name: row[f.name] for f in fields(WorkItem)}
+    values["scheduled_at"] = codec.dt_or_none(values["scheduled_at"])
+    return WorkItem(**values)
+
+
 class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteWorkersMixin, Store):
     """A task hub in an SQLite file (or ``":memory:"``, private to this object)."""
 
@@ -668,7 +674,8 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
     def _work_row(self, w: NewWorkItem, visible_at: int, attempt: int) -> tuple[Any, ...]:
         stored = self.payloads.text(w.instance_id, w.input, f"input of activity {w.name!r}")
         return (self.hub, w.instance_id, w.execution_id, w.task_id, w.name, stored,
-                visible_at, attempt, w.trace_parent)  # fmt: skip
+                visible_at, attempt, w.trace_parent,
+                codec.us_or_none(w.scheduled_at))  # fmt: skip
 
     def _insert_work(self, conn: sqlite3.Connection, work: Sequence[NewWorkItem]) -> None:
         rows = [self._work_row(w, codec.us(w.visible_at), w.prior_attempts) for w in work]
@@ -694,6 +701,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
                     1,
                     attempt,
                     w.trace_parent,
+                    w.scheduled_at,
                 )
             )
 
@@ -726,7 +734,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
                 ).fetchall()
             position = {work_item_id: n for n, work_item_id in enumerate(ids)}
             rows.sort(key=lambda r: position[r["id"]])
-            items = [WorkItem(**{f.name: r[f.name] for f in fields(WorkItem)}) for r in rows]
+            items = [_work_item(r) for r in rows]
             return self._resolved(conn, items)
 
     async def complete_activities(

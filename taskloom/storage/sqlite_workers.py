@@ -1,9 +1,11 @@
-"""The SQLite backend's worker registry (:class:`~taskloom.storage.host_base.HostStore`'s
-``heartbeat_worker``, ``remove_worker`` and ``list_workers``), in the ``workers`` table of
+"""The SQLite backend's worker registry and backlog figures
+(:class:`~taskloom.storage.host_base.HostStore`'s ``heartbeat_worker``, ``remove_worker``,
+``list_workers`` and ``backlog``); the registry is the ``workers`` table of
 ``sql/sqlite/0008_workers.sql``.
 
 A heartbeat is one ``INSERT ... ON CONFLICT DO UPDATE`` under the writer lock; listing
-reads without it and takes the lock only when it found expired rows to delete.
+reads without it and takes the lock only when it found expired rows to delete. The
+backlog is read without the lock: a count over each visibility index, and one row each.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from taskloom.history import loads_event
 from taskloom.storage import sqlite_codec as codec
-from taskloom.storage.host_base import HostStore, WorkerRecord
+from taskloom.storage.base import AT_ONCE
+from taskloom.storage.host_base import BacklogFigure, HostStore, WorkerRecord
 
 __all__ = ["SqliteWorkersMixin"]
 
@@ -105,3 +109,39 @@ class SqliteWorkersMixin(HostStore):
                     "DELETE FROM workers WHERE hub = ? AND expires_at <= ?", (self.hub, at)
                 )
         return [_record(r) for r in live]
+
+    async def backlog(self, now: datetime) -> list[BacklogFigure]:
+        at = codec.us(now)
+        with self._read("read the backlog") as conn:
+            depth, first = conn.execute(
+                "SELECT count(*), min(id) FROM messages WHERE hub = ? AND visible_at <= ?",
+                (self.hub, at),
+            ).fetchone()
+            oldest = None
+            if first is not None:
+                row = conn.execute(
+                    "SELECT visible_at, event FROM messages WHERE id = ?", (first,)
+                ).fetchone()
+                if row is not None:
+                    oldest = max(codec.dt(row[0]), loads_event(row[1]).timestamp)
+            orchestrations = BacklogFigure("orchestration", int(depth), oldest)
+            # A leased item's visible_at is its lease expiry: visible ones nobody holds.
+            depth, first = conn.execute(
+                "SELECT count(*), min(id) FROM work_items WHERE hub = ? AND visible_at <= ?",
+                (self.hub, at),
+            ).fetchone()
+            oldest = None
+            if first is not None:
+                row = conn.execute(
+                    "SELECT scheduled_at, visible_at FROM work_items WHERE id = ?", (first,)
+                ).fetchone()
+                if row is not None:
+                    oldest = _ready_at(codec.dt_or_none(row[0]), codec.dt(row[1]))
+        return [orchestrations, BacklogFigure("activity", int(depth), oldest)]
+
+
+def _ready_at(scheduled: datetime | None, visible: datetime) -> datetime | None:
+    """When a work item became runnable: its scheduling, or a later visibility."""
+    if visible == AT_ONCE:
+        return scheduled
+    return visible if scheduled is None else max(scheduled, visible)

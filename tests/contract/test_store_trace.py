@@ -32,3 +32,14 @@ async def test_trace_parent_reaches_the_eager_item(store: Store) -> None:
     assert [w.trace_parent for w in eager.leased] == [PARENT]
     [other] = await store.lease_activities(at(1), 10, 30, "other")
     assert other.trace_parent == PARENT
+
+
+async def test_scheduled_at_reaches_the_leased_and_the_eager_item(store: Store) -> None:
+    await store.create_instance(new_instance("t3"))
+    episode = (await lease_all(store))["t3"]
+    eager = EagerActivities("me", at(30), limit=1)
+    items = [dataclasses.replace(work("t3", k), scheduled_at=at(k)) for k in (1, 2)]
+    assert await store.complete_episodes([commit(episode, work_items=items)], T0, eager) == [True]
+    assert [w.scheduled_at for w in eager.leased] == [at(1)]
+    [other] = await store.lease_activities(at(3), 10, 30, "other")
+    assert other.scheduled_at == at(2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 from store_builders import T0, at
@@ -96,3 +97,33 @@ async def test_hostile_names_are_stored_as_given(host: HostStore) -> None:
     record = worker("w'1", orchestrations=names, entities=("@counter",))
     await host.heartbeat_worker(record)
     assert await host.list_workers(at(1)) == [record]
+
+
+# -- backlog --------------------------------------------------------------------------
+
+
+async def test_backlog_counts_what_waits_and_its_oldest(host: HostStore, store: Store) -> None:
+    from store_builders import commit, event, lease_all, new_instance
+    from test_store import work
+
+    def figures(found: list[Any]) -> dict[str, tuple[int, object]]:
+        return {f.kind: (f.depth, f.oldest_at) for f in found}
+
+    assert figures(await host.backlog(T0)) == {"orchestration": (0, None), "activity": (0, None)}
+    await store.create_instance(new_instance("b1", created=at(1)))
+    await store.create_instance(new_instance("b2", created=at(2)))
+    assert figures(await host.backlog(at(5)))["orchestration"] == (2, at(1))
+    episodes = await lease_all(store, at(5))
+    items = [dataclasses.replace(work("b1", k), scheduled_at=at(6)) for k in (1, 2)]
+    timer = dataclasses.replace(event("b1", "late", at(3)), visible_at=at(100))
+    done = await store.complete_episodes(
+        [commit(episodes["b1"], work_items=items, messages=[timer])], at(6)
+    )
+    assert done == [True]
+    found = figures(await host.backlog(at(7)))
+    assert found == {"orchestration": (1, at(2)), "activity": (2, at(6))}
+    # Leased work is not backlog; a timer counts once due, from its due time.
+    await store.lease_activities(at(7), 1, 30, "w")
+    await store.lease_episodes(at(7), 10, 30, "w")
+    assert figures(await host.backlog(at(8)))["activity"][0] == 1
+    assert figures(await host.backlog(at(101)))["orchestration"] == (2, at(2))

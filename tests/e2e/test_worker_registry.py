@@ -73,3 +73,16 @@ def test_workers_register_leave_and_expire(workers: Workers, store_url: str, hub
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait(10)
     wait_until(lambda: live(store_url, hub) == [], 30, "the killed worker's row to expire")
+
+
+def test_a_negative_heartbeat_interval_is_refused(store_url: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from crash_app import APP_SPEC, ROOT
+
+    cmd = [sys.executable, "-m", "taskloom", "serve", APP_SPEC, "--store", store_url]
+    cmd += ["--no-http", "--heartbeat-every", "-1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "heartbeat_every must be >= 0 seconds (0 turns the heartbeat off)" in done.stderr

@@ -225,3 +225,64 @@ def test_no_opentelemetry_import_when_off(absent: bool) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_bad_otlp_endpoint_is_refused_with_what_to_give() -> None:
+    from taskloom.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="invalid OTLP endpoint"):
+        spans.configure_otlp("collector:4318")
+
+
+def test_an_otlp_endpoint_without_the_extra_says_what_to_install() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        {block}
+        from taskloom.errors import ConfigurationError
+        from taskloom.observability import spans
+        try:
+            spans.configure_otlp("http://127.0.0.1:4318")
+        except ConfigurationError as exc:
+            print(exc)
+        """
+    ).format(block=_BLOCK)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'taskloom[otel]'" in done.stdout
+
+
+def test_trace_id_of_an_instance() -> None:
+    from datetime import UTC, datetime
+
+    from taskloom.history import ExecutionStarted
+    from taskloom.observability.context import trace_id_of
+
+    header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    now = datetime.now(UTC)
+    traced = ExecutionStarted(now, name="o", instance_id="i", execution_id="e", trace_parent=header)
+    assert trace_id_of(traced) == "0af7651916cd43dd8448eb211c80319c"
+    untraced = ExecutionStarted(now, name="o", instance_id="i", execution_id="e")
+    derived = OrchestrationTrace("i", "e", None).context.trace_id
+    assert trace_id_of(untraced) == f"{derived:032x}"
+
+
+def test_an_http_start_joins_the_callers_trace(exporter: Any) -> None:
+    import httpx
+
+    header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with TestEnv(app, http=True) as env:
+        url = f"{env.base_url}/runtime/webhooks/durabletask/orchestrators/parent/http-1"
+        response = httpx.post(url, json=3, headers={"traceparent": header}, timeout=30)
+        assert response.status_code == 202, response.text
+        env.client.wait_for_start("http-1", timeout=30)
+        env.client.raise_event("http-1", "go")
+        state = env.client.wait_for_completion("http-1", timeout=30)
+        assert state.runtime_status is tl.Status.COMPLETED
+    found = by_name(exporter.get_finished_spans())
+    [create] = found["create_orchestration:parent", "PRODUCER"]
+    [orch] = found["orchestration:parent", "SERVER"]
+    assert create.parent is not None and create.parent.span_id == 0xB7AD6B7169203331
+    assert create.context.trace_id == orch.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C

@@ -22,15 +22,16 @@ ON CONFLICT (hub, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
 
 -- name: insert_work_item
 INSERT INTO work_items
-    (hub, instance_id, execution_id, task_id, name, input, visible_at, attempt, trace_parent)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    (hub, instance_id, execution_id, task_id, name, input, visible_at, attempt, trace_parent,
+     scheduled_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: insert_leased_work_item
 -- Eager dispatch: the item starts leased (token 1) by the worker that scheduled it.
 INSERT INTO work_items
     (hub, instance_id, execution_id, task_id, name, input, visible_at, attempt, trace_parent,
-     lease_owner, lease_token, lease_expires)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) RETURNING id
+     scheduled_at, lease_owner, lease_token, lease_expires)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) RETURNING id
 
 -- name: next_lease_tokens
 UPDATE taskloom_counters SET value = value + ? WHERE name = 'lease_token' RETURNING value
