@@ -23,6 +23,7 @@ import grpc
 from taskloom import errors
 from taskloom.clock import Clock, SystemClock
 from taskloom.grpc.hubs import Caller, Hub, HubRegistry, RpcError
+from taskloom.grpc.tokens import InFlight
 
 log = logging.getLogger("taskloom.grpc")
 
@@ -144,6 +145,11 @@ class SidecarBase:
         self.on_close: list[Callable[[], Awaitable[None]]] = []
         #: Set when the server stops: open work-item streams end.
         self.stopping = False
+        #: Work items out with SDK workers, by completion token.
+        self.inflight = InFlight(keep_for=lease_for * 2)
+        #: The orchestration trace context (span id, start) each SDK worker last reported
+        #: per (hub, instance id), sent back with the next episode (kept in memory only).
+        self.trace_contexts: dict[tuple[str, str], Any] = {}
 
     async def caller(self, context: Any, permission: str) -> Caller:
         """The hub and role of this call; raises unless the role has ``permission``."""
