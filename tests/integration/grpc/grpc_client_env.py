@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from apps import app
 from durabletask.client import TaskHubGrpcClient
+from durabletask.worker import TaskHubGrpcWorker
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from envs import OPTIONS
 
@@ -37,7 +38,9 @@ class SidecarEnv:
             store_url, port=0, default_hub=hub, stores=[self.store], open_without_keys=True
         )
         self._clients: list[TaskHubGrpcClient] = []
+        self._workers: list[TaskHubGrpcWorker] = []
         self.metadata: list[tuple[str, str]] = []
+        self.worker_metadata: list[tuple[str, str]] = []
 
     def call(self, coro: Awaitable[Any], timeout: float = 30) -> Any:
         """Run ``coro`` on the sidecar's loop and return its result."""
@@ -58,6 +61,8 @@ class SidecarEnv:
         now = datetime.now(UTC)
         created = self.call(manage.create_key(self.store, "admin", f"grpc-{self.hub}", now))
         self.metadata = [("authorization", f"Bearer {created.key}")]
+        worker = self.call(manage.create_key(self.store, "worker", f"grpc-w-{self.hub}", now))
+        self.worker_metadata = [("authorization", f"Bearer {worker.key}")]
         return self
 
     def client(self, **options: Any) -> TaskHubGrpcClient:
@@ -67,12 +72,22 @@ class SidecarEnv:
         self._clients.append(c)
         return c
 
+    def sdk_worker(self, **options: Any) -> TaskHubGrpcWorker:
+        """An SDK worker on the sidecar (with a worker key); the caller starts it and
+        :meth:`stop` stops it."""
+        options.setdefault("metadata", self.worker_metadata)
+        w = TaskHubGrpcWorker(host_address=self.address, **options)
+        self._workers.append(w)
+        return w
+
     def stub(self, channel: grpc.Channel) -> Any:
         """The raw service stub on ``channel``, every call carrying the admin key."""
         return _KeyedStub(pb_grpc.TaskHubSidecarServiceStub(channel), self.metadata)
 
     def stop(self) -> None:
         try:
+            for w in self._workers:
+                w.stop()
             for c in self._clients:
                 c.close()
             self.call(self.server.stop(grace=1))
