@@ -143,9 +143,9 @@ class CompletionRpcs(SidecarBase):
 
 def _status_after(work: OrchestrationWork) -> Status:
     """The instance's status after the new events, unless the worker completes it."""
-    status = work.episode.instance.status
-    if status is Status.PENDING or status.is_terminal:
-        status = Status.RUNNING  # started now, or rewound
+    prior = work.episode.instance.status
+    # Started now, continued as new, rewound, or running; a suspension lasts until resumed.
+    status = Status.SUSPENDED if prior is Status.SUSPENDED else Status.RUNNING
     for event in work.new:
         if isinstance(event, h.ExecutionSuspended):
             status = Status.SUSPENDED

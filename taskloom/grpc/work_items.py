@@ -100,28 +100,38 @@ class ActivityWork:
 def fresh_events(
     past: Sequence[h.HistoryEvent], events: Sequence[h.HistoryEvent]
 ) -> list[h.HistoryEvent]:
-    """``events`` without the duplicates of results already in ``past`` or earlier in
-    ``events`` (a result delivered twice, a second start), so history records each once."""
-    seen: set[tuple[str, int]] = set()
+    """``events`` without duplicates (a result delivered twice, a second start), so
+    history records each once. The SDKs reuse an action's id for its retries, so a
+    result is a duplicate when its id already has as many results as schedulings."""
+    open_ids: dict[tuple[str, int], int] = {}
     started = False
     for e in past:
-        key = _result_key(e)
-        if key is not None:
-            seen.add(key)
-        started = started or isinstance(e, h.ExecutionStarted)
+        started = _count(e, open_ids) or started
     out: list[h.HistoryEvent] = []
     for e in events:
         key = _result_key(e)
-        if key is not None:
-            if key in seen:
-                continue
-            seen.add(key)
-        if isinstance(e, h.ExecutionStarted):
-            if started:
-                continue
-            started = True
+        if key is not None and open_ids.get(key, 0) <= 0:
+            continue
+        if isinstance(e, h.ExecutionStarted) and started:
+            continue
+        started = _count(e, open_ids) or started
         out.append(e)
     return out
+
+
+def _count(event: h.HistoryEvent, open_ids: dict[tuple[str, int], int]) -> bool:
+    """Track scheduled-but-unanswered action ids; True for a start."""
+    if isinstance(event, h.TaskScheduled | h.SubOrchestrationInstanceCreated):
+        key = ("task", event.event_id)
+        open_ids[key] = open_ids.get(key, 0) + 1
+    elif isinstance(event, h.TimerCreated):
+        key = ("timer", event.event_id)
+        open_ids[key] = open_ids.get(key, 0) + 1
+    else:
+        result = _result_key(event)
+        if result is not None:
+            open_ids[result] = open_ids.get(result, 0) - 1
+    return isinstance(event, h.ExecutionStarted)
 
 
 def _result_key(event: h.HistoryEvent) -> tuple[str, int] | None:
