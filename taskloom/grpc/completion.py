@@ -70,7 +70,10 @@ class CompletionRpcs(SidecarBase):
             return pb.CompleteTaskResponse()
         work: OrchestrationWork = dispatched.payload
         now = self.clock.now()
-        translated = execution_result(request, _status_after(work), list(work.new), work.past, now)
+        rec = work.episode.instance
+        translated = execution_result(
+            request, _status_after(work), list(work.new), work.past, now, rec.execution_id
+        )
         commit = commit_result(
             work.episode,
             work.past,

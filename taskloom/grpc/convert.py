@@ -12,7 +12,7 @@ convert to None and are left out.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -240,8 +240,21 @@ _FILL: dict[type[h.HistoryEvent], Any] = {
 }
 
 
-def events_to_pb(events: Iterable[h.HistoryEvent]) -> list[pb.HistoryEvent]:
-    return [to_pb(e) for e in events]
+def request_events(
+    past: Sequence[h.HistoryEvent], new: Sequence[h.HistoryEvent]
+) -> tuple[list[pb.HistoryEvent], list[pb.HistoryEvent]]:
+    """``pastEvents`` and ``newEvents`` of an ``OrchestratorRequest``: entity calls,
+    signals, locks and their replies as the protocol's entity events
+    (:class:`taskloom.grpc.entity_messages.EntityEvents`), the rest by :func:`to_pb`."""
+    from taskloom.grpc.entity_messages import EntityEvents
+
+    entities = EntityEvents()
+
+    def one(event: h.HistoryEvent) -> pb.HistoryEvent:
+        entities.observe(event)
+        return entities.to_pb(event) or to_pb(event)
+
+    return [one(e) for e in past], [one(e) for e in new]
 
 
 def from_pb(event: pb.HistoryEvent) -> h.HistoryEvent | None:

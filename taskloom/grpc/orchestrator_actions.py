@@ -34,6 +34,7 @@ from taskloom.core.actions import (
 from taskloom.core.executor import ExecutionResult
 from taskloom.grpc.client_convert import STATUS_FROM_PB, moment, optional_text
 from taskloom.grpc.convert import failure_from_pb, from_pb
+from taskloom.grpc.entity_messages import send_entity_message
 from taskloom.grpc.hubs import invalid
 from taskloom.models import FailureDetails, Status
 from taskloom.storage.base import AT_ONCE, EpisodeCommit, Message
@@ -46,6 +47,8 @@ class Translated:
 
     result: ExecutionResult
     extra_messages: list[Message] = dataclasses.field(default_factory=list)
+    #: Entity messages scheduled for later (signals with a time), by action id.
+    delayed: dict[int, datetime] = dataclasses.field(default_factory=dict)
     traces: dict[int, tuple[str | None, str | None, dict[str, str] | None]] = dataclasses.field(
         default_factory=dict
     )
@@ -65,9 +68,14 @@ def execution_result(
     applied: list[h.HistoryEvent],
     past: Sequence[h.HistoryEvent],
     now: datetime,
+    execution_id: str = "",
 ) -> Translated:
     """Translate ``response``; ``status`` is the instance's status after ``applied``
-    (suspended or running) unless the response completes the orchestration."""
+    (suspended or running) unless the response completes the orchestration.
+
+    An entity message (``sendEntityMessage``) becomes what a native orchestration sends
+    (:func:`taskloom.grpc.entity_messages.send_entity_message`): a :class:`SendEvent`
+    of the protocol body to the entity, so it is recorded as an ``EventSent``."""
     out = Translated(ExecutionResult(status=status, applied=applied))
     result = out.result
     result.custom_status = optional_text(response, "customStatus")
@@ -83,6 +91,13 @@ def execution_result(
             reason = optional_text(t, "reason")
             event = h.ExecutionTerminated(now, reason=reason, recurse=t.recurse)
             out.extra_messages.append(Message(t.instanceId, event, AT_ONCE))
+        elif kind == "sendEntityMessage":
+            sent, message = send_entity_message(
+                action.id, action.sendEntityMessage, response.instanceId, execution_id, now
+            )
+            result.actions.append(SendEvent(action.id, sent.instance_id, sent.name, sent.input))
+            if message.visible_at != AT_ONCE:
+                out.delayed[action.id] = message.visible_at
         elif kind is None:
             raise invalid(f"orchestrator action {action.id} has no action type set")
         else:
@@ -176,6 +191,8 @@ def open_children(events: Sequence[h.HistoryEvent]) -> list[str]:
 def traced(commit: EpisodeCommit, translated: Translated) -> EpisodeCommit:
     """``commit`` with the actions' trace context and tags on their history events and
     on the children's ``ExecutionStarted``."""
+    if translated.delayed:
+        commit = _delay(commit, translated.delayed)
     traces = translated.traces
     if not traces:
         return commit
@@ -192,6 +209,22 @@ def traced(commit: EpisodeCommit, translated: Translated) -> EpisodeCommit:
             new = dataclasses.replace(new, start=dataclasses.replace(new.start, event=event))
         children.append(new)
     return dataclasses.replace(commit, history=history, new_instances=children)
+
+
+def _delay(commit: EpisodeCommit, delayed: dict[int, datetime]) -> EpisodeCommit:
+    """Entity signals with a scheduled time are visible from then on."""
+    when = {
+        (e.instance_id, e.input): delayed[e.event_id]
+        for e in commit.history
+        if isinstance(e, h.EventSent) and e.event_id in delayed
+    }
+    messages = [
+        dataclasses.replace(m, visible_at=when[key])
+        if isinstance(m.event, h.EventRaised) and (key := (m.instance_id, m.event.input)) in when
+        else m
+        for m in commit.messages
+    ]
+    return dataclasses.replace(commit, messages=messages)
 
 
 def _with_trace(

@@ -34,7 +34,7 @@ from taskloom.entities.records import is_entity_id
 from taskloom.grpc import tokens
 from taskloom.grpc.base import SidecarBase, rpc, stream_rpc
 from taskloom.grpc.client_convert import text
-from taskloom.grpc.convert import to_pb
+from taskloom.grpc.convert import request_events
 from taskloom.grpc.hubs import Hub
 from taskloom.runtime.episodes import (
     current_messages,
@@ -258,11 +258,9 @@ class WorkStream:
             new = [h.OrchestratorStarted(now), *fresh_events(history, events)]
         token = tokens.Token(self.hub.name, tokens.ORCHESTRATION, iid, episode.lease_token)
         work = OrchestrationWork(self.hub, episode, past, new, rewound)
+        past_pb, new_pb = request_events(past, new)
         request = pb.OrchestratorRequest(
-            instanceId=iid,
-            executionId=text(rec.execution_id),
-            pastEvents=[to_pb(e) for e in past],
-            newEvents=[to_pb(e) for e in new],
+            instanceId=iid, executionId=text(rec.execution_id), pastEvents=past_pb, newEvents=new_pb
         )
         trace = sidecar.trace_contexts.get((self.hub.name, iid))
         if trace is not None:
