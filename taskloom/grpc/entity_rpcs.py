@@ -118,7 +118,9 @@ def complete_plan(plan: EntityPlan, result: pb.EntityBatchResult, now: Any) -> E
         if outcome.HasField("failure"):
             replies[marker] = p.failure_reply(failure_from_pb(outcome.failure.failureDetails))
         else:
-            replies[marker] = p.result_reply(cv.optional_text(outcome.success, "result"))
+            # The SDK sends an empty string for an operation that returned None.
+            text = cv.optional_text(outcome.success, "result") or None
+            replies[marker] = p.result_reply(text)
     commit = plan.commit
     rec = commit.instance
     messages = [
@@ -131,7 +133,7 @@ def complete_plan(plan: EntityPlan, result: pb.EntityBatchResult, now: Any) -> E
     ]
     starts = list(commit.new_instances)
     for action in result.actions:
-        which = action.WhichOneof("OperationActionType")
+        which = action.WhichOneof("operationActionType")
         if which == "sendSignal":
             s = action.sendSignal
             target = s.instanceId
@@ -154,7 +156,7 @@ def complete_plan(plan: EntityPlan, result: pb.EntityBatchResult, now: Any) -> E
                     cv.optional_text(o, "version"),
                 )
             )
-    state = cv.optional_text(result, "entityState")
+    state = cv.optional_text(result, "entityState") or None
     empty = state is None and rec.input is None
     instance = dataclasses.replace(
         rec,

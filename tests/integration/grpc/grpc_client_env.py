@@ -6,6 +6,7 @@ MODULE:APP`` runs them). Tests talk to it with the SDK's own blocking client."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Awaitable
 from datetime import UTC, datetime
@@ -14,10 +15,11 @@ from typing import Any
 import grpc
 from apps import app
 from durabletask.client import TaskHubGrpcClient
-from durabletask.worker import TaskHubGrpcWorker
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
+from durabletask.worker import TaskHubGrpcWorker
 from envs import OPTIONS
 
+import taskloom as tl
 from taskloom import manage
 from taskloom.grpc import GrpcServer
 from taskloom.runtime.worker import Worker
@@ -27,13 +29,22 @@ from taskloom.storage import Store, open_store
 class SidecarEnv:
     """``start()``, then ``client()`` for SDK clients, ``stop()`` at the end."""
 
-    def __init__(self, store_url: str, hub: str, *, native_worker: bool = True) -> None:
+    def __init__(
+        self,
+        store_url: str,
+        hub: str,
+        *,
+        native_worker: bool = True,
+        native_app: tl.App = app,
+        registered_only: bool = False,
+    ) -> None:
         self.store_url = store_url
         self.hub = hub
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.store: Store = open_store(store_url, hub=hub)
-        self.worker = Worker(app, self.store, options=OPTIONS) if native_worker else None
+        options = dataclasses.replace(OPTIONS, registered_only=registered_only)
+        self.worker = Worker(native_app, self.store, options=options) if native_worker else None
         self.server = GrpcServer(
             store_url, port=0, default_hub=hub, stores=[self.store], open_without_keys=True
         )
