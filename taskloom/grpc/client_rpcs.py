@@ -30,7 +30,9 @@ from taskloom import manage
 from taskloom.entities.records import is_entity_id
 from taskloom.errors import InstanceNotFoundError
 from taskloom.grpc import client_convert as cv
+from taskloom.grpc import convert
 from taskloom.grpc.base import Handler, StreamHandler
+from taskloom.grpc.entity_messages import EntityEvents
 from taskloom.grpc.hubs import Hub, RpcError, invalid, not_found, precondition
 from taskloom.models import Status
 from taskloom.storage.base import InstanceQuery, InstanceRecord
@@ -230,8 +232,6 @@ async def stream_instance_history(
     hub: Hub, request: pb.StreamInstanceHistoryRequest, context: Any
 ) -> AsyncIterator[pb.HistoryChunk]:
     """StreamInstanceHistory: the stored history in chunks of :data:`HISTORY_CHUNK`."""
-    from taskloom.grpc import convert
-
     iid = _instance_id(request)
     record = await hub.store.get_instance(iid)
     if record is None:
@@ -242,7 +242,9 @@ async def stream_instance_history(
             f"instance {iid!r} has no execution {execution!r}: its history holds the current "
             f"execution {record.execution_id!r} only (earlier ones continued as new)"
         )
-    events = [convert.history_event(e) for e in await hub.store.get_history(iid)]
+    history = await hub.store.get_history(iid)
+    entity_events = EntityEvents(history)  # entity calls and replies as entity events
+    events = [entity_events.to_pb(e) or convert.history_event(e) for e in history]
     for start in range(0, len(events), HISTORY_CHUNK):
         yield pb.HistoryChunk(events=events[start : start + HISTORY_CHUNK])
 
