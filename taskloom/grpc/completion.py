@@ -26,10 +26,11 @@ from taskloom.grpc.client_convert import optional_text
 from taskloom.grpc.convert import failure_from_pb
 from taskloom.grpc.hubs import Hub, invalid
 from taskloom.grpc.orchestrator_actions import execution_result, traced
+from taskloom.grpc.rewind import rewind_action, rewind_commit
 from taskloom.grpc.work_items import OrchestrationWork
 from taskloom.models import Status
-from taskloom.runtime.episodes import commit_result, finish_rewind
-from taskloom.storage.base import AT_ONCE, ActivityResult, Message
+from taskloom.runtime.episodes import commit_result
+from taskloom.storage.base import AT_ONCE, ActivityResult, EpisodeCommit, Message
 
 log = logging.getLogger("taskloom.grpc")
 
@@ -70,25 +71,36 @@ class CompletionRpcs(SidecarBase):
             return pb.CompleteTaskResponse()
         work: OrchestrationWork = dispatched.payload
         now = self.clock.now()
+        rewind = rewind_action(request)
+        if work.rewinding or rewind is not None:
+            if rewind is None:
+                raise invalid(
+                    f"instance {token.item!r} is being rewound: answer with a "
+                    "rewindOrchestration action"
+                )
+            reason = next((e.reason for e in work.new if isinstance(e, h.ExecutionRewound)), None)
+            commit = await rewind_commit(hub.store, work.episode, rewind, reason, now)
+            return await self._commit(hub, token, commit, request)
         rec = work.episode.instance
         translated = execution_result(
             request, _status_after(work), list(work.new), work.past, now, rec.execution_id
         )
-        commit = commit_result(
-            work.episode,
-            work.past,
-            translated.result,
-            now,
-            replace=work.rewound is not None,
-        )
-        if work.rewound is not None:
-            commit = finish_rewind(commit, work.rewound, work.new)
+        commit = commit_result(work.episode, work.past, translated.result, now)
         commit = traced(commit, translated)
         if translated.extra_messages:
             commit = dataclasses.replace(
                 commit, messages=[*commit.messages, *translated.extra_messages]
             )
-        [applied] = await hub.store.complete_episodes([commit], now)
+        return await self._commit(hub, token, commit, request)
+
+    async def _commit(
+        self,
+        hub: Hub,
+        token: tokens.Token,
+        commit: EpisodeCommit,
+        request: pb.OrchestratorResponse,
+    ) -> pb.CompleteTaskResponse:
+        [applied] = await hub.store.complete_episodes([commit], self.clock.now())
         if not applied:
             log.info("ignored the completion of %r: its lease was lost", token.item)
         elif request.HasField("orchestrationTraceContext"):

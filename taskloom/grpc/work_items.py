@@ -29,19 +29,13 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from google.protobuf import empty_pb2
 
 from taskloom import history as h
-from taskloom.core.rewind import Rewound
 from taskloom.entities.records import is_entity_id
 from taskloom.grpc import tokens
 from taskloom.grpc.base import SidecarBase, rpc, stream_rpc
 from taskloom.grpc.client_convert import text
 from taskloom.grpc.convert import request_events
 from taskloom.grpc.hubs import Hub
-from taskloom.runtime.episodes import (
-    current_messages,
-    plan_without_code,
-    prepare_rewind,
-    rewind_due,
-)
+from taskloom.runtime.episodes import current_messages, plan_without_code, rewind_due
 from taskloom.storage.base import (
     ACTIVITIES,
     EPISODES,
@@ -88,7 +82,8 @@ class OrchestrationWork:
     episode: LeasedEpisode
     past: list[h.HistoryEvent]
     new: list[h.HistoryEvent]
-    rewound: Rewound | None = None
+    #: A rewind of a failed instance: the worker answers with ``rewindOrchestration``.
+    rewinding: bool = False
 
 
 @dataclass
@@ -244,20 +239,29 @@ class WorkStream:
             # CompleteEntityTask pops this entry (``OrchestrationWork``, no new events).
             self._track(token, OrchestrationWork(self.hub, episode, history, []))
             return item
-        rewound = None
-        if rewind_due(episode):
-            rewound, new = prepare_rewind(episode, history, now)
-            past = rewound.history
+        rewinding = rewind_due(episode)
+        if rewinding:
+            # The SDK rewrites the history itself (taskloom.grpc.rewind): it gets it whole.
+            past = history
+            rewind = next(
+                m.event for m in episode.messages if isinstance(m.event, h.ExecutionRewound)
+            )
+            new = [h.OrchestratorStarted(now), rewind]
         else:
             planned = plan_without_code(episode, history, now)
             if planned is not None:  # nothing for the worker: dropped or deferred
                 await store.complete_episodes([planned.commit], now)
                 return None
             past = history
-            events = [m.event for m in current_messages(episode)]
+            # OrchestratorStarted messages only wake the instance (after a rewind).
+            events = [
+                m.event
+                for m in current_messages(episode)
+                if not isinstance(m.event, h.OrchestratorStarted)
+            ]
             new = [h.OrchestratorStarted(now), *fresh_events(history, events)]
         token = tokens.Token(self.hub.name, tokens.ORCHESTRATION, iid, episode.lease_token)
-        work = OrchestrationWork(self.hub, episode, past, new, rewound)
+        work = OrchestrationWork(self.hub, episode, past, new, rewinding)
         past_pb, new_pb = request_events(past, new)
         request = pb.OrchestratorRequest(
             instanceId=iid, executionId=text(rec.execution_id), pastEvents=past_pb, newEvents=new_pb

@@ -34,6 +34,31 @@ def flaky(ctx: task.ActivityContext, key: str) -> str:
     return f"ok after {calls}"
 
 
+def fails_once(ctx: task.ActivityContext, key: str) -> str:
+    """Fails on its first call for ``key`` (so a rewind's rerun succeeds)."""
+    marker = _state() / f"failed-once-{key}"
+    if not marker.exists():
+        marker.write_text("")
+        raise RuntimeError(f"first call for {key} fails")
+    return f"{key} worked"
+
+
+def fragile_child(ctx: task.OrchestrationContext, key: str) -> Any:
+    result = yield ctx.call_activity(fails_once, input=key)
+    return result
+
+
+def fragile_parent(ctx: task.OrchestrationContext, key: str) -> Any:
+    """A successful activity, then a child that fails the first time: rewound, the
+    activity is not run again and the child runs its failed activity again."""
+    first = yield ctx.call_activity(greet, input=key)
+    second = yield ctx.call_activity(fails_once, input=f"{key}-own")
+    child_result = yield ctx.call_sub_orchestrator(
+        fragile_child, input=f"{key}-child", instance_id=f"{ctx.instance_id}-child"
+    )
+    return [first, second, child_result]
+
+
 def slow(ctx: task.ActivityContext, key: str) -> str:
     """Marks that it started, then blocks until a ``release-KEY`` file appears (a
     worker killed meanwhile never finishes it; another worker's copy is released)."""

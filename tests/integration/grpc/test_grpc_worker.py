@@ -122,3 +122,86 @@ def test_killed_sdk_worker_work_is_finished_by_another(
             state = client.wait_for_completion(iid, timeout=60)
         assert state.runtime_status is Status.COMPLETED, state
         assert state.output == f"slow done by {os.getpid()}"
+
+
+def test_suspend_resume_and_recursive_terminate(tmp_path: Path, store_url: str, hub: str) -> None:
+    with (
+        serving(tmp_path, store_url, hub) as sidecar,
+        sdk_worker(sidecar, ALL_ORCHESTRATIONS, ALL_ACTIVITIES),
+        tl.Client(store_url, hub=hub) as client,
+    ):
+        iid = client.start_new("everything", "sue")
+        event_step = {"step": "event"}
+        wait_until(
+            lambda: (s := _status(client, iid)) and s.custom_status == event_step,
+            30,
+            "the orchestration to wait for its event",
+        )
+        client.suspend(iid, "hold on")
+        wait_until(
+            lambda: _status(client, iid).runtime_status is Status.SUSPENDED,  # type: ignore[union-attr]
+            30,
+            "Suspended",
+        )
+        client.raise_event(iid, "approve", "late")
+        wait_until(
+            lambda: any(type(e).__name__ == "EventRaised" for e in client.get_history(iid)),
+            30,
+            "the event to be recorded",
+        )
+        # Recorded, but a suspended orchestration does not act on it.
+        assert _status(client, iid).runtime_status is Status.SUSPENDED  # type: ignore[union-attr]
+        client.resume(iid, "go")
+        state = client.wait_for_completion(iid, timeout=60)
+        assert state.runtime_status is Status.COMPLETED, state
+        assert state.output["approval"] == "late"
+
+        parent = client.start_new("everything", "ter")
+        wait_until(
+            lambda: (s := _status(client, parent)) and s.custom_status == event_step,
+            30,
+            "the second orchestration to wait",
+        )
+        client.terminate(parent, "stop it")
+        state = client.wait_for_completion(parent, timeout=30)
+        assert (state.runtime_status, state.output) == (Status.TERMINATED, "stop it")
+
+
+def test_rewind_by_the_sdk_worker_reruns_only_what_failed(
+    tmp_path: Path, store_url: str, hub: str
+) -> None:
+    with (
+        serving(tmp_path, store_url, hub) as sidecar,
+        sdk_worker(sidecar, [o.fragile_parent, o.fragile_child], [o.greet, o.fails_once]),
+        tl.Client(store_url, hub=hub) as client,
+    ):
+        iid = client.start_new("fragile_parent", "rw")
+        assert client.wait_for_completion(iid, timeout=60).runtime_status is Status.FAILED
+        client.rewind(iid, "try again")
+        _wait_rewound(client, iid, 1)
+        # Rewound once more: its own activity now works, the child fails the first time.
+        state = client.wait_for_completion(iid, timeout=60)
+        assert state.runtime_status is Status.FAILED, state
+        child = f"{iid}-child"
+        assert client.get_status(child).runtime_status is Status.FAILED  # type: ignore[union-attr]
+        client.purge(child)  # a purged child is started again by the rewind
+        client.rewind(iid, "and again")
+        _wait_rewound(client, iid, 2)
+        state = client.wait_for_completion(iid, timeout=60)
+        # The first activity ran once; the rewound ones ran again and worked.
+        assert state.runtime_status is Status.COMPLETED, state
+        assert state.output == ["Hello rw!", "rw-own worked", "rw-child worked"]
+        kinds = [type(e).__name__ for e in client.get_history(iid)]
+        # greet once; fails_once twice (the failed scheduling was dropped by the rewind).
+        assert kinds.count("TaskScheduled") == 2
+
+
+def _wait_rewound(client: tl.Client, iid: str, times: int) -> None:
+    """Until the ``times``-th rewind is in the history (the rerun may be over already)."""
+    wait_until(
+        lambda: (
+            [type(e).__name__ for e in client.get_history(iid)].count("ExecutionRewound") >= times
+        ),
+        30,
+        f"rewind {times} to apply",
+    )
