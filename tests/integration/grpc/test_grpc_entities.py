@@ -5,6 +5,7 @@ entity signals and orchestration starts from an SDK entity; a duplicate completi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 from durabletask import entities as dte
+from durabletask import task
 from durabletask.client import EntityQuery, OrchestrationStatus, TaskHubGrpcClient
 from durabletask.internal import orchestrator_service_pb2 as pb
 from grpc_client_env import SidecarEnv
@@ -57,6 +59,30 @@ def greet(ctx: tl.OrchestrationContext, name: str) -> Any:
     yield  # a generator
 
 
+@native.entity
+def tally(ctx: tl.EntityContext) -> Any:
+    """A native entity the SDK orchestration calls."""
+    if ctx.operation_name == "add":
+        ctx.set_state(ctx.get_state(0) + ctx.get_input())
+    return ctx.get_state(0)
+
+
+def sdk_transfer(ctx: task.OrchestrationContext, spec: dict[str, Any]) -> Any:
+    """An SDK orchestration: a critical section over two SDK entities, a signal, and a
+    call to a native entity."""
+    a = dte.EntityInstanceId("counter", spec["from"])
+    b = dte.EntityInstanceId("counter", spec["to"])
+    with (yield ctx.lock_entities([a, b])):
+        have = yield ctx.call_entity(a, "get")
+        yield ctx.call_entity(a, "add", -spec["amount"])
+        yield ctx.call_entity(b, "add", spec["amount"])
+    ctx.signal_entity(dte.EntityInstanceId("tally", "t"), "add", 1)
+    with contextlib.suppress(task.TaskFailedError):
+        yield ctx.call_entity(a, "explode")
+    counted = yield ctx.call_entity(dte.EntityInstanceId("tally", "t"), "get")
+    return {"had": have, "counted": counted}
+
+
 def counter(ctx: dte.EntityContext, value: Any) -> Any:
     """An SDK entity: add, get, explode, forward (signal another, start an orchestration),
     reset (delete its state)."""
@@ -83,6 +109,7 @@ def sidecar(store_url: str, hub: str) -> Iterator[SidecarEnv]:
     try:
         w = env.sdk_worker()
         w.add_entity(counter)
+        w.add_orchestrator(sdk_transfer)
         w.use_work_item_filters()  # take only the entity; the native worker runs the rest
         w.start()
         yield env
@@ -168,6 +195,26 @@ def test_critical_sections_over_sdk_entities(c: TaskHubGrpcClient, sidecar: Side
             return got.exists and not got.entity.HasField("lockedBy")
 
         wait_until(unlocked, "the locks released")
+
+
+def test_sdk_orchestration_with_sdk_and_native_entities(c: TaskHubGrpcClient) -> None:
+    c.signal_entity(dte.EntityInstanceId("counter", "x"), "add", 50)
+    c.signal_entity(dte.EntityInstanceId("counter", "y"), "add", 50)
+    wait_until(state_is(c, "y", 50), "y funded")
+    specs = [{"from": "x", "to": "y", "amount": 5}, {"from": "y", "to": "x", "amount": 20}] * 2
+    ids = [c.schedule_new_orchestration(sdk_transfer, input=s) for s in specs]
+    counts = []
+    for iid in ids:
+        done = c.wait_for_orchestration_completion(iid, timeout=30)
+        assert done is not None and done.runtime_status == OrchestrationStatus.COMPLETED, done
+        counts.append(json.loads(done.serialized_output or "")["counted"])
+    assert max(counts) <= 4
+    wait_until(state_is(c, "x", 80), "x == 80")
+    wait_until(state_is(c, "y", 20), "y == 20")
+    kinds = [type(e).__name__ for e in c.get_orchestration_history(ids[0])]
+    assert "EntityLockRequestedEvent" in kinds and "EntityLockGrantedEvent" in kinds
+    assert "EntityOperationCalledEvent" in kinds and "EntityOperationCompletedEvent" in kinds
+    assert "EntityOperationFailedEvent" in kinds and "EntityUnlockSentEvent" in kinds
 
 
 def test_entity_signals_and_starts(c: TaskHubGrpcClient) -> None:
