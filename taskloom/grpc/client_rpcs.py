@@ -15,6 +15,8 @@ waits) answer ``exists=False``, which the SDKs turn into ``None``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import uuid
@@ -35,7 +37,7 @@ from taskloom.grpc.base import Handler, StreamHandler
 from taskloom.grpc.entity_messages import EntityEvents
 from taskloom.grpc.hubs import Hub, RpcError, invalid, not_found, precondition
 from taskloom.models import Status
-from taskloom.storage.base import InstanceQuery, InstanceRecord
+from taskloom.storage.base import STATUS, InstanceQuery, InstanceRecord
 from taskloom.versioning import check_version
 
 #: Pages of QueryInstances and ListInstanceIds hold at most this many instances (the
@@ -45,6 +47,8 @@ MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 #: History events per StreamInstanceHistory chunk.
 HISTORY_CHUNK = 100
+#: How long RewindInstance waits for a worker to take the rewind.
+REWIND_WAIT = 10.0
 #: How long a wait without a gRPC deadline may block (a day; clients set deadlines).
 _NO_DEADLINE = 86400.0
 
@@ -305,10 +309,40 @@ async def resume_instance(hub: Hub, request: pb.ResumeRequest, context: Any) -> 
 async def rewind_instance(
     hub: Hub, request: pb.RewindInstanceRequest, context: Any
 ) -> pb.RewindInstanceResponse:
-    """Rewind a Failed instance (FAILED_PRECONDITION for any other status)."""
+    """Rewind a Failed instance (FAILED_PRECONDITION for any other status).
+
+    The call returns once a worker has taken the rewind (the instance's row changed), or
+    after :data:`REWIND_WAIT` seconds (or the call's deadline) without one, so that a
+    wait for completion right after it (what the SDKs' callers do) waits for the
+    rewound run instead of answering with the old failure at once."""
     iid = _instance_id(request)
+    before = await hub.client._require(iid)
     await hub.client.rewind(iid, cv.optional_text(request, "reason"))
+    limit = min(REWIND_WAIT, _deadline(context))
+    await _wait_for_change(hub, before, limit)
     return pb.RewindInstanceResponse()
+
+
+async def _wait_for_change(hub: Hub, before: InstanceRecord, timeout: float) -> None:
+    """Return when ``before``'s row was updated, woken by the store's status
+    notifications (from any process); or after ``timeout`` seconds."""
+    store = hub.store
+    changed = asyncio.Event()
+    store.add_listener(changed.set, STATUS)
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        while True:
+            changed.clear()
+            now = await store.get_instance(before.instance_id)
+            if now is None or now.updated_at != before.updated_at:
+                return
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(left, 1.0))
+    finally:
+        store.remove_listener(changed.set)
 
 
 async def restart_instance(
