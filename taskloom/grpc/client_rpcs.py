@@ -206,14 +206,15 @@ async def list_instance_ids(
     hub: Hub, request: pb.ListInstanceIdsRequest, context: Any
 ) -> pb.ListInstanceIdsResponse:
     """ListInstanceIds: ids of finished orchestrations, optionally by status and
-    completion time, a page at a time (``lastInstanceKey`` is the store's keyset token;
-    the completion-time filter applies within each page, so a page may hold fewer ids
-    than asked for while more follow)."""
+    completion time, a page at a time. ``lastInstanceKey`` is ``<store keyset
+    token>:<id of the page's last instance>`` (the store's tokens are URL-safe base64,
+    without ``:``). The completion-time filter applies within each page, so a page may
+    hold fewer ids than asked for while more follow."""
     wanted = cv.statuses(request.runtimeStatus)
     terminal = manage.TERMINAL if wanted is None else wanted & manage.TERMINAL
     done_from = cv.optional_time(request, "completedTimeFrom")
     done_to = cv.optional_time(request, "completedTimeTo")
-    token = cv.optional_text(request, "lastInstanceKey") or None
+    token = (cv.optional_text(request, "lastInstanceKey") or "").partition(":")[0] or None
     if not terminal:
         return pb.ListInstanceIdsResponse()
     query = InstanceQuery(statuses=frozenset(terminal))
@@ -227,9 +228,10 @@ async def list_instance_ids(
         and (done_from is None or (r.completed_at is not None and r.completed_at >= done_from))
         and (done_to is None or (r.completed_at is not None and r.completed_at < done_to))
     ]
-    return pb.ListInstanceIdsResponse(
-        instanceIds=ids, lastInstanceKey=cv.text(found.continuation_token)
-    )
+    key = None
+    if found.continuation_token is not None:
+        key = f"{found.continuation_token}:{found.records[-1].instance_id}"
+    return pb.ListInstanceIdsResponse(instanceIds=ids, lastInstanceKey=cv.text(key))
 
 
 async def stream_instance_history(

@@ -309,6 +309,8 @@ def test_query_and_list_with_paging(c: dt.TaskHubGrpcClient, stub: Any) -> None:
         seen += listed.items
         pages += 1
         token = listed.continuation_token
+        # The key names the page's last instance, as the protocol's name says.
+        assert token is None or token.endswith(":" + listed.items[-1])
         if token is None:
             break
     assert sorted(seen) == ids and pages == 3
