@@ -54,7 +54,23 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="run the app's workers, schedules, queue triggers and HTTP API until SIGTERM",
     )
-    serve.add_argument("app", help="MODULE:APP or path/to/app.py:app")
+    serve.add_argument(
+        "app",
+        nargs="?",
+        help="MODULE:APP or path/to/app.py:app (may be left out with --grpc: a scheduler "
+        "for Durable Task SDK workers only)",
+    )
+    serve.add_argument(
+        "--grpc",
+        type=int,
+        metavar="PORT",
+        help="also serve the Durable Task gRPC sidecar protocol on --host:PORT, for the "
+        "official durabletask SDK workers and clients (see docs/grpc.md)",
+    )
+    serve.add_argument(
+        "--hub",
+        help="the task hub to serve without an app (default 'default'); with an app, its name",
+    )
     serve.add_argument("--store", default=DEFAULT_STORE)
     serve.add_argument("--host", default="127.0.0.1", help="HTTP address (default: loopback)")
     serve.add_argument("--port", type=int, default=8080)
@@ -193,7 +209,20 @@ def _manage(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from taskloom.host.serve import run
 
-    app = load_app(args.app)
+    if args.app is None:
+        if args.grpc is None:
+            raise TaskloomError(
+                "give the app to serve (MODULE:APP), or --grpc PORT to serve only SDK workers"
+            )
+        app = App(args.hub or "default")  # nothing registered: no native worker
+        args.no_workers = True
+    else:
+        app = load_app(args.app)
+        if args.hub is not None and args.hub != app.name:
+            raise TaskloomError(
+                f"--hub {args.hub!r} differs from the app's name {app.name!r}: an app serves "
+                "the hub of its name; drop --hub"
+            )
     options = app.worker_options(
         max_concurrent_activities=args.max_concurrent_activities,
         max_concurrent_orchestrations=args.max_concurrent_orchestrations,
@@ -207,6 +236,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         local_port=args.local_port,
+        grpc_port=args.grpc,
         http=not args.no_http,
         workers=not args.no_workers,
         json_logs=args.json_logs,

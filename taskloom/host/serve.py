@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import signal
@@ -77,13 +78,18 @@ async def serve(
     configure_logging: bool = True,
     local_port: int | None = None,
     otlp_endpoint: str | None = None,
+    grpc_port: int | None = None,
 ) -> None:
     """Serve ``app`` from ``store_url`` until ``stop`` is set or a signal arrives;
     ``local_port``: also serve the API without keys on 127.0.0.1 at that port;
     ``otlp_endpoint``: export spans there (else where ``OTEL_EXPORTER_OTLP_ENDPOINT``
-    says, if set)."""
-    if not (http or workers):
+    says, if set); ``grpc_port``: also serve the Durable Task sidecar protocol on
+    ``host`` at that port (``docs/grpc.md``), the native worker then taking only what
+    ``app`` registered."""
+    if not (http or workers or grpc_port is not None):
         raise ConfigurationError("nothing to run: --no-http and --no-workers together")
+    if grpc_port is not None and http and grpc_port == port:
+        raise ConfigurationError(f"--grpc {grpc_port} is the HTTP port too; choose another port")
     if local_port is not None and not http:
         raise ConfigurationError("--local-port needs the HTTP API: drop --no-http")
     if local_port is not None and local_port == port and is_loopback(host):
@@ -100,7 +106,7 @@ async def serve(
     servers: list[HttpServer] = []
     try:
         exposure = None
-        if http:
+        if http or grpc_port is not None:
             exposure = await _check_exposure(store, host)
         client = AsyncClient(
             store,
@@ -111,20 +117,34 @@ async def serve(
         )
         if workers:
             chosen = options or app.worker_options()
+            if grpc_port is not None:  # SDK workers share the hub: take only our names
+                chosen = dataclasses.replace(chosen, registered_only=True)
             worker = Worker(app, store, options=chosen, client=client)
             parts.append(_WorkerPart(worker))
             runners = trigger_runners(app, store, client, lease_for=chosen.lease_for, webhooks=True)
             parts.extend(runners)
         _install_signals(stop)
+        if grpc_port is not None:
+            assert exposure is not None
+            lease_for = (options or app.worker_options()).lease_for
+            parts.append(_grpc_part(store_url, store, host, grpc_port, exposure.open, lease_for))
         for part in parts:
             await part.start()
-        if exposure is not None:
+        if exposure is not None and http:
             servers.append(
                 await start_http(app, client, host, port, open_without_keys=exposure.open)
             )
             if local_port is not None:
                 servers.append(await start_http(app, client, "127.0.0.1", local_port, local=True))
-        what = ", ".join(p for p, on in (("HTTP", http), ("workers and triggers", workers)) if on)
+        what = ", ".join(
+            p
+            for p, on in (
+                ("HTTP", http),
+                ("workers and triggers", workers),
+                (f"gRPC sidecar on {_netloc(host)}:{grpc_port}", grpc_port is not None),
+            )
+            if on
+        )
         where = f" on http://{_netloc(host)}:{port}" if http else ""
         log.info("serving hub %r from %s%s: %s", app.name, redact(store_url), where, what)
         if exposure is not None:
@@ -233,6 +253,22 @@ def trigger_runners(
             TopicRunner(app, store, client, clock=clock, lease_ttl=lease_for, webhooks=webhooks)
         )
     return runners
+
+
+def _grpc_part(
+    store_url: str, store: Store, host: str, port: int, open_without_keys: bool, lease_for: float
+) -> _Runner:
+    from taskloom.grpc import GrpcServer
+
+    return GrpcServer(
+        store_url,
+        host=host,
+        port=port,
+        default_hub=store.hub,
+        open_without_keys=open_without_keys,
+        stores=[store],
+        lease_for=lease_for,
+    )
 
 
 class _WorkerPart:

@@ -23,7 +23,7 @@ from taskloom.core.actions import (
     recording_event,
 )
 from taskloom.core.executor import ExecutionResult, OrchestrationRun
-from taskloom.core.rewind import rewind_history
+from taskloom.core.rewind import Rewound, rewind_history
 from taskloom.models import FailureDetails, Status
 from taskloom.storage.base import (
     AT_ONCE,
@@ -69,18 +69,12 @@ def plan_episode(
     version get ``sub_version`` (the app's default version, else its version)."""
     rec = episode.instance
     consumed = [m.id for m in episode.messages]
-    current = [
-        m for m in episode.messages if m.execution_id is None or m.execution_id == rec.execution_id
-    ]
-    if rec.status.is_terminal:
-        if rec.status is Status.FAILED and any(
-            isinstance(m.event, h.ExecutionRewound) for m in current
-        ):
-            return _rewind(episode, history, new_run, now, consumed, sub_version)
-        return Planned(EpisodeCommit(rec, episode.lease_token, consumed))
-    started = not history and any(isinstance(m.event, h.ExecutionStarted) for m in current)
-    if not history and not started:
-        return _defer_until_start(episode, now, consumed)
+    current = current_messages(episode)
+    if rewind_due(episode):
+        return _rewind(episode, history, new_run, now, consumed, sub_version)
+    planned = plan_without_code(episode, history, now)
+    if planned is not None:
+        return planned
     events = [m.event for m in current]
     run = cached if cached is not None and history else None
     if run is None:
@@ -94,6 +88,54 @@ def plan_episode(
     )
 
 
+def current_messages(episode: LeasedEpisode) -> list[Message]:
+    """The messages meant for the instance's current execution (results of a run that
+    continued as new are consumed, never applied)."""
+    eid = episode.instance.execution_id
+    return [m for m in episode.messages if m.execution_id is None or m.execution_id == eid]
+
+
+def rewind_due(episode: LeasedEpisode) -> bool:
+    """Whether the episode rewinds a failed instance (an ``ExecutionRewound`` arrived)."""
+    return episode.instance.status is Status.FAILED and any(
+        isinstance(m.event, h.ExecutionRewound) for m in current_messages(episode)
+    )
+
+
+def plan_without_code(
+    episode: LeasedEpisode, history: list[h.HistoryEvent], now: datetime
+) -> Planned | None:
+    """The commit of an episode that runs no orchestrator code, or None when code must
+    run: messages for a finished instance are dropped; messages that arrive before a
+    scheduled start wait for it (a terminate ends the instance unstarted). Not for a
+    rewind (:func:`rewind_due`)."""
+    rec = episode.instance
+    consumed = [m.id for m in episode.messages]
+    if rec.status.is_terminal:
+        return Planned(EpisodeCommit(rec, episode.lease_token, consumed))
+    current = current_messages(episode)
+    started = not history and any(isinstance(m.event, h.ExecutionStarted) for m in current)
+    if not history and not started:
+        return _defer_until_start(episode, now, consumed)
+    return None
+
+
+def commit_result(
+    episode: LeasedEpisode,
+    history: Sequence[h.HistoryEvent],
+    result: ExecutionResult,
+    now: datetime,
+    *,
+    replace: bool = False,
+) -> EpisodeCommit:
+    """The commit of an episode whose orchestrator ran elsewhere (an SDK worker of the
+    gRPC sidecar), from ``result`` as the executor would have returned it: the same
+    writes, messages to parents and children, and continue-as-new as a native episode."""
+    consumed = [m.id for m in episode.messages]
+    planned = _commit(episode, list(history), None, result, now, consumed, replace=replace)
+    return planned.commit
+
+
 def _rewind(
     episode: LeasedEpisode,
     history: list[h.HistoryEvent],
@@ -102,30 +144,40 @@ def _rewind(
     consumed: list[int],
     sub_version: str | None = None,
 ) -> Planned:
-    rewound = rewind_history(history)
-    reason = next(
-        (m.event.reason for m in episode.messages if isinstance(m.event, h.ExecutionRewound)),
-        None,
-    )
+    rewound, new = prepare_rewind(episode, history, now)
     run = new_run(episode.instance.instance_id)
-    new = [h.OrchestratorStarted(timestamp=now), h.ExecutionRewound(timestamp=now, reason=reason)]
     result = run.execute(rewound.history, new)
     planned = _commit(
         episode, rewound.history, run, result, now, consumed, replace=True, sub_version=sub_version
     )
-    # Each failed child is rewound too; it reports to this parent again when it completes.
-    rewinds = [
-        Message(child, h.ExecutionRewound(timestamp=now, reason=reason), AT_ONCE)
-        for child in rewound.failed_children
-    ]
-    commit = dataclasses.replace(
-        planned.commit,
-        messages=[*planned.commit.messages, *rewinds],
-        instance=dataclasses.replace(
-            planned.commit.instance, failure=None, output=None, completed_at=None
-        ),
+    return Planned(finish_rewind(planned.commit, rewound, new), planned.run, planned.history)
+
+
+def prepare_rewind(
+    episode: LeasedEpisode, history: list[h.HistoryEvent], now: datetime
+) -> tuple[Rewound, list[h.HistoryEvent]]:
+    """The rewound history of a failed instance (:func:`rewind_history`) and the new
+    events its rewind episode replays after it."""
+    reason = next(
+        (m.event.reason for m in episode.messages if isinstance(m.event, h.ExecutionRewound)),
+        None,
     )
-    return Planned(commit, planned.run, planned.history)
+    new = [h.OrchestratorStarted(timestamp=now), h.ExecutionRewound(timestamp=now, reason=reason)]
+    return rewind_history(history), new
+
+
+def finish_rewind(
+    commit: EpisodeCommit, rewound: Rewound, new: list[h.HistoryEvent]
+) -> EpisodeCommit:
+    """The commit of a rewind episode: each failed child is rewound too (it reports to
+    this parent again when it completes), and the instance's failure is cleared."""
+    rewind = new[-1]
+    rewinds = [Message(child, rewind, AT_ONCE) for child in rewound.failed_children]
+    return dataclasses.replace(
+        commit,
+        messages=[*commit.messages, *rewinds],
+        instance=dataclasses.replace(commit.instance, failure=None, output=None, completed_at=None),
+    )
 
 
 def _defer_until_start(episode: LeasedEpisode, now: datetime, consumed: list[int]) -> Planned:
@@ -160,7 +212,7 @@ def _defer_until_start(episode: LeasedEpisode, now: datetime, consumed: list[int
 def _commit(
     episode: LeasedEpisode,
     history: list[h.HistoryEvent],
-    run: OrchestrationRun,
+    run: OrchestrationRun | None,
     result: ExecutionResult,
     now: datetime,
     consumed: list[int],

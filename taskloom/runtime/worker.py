@@ -74,6 +74,11 @@ class WorkerOptions:
     #: Seconds between the worker's heartbeats in the worker registry (0: none); its
     #: row expires after three missed beats (see ``docs/observability.md``).
     heartbeat_every: float = 5.0
+    #: Lease only the orchestrations, entities and activities the app registered, leaving
+    #: the rest to other workers of the hub (``taskloom serve --grpc`` with an app, where
+    #: SDK workers share the hub; see ``docs/grpc.md``). Off by default: a lone worker
+    #: takes everything, so work nobody registered fails visibly instead of waiting.
+    registered_only: bool = False
 
 
 @dataclass
@@ -265,6 +270,7 @@ class Worker:
                     opts.lease_for,
                     self.owner,
                     self._versions(),
+                    self._episode_names(),
                 )
             if episodes:
                 await self._run_or_release(episodes)
@@ -300,6 +306,16 @@ class Worker:
             log.exception("eager episode batch failed; its instances were released")
         finally:
             self._planning -= 1
+
+    def _episode_names(self) -> frozenset[str] | None:
+        """With ``registered_only``: the app's orchestrations, and ``@name`` of its entities."""
+        if not self.options.registered_only:
+            return None
+        entities = (f"@{name.lower()}" for name in self.app.entities)
+        return frozenset((*self.app.orchestrators, *entities))
+
+    def _activity_names(self) -> frozenset[str] | None:
+        return frozenset(self.app.activities) if self.options.registered_only else None
 
     def _versions(self) -> VersionFilter | None:
         """What leases may take: with version_mismatch="wait", only instances this
@@ -377,10 +393,12 @@ class Worker:
             self._dispatch(eager.leased)
 
     def _eager_activities(self, now: datetime) -> EagerActivities | None:
-        """Lease the activities a commit schedules to ourselves while we have free slots."""
+        """Lease the activities a commit schedules to ourselves while we have free slots
+        (not with ``registered_only``: an orchestration may call an activity only another
+        worker of the hub registered)."""
         opts = self.options
         free = opts.max_concurrent_activities - len(self._inflight)
-        if self._stopping or not opts.eager or free <= 0:
+        if self._stopping or not opts.eager or opts.registered_only or free <= 0:
             return None
         return EagerActivities(self.owner, now + timedelta(seconds=opts.lease_for), free)
 
@@ -505,7 +523,11 @@ class Worker:
                 try:
                     with measure.store_op("lease_activities"):
                         items = await self.store.lease_activities(
-                            self.clock.now(), free, self.options.lease_for, self.owner
+                            self.clock.now(),
+                            free,
+                            self.options.lease_for,
+                            self.owner,
+                            self._activity_names(),
                         )
                 except Exception:
                     log.exception("leasing activities failed; retrying")
@@ -555,7 +577,13 @@ class Worker:
         now = self.clock.now()
         eager = None
         if opts.eager and not self._stopping:
-            eager = EagerEpisodes(self.owner, now, opts.lease_for, versions=self._versions())
+            eager = EagerEpisodes(
+                self.owner,
+                now,
+                opts.lease_for,
+                versions=self._versions(),
+                names=self._episode_names(),
+            )
         try:
             with measure.store_op("complete_activities"):
                 applied = await self.store.complete_activities(batch, now, eager)

@@ -212,6 +212,8 @@ class EagerEpisodes:
     leased: list[LeasedEpisode] = field(default_factory=list)
     #: Which instances the worker may lease, by version (see :class:`VersionFilter`).
     versions: VersionFilter | None = None
+    #: Which instances the worker may lease, by name (see :meth:`Store.lease_episodes`).
+    names: Collection[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -382,9 +384,15 @@ class Store(abc.ABC):
         lease_for: float,
         owner: str,
         versions: VersionFilter | None = None,
+        names: Collection[str] | None = None,
     ) -> list[LeasedEpisode]:
         """Lease up to ``limit`` instances that have visible messages and no live lease
-        (and, with ``versions``, a version it admits)."""
+        (and, with ``versions``, a version it admits).
+
+        With ``names``, only instances of those names: orchestration names, and entity
+        names written ``@name`` for the entities (ids ``@name@key``). A worker that serves
+        a shared hub passes what it registered, so it never leases what only another
+        worker can run (the Durable Task SDKs' work item filters). None: every name."""
 
     @abc.abstractmethod
     async def load_histories(self, instance_ids: Sequence[str]) -> dict[str, list[HistoryEvent]]:
@@ -413,9 +421,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def lease_activities(
-        self, now: datetime, limit: int, lease_for: float, owner: str
+        self,
+        now: datetime,
+        limit: int,
+        lease_for: float,
+        owner: str,
+        names: Collection[str] | None = None,
     ) -> list[WorkItem]:
-        """Lease up to ``limit`` visible work items without a live lease, oldest first."""
+        """Lease up to ``limit`` visible work items without a live lease, oldest first;
+        with ``names``, only activities of those names (None: every name)."""
 
     @abc.abstractmethod
     async def complete_activities(
@@ -443,8 +457,22 @@ class Store(abc.ABC):
         delayed start, an expiring lease), or None when nothing is pending."""
 
     @abc.abstractmethod
-    async def has_runnable(self, now: datetime) -> bool:
-        """Whether some message or work item is visible and unleased at ``now``."""
+    async def has_runnable(
+        self,
+        now: datetime,
+        episode_names: Collection[str] | None = None,
+        activity_names: Collection[str] | None = None,
+    ) -> bool:
+        """Whether some message or work item is visible and unleased at ``now`` (and,
+        with names, of an instance or activity that :meth:`lease_episodes` or
+        :meth:`lease_activities` with those ``names`` would lease)."""
+
+
+def names_json(names: Collection[str] | None) -> str | None:
+    """``names`` as the JSON list the SQL name conditions take (None: every name)."""
+    import json
+
+    return None if names is None else json.dumps(sorted(set(names)))
 
 
 def commit_kinds(

@@ -90,6 +90,7 @@ from taskloom.storage.entity_rows import ensure_postgres
 from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.postgres_activities import PostgresActivitiesMixin
 from taskloom.storage.postgres_batch import (
+    NAMES_ADMIT,
     commit_params,
     commit_rounds,
     commit_sql,
@@ -484,6 +485,7 @@ class PostgresStore(
         lease_for: float,
         owner: str,
         versions: VersionFilter | None = None,
+        names: Collection[str] | None = None,
     ) -> list[LeasedEpisode]:
         if limit < 1:
             return []
@@ -496,7 +498,7 @@ class PostgresStore(
             "scan": max(limit * 8, 1000),
             "owner": owner,
             "expires": expires,
-            **version_params(versions),
+            **version_params(versions, names),
         }
 
         async def op(conn: Conn) -> list[LeasedEpisode]:
@@ -668,18 +670,31 @@ class PostgresStore(
 
         return await self._run(op)
 
-    async def has_runnable(self, now: datetime) -> bool:
+    async def has_runnable(
+        self,
+        now: datetime,
+        episode_names: Collection[str] | None = None,
+        activity_names: Collection[str] | None = None,
+    ) -> bool:
         s = self._s
+        params = {
+            "hub": self.hub,
+            "now": now,
+            "names": None if episode_names is None else sorted(set(episode_names)),
+            "activities": None if activity_names is None else sorted(set(activity_names)),
+        }
 
         async def op(conn: Conn) -> bool:
             cur = await conn.execute(
                 f"SELECT EXISTS (SELECT 1 FROM {s}.work_items WHERE hub = %(hub)s "
-                "AND ready_at <= %(now)s) OR EXISTS (SELECT 1 FROM "
+                "AND ready_at <= %(now)s AND (%(activities)s::text[] IS NULL "
+                "OR name = ANY(%(activities)s::text[]))) OR EXISTS (SELECT 1 FROM "
                 f"{s}.messages m JOIN {s}.instances i "
                 "ON i.hub = m.hub AND i.instance_id = m.instance_id "
                 "WHERE m.hub = %(hub)s AND m.visible_at <= %(now)s "
-                "AND (i.lease_expires_at IS NULL OR i.lease_expires_at <= %(now)s))",
-                {"hub": self.hub, "now": now},
+                "AND (i.lease_expires_at IS NULL OR i.lease_expires_at <= %(now)s) "
+                f"AND {NAMES_ADMIT.format(alias='i')})",
+                params,
             )
             row = await cur.fetchone()
             return bool(row and row[0])

@@ -5,7 +5,7 @@ A mixin of :class:`~taskloom.storage.postgres.PostgresStore`, split out by conce
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -61,7 +61,12 @@ class PostgresActivitiesMixin:
     # -- activities -----------------------------------------------------------------
 
     async def lease_activities(
-        self, now: datetime, limit: int, lease_for: float, owner: str
+        self,
+        now: datetime,
+        limit: int,
+        lease_for: float,
+        owner: str,
+        names: Collection[str] | None = None,
     ) -> list[WorkItem]:
         if limit < 1:
             return []
@@ -71,7 +76,8 @@ class PostgresActivitiesMixin:
         async def op(conn: Conn) -> list[WorkItem]:
             cur = await conn.execute(
                 f"WITH picked AS (SELECT id FROM {s}.work_items "
-                "WHERE hub = %(hub)s AND ready_at <= %(now)s ORDER BY ready_at, id "
+                "WHERE hub = %(hub)s AND ready_at <= %(now)s AND (%(names)s::text[] IS NULL "
+                "OR name = ANY(%(names)s::text[])) ORDER BY ready_at, id "
                 "LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
                 f"UPDATE {s}.work_items w SET lease_token = w.lease_token + 1, "
                 "attempt = w.attempt + 1, lease_owner = %(owner)s, "
@@ -79,7 +85,14 @@ class PostgresActivitiesMixin:
                 "FROM picked WHERE w.id = picked.id RETURNING w.id, w.instance_id, "
                 "w.execution_id, w.task_id, w.name, w.input, w.lease_token, w.attempt, "
                 "w.trace_parent, w.scheduled_at, w.visible_at",
-                {"hub": self.hub, "now": now, "limit": limit, "owner": owner, "expires": expires},
+                {
+                    "hub": self.hub,
+                    "now": now,
+                    "limit": limit,
+                    "owner": owner,
+                    "expires": expires,
+                    "names": None if names is None else sorted(set(names)),
+                },
             )
             rows = sorted(await cur.fetchall(), key=lambda r: (r[10], r[0]))
             return await self._resolved(conn, [WorkItem(*row[:10]) for row in rows])
@@ -161,7 +174,7 @@ class PostgresActivitiesMixin:
             "now": eager.now,
             "owner": eager.owner,
             "expires": eager.now + timedelta(seconds=eager.lease_for),
-            **version_params(eager.versions),
+            **version_params(eager.versions, eager.names),
         }
 
     async def _with_inboxes(

@@ -17,7 +17,7 @@ and the activity queue) are inserted ``ORDER BY`` their position in the batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from taskloom.history import dumps_event
@@ -227,11 +227,22 @@ VERSION_ADMITS = (
 )
 
 
-def version_params(versions: VersionFilter | None) -> dict[str, Any]:
-    """The parameters of :data:`VERSION_ADMITS`."""
+#: The name condition of the episode leases: ``%(names)s`` NULL admits every name, else
+#: orchestration names and, for entities (ids ``@name@key``), ``@name``.
+NAMES_ADMIT = (
+    "(%(names)s::text[] IS NULL OR (CASE WHEN left({alias}.instance_id, 1) = '@' "
+    "THEN '@' || {alias}.name ELSE {alias}.name END) = ANY(%(names)s::text[]))"
+)
+
+
+def version_params(
+    versions: VersionFilter | None, names: Collection[str] | None = None
+) -> dict[str, Any]:
+    """The parameters of :data:`VERSION_ADMITS` and :data:`NAMES_ADMIT`."""
+    chosen = None if names is None else sorted(set(names))
     if versions is None:
-        return {"only": None, "excluded": []}
-    return {"only": versions.only, "excluded": sorted(versions.excluded)}
+        return {"only": None, "excluded": [], "names": chosen}
+    return {"only": versions.only, "excluded": sorted(versions.excluded), "names": chosen}
 
 
 def lease_episodes_sql(s: str) -> str:
@@ -252,7 +263,7 @@ WITH ready AS (
             ON o.hub = m.hub AND o.instance_id = m.instance_id
         WHERE m.hub = %(hub)s AND m.visible_at <= %(now)s
             AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= %(now)s)
-            AND {VERSION_ADMITS.format(alias="o")}
+            AND {VERSION_ADMITS.format(alias="o")} AND {NAMES_ADMIT.format(alias="o")}
         ORDER BY m.visible_at LIMIT %(scan)s
     ) oldest GROUP BY instance_id
 ), picked AS (
@@ -289,7 +300,7 @@ WITH picked AS (
     SELECT o.instance_id FROM {s}.instances o
     WHERE o.hub = %(hub)s AND o.instance_id = ANY(%(ids)s::text[])
         AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= %(now)s)
-        AND {VERSION_ADMITS.format(alias="o")}
+        AND {VERSION_ADMITS.format(alias="o")} AND {NAMES_ADMIT.format(alias="o")}
         AND EXISTS (SELECT 1 FROM {s}.messages v WHERE v.hub = %(hub)s
                     AND v.instance_id = o.instance_id AND v.visible_at <= %(now)s)
     ORDER BY o.instance_id FOR UPDATE SKIP LOCKED

@@ -55,6 +55,7 @@ from taskloom.storage.base import (
     WorkItem,
     child_conflict_message,
     commit_kinds,
+    names_json,
     refused,
     result_kinds,
     status_changes,
@@ -562,9 +563,10 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
         lease_for: float,
         owner: str,
         versions: VersionFilter | None = None,
+        names: Collection[str] | None = None,
     ) -> list[LeasedEpisode]:
         at = codec.us(now)
-        params = (self.hub, at, at, *_version_params(versions), limit)
+        params = (self.hub, at, at, *_version_params(versions), *_name_params(names), limit)
         # Look without the writer lock first, so idle pollers never queue on it.
         if limit < 1 or not self._scalar("look for work", _Q["episode_candidates"], params):
             return []
@@ -714,10 +716,15 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
     # -- activities -----------------------------------------------------------------
 
     async def lease_activities(
-        self, now: datetime, limit: int, lease_for: float, owner: str
+        self,
+        now: datetime,
+        limit: int,
+        lease_for: float,
+        owner: str,
+        names: Collection[str] | None = None,
     ) -> list[WorkItem]:
         at = codec.us(now)
-        params = (self.hub, at, limit)
+        params = (self.hub, at, *_name_params(names), limit)
         if limit < 1 or not self._scalar("look for work", _Q["activity_candidates"], params):
             return []
         expires = at + codec.seconds_to_us(lease_for)
@@ -781,8 +788,13 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
 
     def _lease_free(self, conn: sqlite3.Connection, ids: list[str], eager: EagerEpisodes) -> None:
         at = codec.us(eager.now)
-        if eager.versions is not None and ids:
-            params = (self.hub, json.dumps(ids), *_version_params(eager.versions))
+        if (eager.versions is not None or eager.names is not None) and ids:
+            params = (
+                self.hub,
+                json.dumps(ids),
+                *_version_params(eager.versions),
+                *_name_params(eager.names),
+            )
             admitted = {r[0] for r in conn.execute(_Q["version_admitted"], params)}
             ids = [i for i in ids if i in admitted]
         for chunk in codec.chunks(ids):
@@ -805,8 +817,18 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
         params = {"hub": self.hub, "now": codec.us(now)}
         return codec.dt_or_none(self._scalar("find the next wake-up", _Q["next_wakeup"], params))
 
-    async def has_runnable(self, now: datetime) -> bool:
-        params = {"hub": self.hub, "now": codec.us(now)}
+    async def has_runnable(
+        self,
+        now: datetime,
+        episode_names: Collection[str] | None = None,
+        activity_names: Collection[str] | None = None,
+    ) -> bool:
+        params = {
+            "hub": self.hub,
+            "now": codec.us(now),
+            "episode_names": names_json(episode_names),
+            "activity_names": names_json(activity_names),
+        }
         return bool(self._scalar("look for work", _Q["has_runnable"], params))
 
 
@@ -815,3 +837,9 @@ def _version_params(versions: VersionFilter | None) -> tuple[str | None, str | N
     if versions is None:
         return None, None, "[]"
     return versions.only, versions.only, json.dumps(sorted(versions.excluded))
+
+
+def _name_params(names: Collection[str] | None) -> tuple[str | None, str | None]:
+    """The parameters of a query's name condition (see ``episode_candidates``)."""
+    text = names_json(names)
+    return text, text

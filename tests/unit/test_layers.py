@@ -34,7 +34,7 @@ LAYERS = [
         ),
     ),
     ("entry points", ("taskloom", "taskloom.app", "taskloom.testing")),
-    ("host", ("taskloom.host", "taskloom.http")),
+    ("host", ("taskloom.host", "taskloom.http", "taskloom.grpc")),
     (
         "runtime",
         (

@@ -48,16 +48,22 @@ WHERE m.hub = ? AND m.visible_at <= ? AND (i.lease_expires IS NULL OR i.lease_ex
 -- list). Entities (ids '@name@key') have no version and are run by every worker.
   AND (substr(i.instance_id, 1, 1) = '@' OR ((? IS NULL OR COALESCE(i.version, '') = ?)
        AND COALESCE(i.version, '') NOT IN (SELECT value FROM json_each(?))))
+-- Names (a JSON list, NULL for all): orchestration names, and '@name' for entities.
+  AND (? IS NULL OR (CASE WHEN substr(i.instance_id, 1, 1) = '@' THEN '@' || i.name
+       ELSE i.name END) IN (SELECT value FROM json_each(?)))
 GROUP BY m.instance_id
 ORDER BY MIN(m.visible_at), MIN(m.id)
 LIMIT ?
 
 -- name: version_admitted
--- Those of a JSON list of instance ids whose version a VersionFilter admits (eager leases).
+-- Those of a JSON list of instance ids whose version a VersionFilter admits and whose
+-- name a list of names admits (eager leases; see episode_candidates).
 SELECT i.instance_id FROM instances AS i
 WHERE i.hub = ? AND i.instance_id IN (SELECT value FROM json_each(?))
   AND (substr(i.instance_id, 1, 1) = '@' OR ((? IS NULL OR COALESCE(i.version, '') = ?)
        AND COALESCE(i.version, '') NOT IN (SELECT value FROM json_each(?))))
+  AND (? IS NULL OR (CASE WHEN substr(i.instance_id, 1, 1) = '@' THEN '@' || i.name
+       ELSE i.name END) IN (SELECT value FROM json_each(?)))
 
 -- name: insert_history
 INSERT INTO history (hub, instance_id, seq, event) VALUES (?, ?, ?, ?)
@@ -68,7 +74,10 @@ WHERE hub = ? AND instance_id = ? AND lease_token = ?
 
 -- name: activity_candidates
 -- A leased work item's visible_at is its lease expiry, so this finds every free item.
-SELECT id FROM work_items WHERE hub = ? AND visible_at <= ? ORDER BY visible_at, id LIMIT ?
+-- Names: a JSON list of activity names, NULL for all.
+SELECT id FROM work_items WHERE hub = ? AND visible_at <= ?
+  AND (? IS NULL OR name IN (SELECT value FROM json_each(?)))
+ORDER BY visible_at, id LIMIT ?
 
 -- name: complete_activity
 DELETE FROM work_items WHERE hub = ? AND id = ? AND lease_token = ?
@@ -95,6 +104,9 @@ SELECT EXISTS (
     JOIN instances AS i ON i.hub = m.hub AND i.instance_id = m.instance_id
     WHERE m.hub = :hub AND m.visible_at <= :now
       AND (i.lease_expires IS NULL OR i.lease_expires <= :now)
+      AND (:episode_names IS NULL OR (CASE WHEN substr(i.instance_id, 1, 1) = '@'
+           THEN '@' || i.name ELSE i.name END) IN (SELECT value FROM json_each(:episode_names)))
 ) OR EXISTS (
     SELECT 1 FROM work_items WHERE hub = :hub AND visible_at <= :now
+      AND (:activity_names IS NULL OR name IN (SELECT value FROM json_each(:activity_names)))
 )

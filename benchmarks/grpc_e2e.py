@@ -1,0 +1,150 @@
+"""Run Microsoft's durabletask-python end-to-end tests against ``taskloom serve --grpc``.
+
+Their e2e modules start the SDK's in-memory sidecar with
+``durabletask.testing.create_test_backend(port=...)``. This script copies the test
+folder of a checkout you provide into a temporary directory (nothing of theirs is kept
+in this repository), adds a ``conftest.py`` that replaces ``create_test_backend`` with a
+stand-in starting ``taskloom serve --grpc PORT --no-http`` on a fresh SQLite file (or the
+PostgreSQL URL given, on a fresh hub) for every test, runs each module on its own and
+prints passed / failed / skipped per module.
+
+    git clone https://github.com/microsoft/durabletask-python /tmp/durabletask-python
+    .venv/bin/python -m benchmarks.grpc_e2e /tmp/durabletask-python [--store URL] [-k EXPR]
+
+The checkout's tests should match the installed ``durabletask`` (their HEAD may test
+features a released SDK lacks). Results and the reasons of each remaining failure are in
+``docs/grpc.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+#: The modules that start a test backend (the e2e ones).
+MODULES = [
+    "tests/durabletask/test_orchestration_e2e.py",
+    "tests/durabletask/test_orchestration_async_e2e.py",
+    "tests/durabletask/test_orchestration_versioning_e2e.py",
+    "tests/durabletask/test_rewind_e2e.py",
+    "tests/durabletask/test_work_item_filters_e2e.py",
+    "tests/durabletask/test_batch_actions.py",
+    "tests/durabletask/test_delayed_signal_normalization.py",
+    "tests/durabletask/test_large_payload_e2e.py",
+    "tests/durabletask/entities/test_class_based_entities_e2e.py",
+    "tests/durabletask/entities/test_function_based_entities_e2e.py",
+    "tests/durabletask/entities/test_delayed_signals_e2e.py",
+    "tests/durabletask/entities/test_entity_failure_handling.py",
+    "tests/durabletask/scheduled/test_scheduled_e2e.py",
+]
+
+CONFTEST = '''
+"""Written by taskloom's benchmarks/grpc_e2e.py: the SDK's test backend, replaced by
+`taskloom serve --grpc` on a fresh store per test."""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import durabletask.testing as testing
+
+STORE = os.environ.get("TASKLOOM_E2E_STORE", "")
+
+
+class TaskloomBackend:
+    def __init__(self, port, max_history_size=10000):
+        self.port = port
+        self._dir = tempfile.mkdtemp(prefix="tl-e2e-")
+        self._proc = None
+
+    def start(self):
+        store = STORE or f"sqlite:///{self._dir}/hub.db"
+        hub = "e2e" + uuid.uuid4().hex[:10]
+        self._log = open(os.path.join(self._dir, "serve.log"), "w")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "taskloom", "serve", "--grpc", str(self.port),
+             "--no-http", "--store", store, "--hub", hub, "--lease-for", "10"],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"taskloom serve exited: see {self._dir}/serve.log")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return f"localhost:{self.port}"
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("taskloom serve did not listen within 30 s")
+
+    def stop(self, grace=None):
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def reset(self):
+        pass
+
+
+def create_test_backend(port=50051, max_history_size=10000):
+    backend = TaskloomBackend(port, max_history_size)
+    backend.start()
+    return backend
+
+
+testing.create_test_backend = create_test_backend
+'''
+
+_COUNTS = re.compile(r"(\d+) (passed|failed|skipped|error|errors|xfailed|xpassed)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkout", type=Path, help="a checkout of durabletask-python")
+    parser.add_argument("--store", default="", help="store URL (default: a SQLite file)")
+    parser.add_argument("-k", default="", help="pytest -k expression")
+    parser.add_argument("--module", action="append", help="run only these modules")
+    parser.add_argument("--timeout", type=int, default=120, help="seconds per test")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="dt-e2e-"))
+    shutil.copytree(args.checkout / "tests", work / "tests")
+    (work / "conftest.py").write_text(CONFTEST)
+    env = {**os.environ, "TASKLOOM_E2E_STORE": args.store}
+    totals: dict[str, int] = {}
+    for module in args.module or MODULES:
+        if not (work / module).exists():
+            print(f"{module}: not in this checkout")
+            continue
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", module]
+        command += ["--timeout", str(args.timeout), "-o", "addopts="]
+        if args.k:
+            command += ["-k", args.k]
+        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
+        tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
+        counts = {kind: int(n) for n, kind in _COUNTS.findall(tail)}
+        for kind, n in counts.items():
+            totals[kind] = totals.get(kind, 0) + n
+        print(f"{module}: {tail}", flush=True)
+        (work / (Path(module).stem + ".log")).write_text(done.stdout + done.stderr)
+    print("total:", ", ".join(f"{n} {k}" for k, n in sorted(totals.items())))
+    print(f"logs in {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""Hello and GetWorkItems: orchestration episodes and activities leased for SDK workers.
+
+One GetWorkItems call is one :class:`WorkStream`: it leases, from the caller's hub, what
+the worker's ``workItemFilters`` name (every name when it sends none), as many as the
+request's concurrency limits allow to be out at once, and sends each as a work item:
+an ``OrchestratorRequest`` with the stored history as ``pastEvents`` and the episode's
+messages as ``newEvents`` (after an ``orchestratorStarted``), or an ``ActivityRequest``.
+
+It waits on the store's wake-ups (:meth:`Store.add_listener`), not by polling, with
+timers as the store's :meth:`~Store.next_wakeup` says; an idle stream gets a
+``healthPing`` every ``ping_interval`` seconds. While the stream lives it renews the
+leases of its activities (the protocol has no renew call, and an open stream shows the
+worker is alive); when it ends, what it sent stays leased until the lease lapses, so a
+worker that reconnects can still complete it, and otherwise another worker gets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from google.protobuf import empty_pb2
+
+from taskloom import history as h
+from taskloom.entities.records import is_entity_id
+from taskloom.grpc import tokens
+from taskloom.grpc.base import SidecarBase, rpc, stream_rpc
+from taskloom.grpc.client_convert import text
+from taskloom.grpc.convert import request_events
+from taskloom.grpc.hubs import Hub
+from taskloom.runtime.episodes import current_messages, plan_without_code, rewind_due
+from taskloom.storage.base import (
+    ACTIVITIES,
+    EPISODES,
+    TIMERS,
+    LeasedEpisode,
+    VersionFilter,
+    WorkItem,
+)
+
+log = logging.getLogger("taskloom.grpc")
+
+#: Items out at once per stream when the request sets no limit.
+DEFAULT_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a stream may lease: episode names (orchestrations, ``@name`` for entities),
+    activity names (None: every name) and, when every orchestration filter names the
+    same single version, only that version."""
+
+    episodes: frozenset[str] | None = None
+    activities: frozenset[str] | None = None
+    versions: VersionFilter | None = None
+
+    @classmethod
+    def of(cls, request: pb.GetWorkItemsRequest) -> Filters:
+        if not request.HasField("workItemFilters"):
+            return cls()
+        f = request.workItemFilters
+        episodes = {o.name for o in f.orchestrations} | {f"@{e.name.lower()}" for e in f.entities}
+        versions = {tuple(o.versions) for o in f.orchestrations}
+        only = None
+        if len(versions) == 1 and len(chosen := next(iter(versions))) == 1:
+            only = VersionFilter(only=chosen[0])
+        return cls(frozenset(episodes), frozenset(a.name for a in f.activities), only)
+
+
+@dataclass
+class OrchestrationWork:
+    """What completing a dispatched episode needs."""
+
+    hub: Hub
+    episode: LeasedEpisode
+    past: list[h.HistoryEvent]
+    new: list[h.HistoryEvent]
+    #: A rewind of a failed instance: the worker answers with ``rewindOrchestration``.
+    rewinding: bool = False
+
+
+@dataclass
+class ActivityWork:
+    hub: Hub
+    item: WorkItem
+
+
+def fresh_events(
+    past: Sequence[h.HistoryEvent], events: Sequence[h.HistoryEvent]
+) -> list[h.HistoryEvent]:
+    """``events`` without duplicates (a result delivered twice, a second start), so
+    history records each once. The SDKs reuse an action's id for its retries, so a
+    result is a duplicate when its id already has as many results as schedulings."""
+    open_ids: dict[tuple[str, int], int] = {}
+    started = False
+    for e in past:
+        started = _count(e, open_ids) or started
+    out: list[h.HistoryEvent] = []
+    for e in events:
+        key = _result_key(e)
+        if key is not None and open_ids.get(key, 0) <= 0:
+            continue
+        if isinstance(e, h.ExecutionStarted) and started:
+            continue
+        started = _count(e, open_ids) or started
+        out.append(e)
+    return out
+
+
+def _count(event: h.HistoryEvent, open_ids: dict[tuple[str, int], int]) -> bool:
+    """Track scheduled-but-unanswered action ids; True for a start."""
+    if isinstance(event, h.TaskScheduled | h.SubOrchestrationInstanceCreated):
+        key = ("task", event.event_id)
+        open_ids[key] = open_ids.get(key, 0) + 1
+    elif isinstance(event, h.TimerCreated):
+        key = ("timer", event.event_id)
+        open_ids[key] = open_ids.get(key, 0) + 1
+    else:
+        result = _result_key(event)
+        if result is not None:
+            open_ids[result] = open_ids.get(result, 0) - 1
+    return isinstance(event, h.ExecutionStarted)
+
+
+def _result_key(event: h.HistoryEvent) -> tuple[str, int] | None:
+    if isinstance(event, h.TimerFired):
+        return "timer", event.timer_id
+    task = getattr(event, "task_scheduled_id", None)
+    if task is not None:
+        return "task", task
+    return None
+
+
+@dataclass
+class WorkStream:
+    """One GetWorkItems call (see the module docstring)."""
+
+    sidecar: WorkItemRpcs
+    hub: Hub
+    filters: Filters
+    orchestration_limit: int
+    activity_limit: int
+    owner: str = field(default_factory=lambda: f"grpc-{uuid.uuid4().hex[:12]}")
+    orchestrations_out: int = 0
+    activities: dict[str, WorkItem] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def finished(self, item: tokens.Dispatched) -> None:
+        """An item this stream sent was completed or abandoned: its slot is free."""
+        if item.token.kind == tokens.ACTIVITY:
+            self.activities.pop(item.token.encode(), None)
+        elif item.token.kind == tokens.ORCHESTRATION or item.token.kind == tokens.ENTITY:
+            self.orchestrations_out = max(0, self.orchestrations_out - 1)
+        self.wake.set()
+
+    async def run(self) -> AsyncIterator[pb.WorkItem]:
+        store = self.hub.store
+        store.add_listener(self.wake.set, EPISODES + ACTIVITIES + TIMERS)
+        sidecar = self.sidecar
+        last_sent = last_renewal = time.monotonic()
+        try:
+            while not sidecar.stopping:
+                self.wake.clear()
+                sent = 0
+                async for item in self._lease():
+                    sent += 1
+                    yield item
+                now_mono = time.monotonic()
+                if sent:
+                    last_sent = now_mono
+                    continue
+                renew_every = sidecar.lease_for / 3
+                if now_mono - last_renewal >= renew_every:
+                    await self._renew()
+                    last_renewal = now_mono
+                if now_mono - last_sent >= sidecar.ping_interval:
+                    yield pb.WorkItem(healthPing=pb.HealthPing())
+                    last_sent = now_mono
+                timeout = min(
+                    sidecar.ping_interval - (now_mono - last_sent),
+                    renew_every - (now_mono - last_renewal),
+                )
+                now = sidecar.clock.now()
+                wakeup = await store.next_wakeup(now)
+                if wakeup is not None:
+                    timeout = min(timeout, (wakeup - now).total_seconds() + 0.001)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), max(0.001, timeout))
+        finally:
+            store.remove_listener(self.wake.set)
+
+    async def _lease(self) -> AsyncIterator[pb.WorkItem]:
+        sidecar, store, f = self.sidecar, self.hub.store, self.filters
+        sidecar.inflight.sweep(time.monotonic())
+        free = self.orchestration_limit - self.orchestrations_out
+        if free > 0:
+            now = sidecar.clock.now()
+            episodes = await store.lease_episodes(
+                now, free, sidecar.lease_for, self.owner, f.versions, f.episodes
+            )
+            if episodes:
+                ids = [e.instance.instance_id for e in episodes]
+                histories = await store.load_histories(ids)
+                for episode in episodes:
+                    history = histories.get(episode.instance.instance_id, [])
+                    item = await self._episode_item(episode, history)
+                    if item is not None:
+                        yield item
+        free = self.activity_limit - len(self.activities)
+        if free > 0:
+            now = sidecar.clock.now()
+            items = await store.lease_activities(
+                now, free, sidecar.lease_for, self.owner, f.activities
+            )
+            for work in items:
+                yield self._activity_item(work)
+
+    async def _episode_item(
+        self, episode: LeasedEpisode, history: list[h.HistoryEvent]
+    ) -> pb.WorkItem | None:
+        sidecar, store = self.sidecar, self.hub.store
+        rec = episode.instance
+        iid = rec.instance_id
+        now = sidecar.clock.now()
+        if is_entity_id(iid):
+            token = tokens.Token(self.hub.name, tokens.ENTITY, iid, episode.lease_token)
+            text_token = token.encode()
+            item = sidecar.entity_work_item(self.hub, episode, history, text_token)
+            if item is None:
+                await store.abandon_episode(iid, episode.lease_token)
+                return None
+            # CompleteEntityTask pops this entry (``OrchestrationWork``, no new events).
+            self._track(token, OrchestrationWork(self.hub, episode, history, []))
+            return item
+        rewinding = rewind_due(episode)
+        if rewinding:
+            # The SDK rewrites the history itself (taskloom.grpc.rewind): it gets it whole.
+            past = history
+            rewind = next(
+                m.event for m in episode.messages if isinstance(m.event, h.ExecutionRewound)
+            )
+            new = [h.OrchestratorStarted(now), rewind]
+        else:
+            planned = plan_without_code(episode, history, now)
+            if planned is not None:  # nothing for the worker: dropped or deferred
+                await store.complete_episodes([planned.commit], now)
+                return None
+            past = history
+            # OrchestratorStarted messages only wake the instance (after a rewind).
+            events = [
+                m.event
+                for m in current_messages(episode)
+                if not isinstance(m.event, h.OrchestratorStarted)
+            ]
+            new = [h.OrchestratorStarted(now), *fresh_events(history, events)]
+        token = tokens.Token(self.hub.name, tokens.ORCHESTRATION, iid, episode.lease_token)
+        work = OrchestrationWork(self.hub, episode, past, new, rewinding)
+        past_pb, new_pb = request_events(past, new)
+        request = pb.OrchestratorRequest(
+            instanceId=iid, executionId=text(rec.execution_id), pastEvents=past_pb, newEvents=new_pb
+        )
+        trace = sidecar.trace_contexts.get((self.hub.name, iid))
+        if trace is not None:
+            request.orchestrationTraceContext.CopyFrom(trace)
+        text_token = self._track(token, work)
+        return pb.WorkItem(completionToken=text_token, orchestratorRequest=request)
+
+    def _track(self, token: tokens.Token, payload: Any) -> str:
+        self.orchestrations_out += 1
+        return self.sidecar.inflight.add(tokens.Dispatched(token, payload, self, time.monotonic()))
+
+    def _activity_item(self, work: WorkItem) -> pb.WorkItem:
+        detail = (work.instance_id, work.execution_id, work.task_id)
+        token = tokens.Token(self.hub.name, tokens.ACTIVITY, str(work.id), work.lease_token, detail)
+        text_token = self.sidecar.inflight.add(
+            tokens.Dispatched(token, ActivityWork(self.hub, work), self, time.monotonic())
+        )
+        self.activities[text_token] = work
+        request = pb.ActivityRequest(
+            name=work.name,
+            taskId=work.task_id,
+            input=text(work.input),
+            orchestrationInstance=pb.OrchestrationInstance(
+                instanceId=work.instance_id, executionId=text(work.execution_id)
+            ),
+        )
+        return pb.WorkItem(completionToken=text_token, activityRequest=request)
+
+    async def _renew(self) -> None:
+        """Extend the leases of this stream's activities still out with the worker."""
+        if not self.activities:
+            return
+        leases = [(w.id, w.lease_token) for w in self.activities.values()]
+        now = self.sidecar.clock.now()
+        kept = await self.hub.store.renew_activities(leases, now, self.sidecar.lease_for)
+        for key, ok in zip(list(self.activities), kept, strict=True):
+            if not ok:  # taken over elsewhere: its completion will be refused
+                self.activities.pop(key, None)
+
+
+class WorkItemRpcs(SidecarBase):
+    """Hello and the work-item stream."""
+
+    @rpc
+    async def Hello(self, request: Any, context: Any) -> empty_pb2.Empty:
+        await self.caller(context, "read")
+        return empty_pb2.Empty()
+
+    @stream_rpc
+    async def GetWorkItems(
+        self, request: pb.GetWorkItemsRequest, context: Any
+    ) -> AsyncIterator[pb.WorkItem]:
+        caller = await self.caller(context, "work")
+        stream = WorkStream(
+            self,
+            caller.hub,
+            Filters.of(request),
+            request.maxConcurrentOrchestrationWorkItems or DEFAULT_LIMIT,
+            request.maxConcurrentActivityWorkItems or DEFAULT_LIMIT,
+        )
+        log.info("SDK worker connected to hub %r (%s)", caller.hub.name, stream.owner)
+        try:
+            async for item in stream.run():
+                yield item
+        finally:
+            log.info("SDK worker stream %s ended", stream.owner)
+
+    def entity_work_item(
+        self, hub: Hub, episode: LeasedEpisode, history: list[h.HistoryEvent], token: str
+    ) -> pb.WorkItem | None:
+        """The work item for a leased entity instance (id ``@name@key``), or None when
+        entities are not served (the lease is then released). Overridden by
+        :class:`taskloom.grpc.entity_rpcs.EntityWork`."""
+        return None
