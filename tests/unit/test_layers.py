@@ -57,6 +57,7 @@ LAYERS = [
             "taskloom.events",
             "taskloom.topics",
             "taskloom.entities.client",
+            "taskloom.dashboard.bulk_job",
         ),
     ),
     (

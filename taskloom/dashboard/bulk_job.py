@@ -1,0 +1,446 @@
+"""Bulk actions on a filter, run as a durable job: the built-in orchestration ``taskloom.bulk``.
+
+A bulk action (terminate, suspend, resume, restart, purge, rewind) on every instance that
+matches a filter is an orchestration of its own, so it has what every orchestration has:
+it survives a crash of the process running it (a SIGKILLed host's lease lapses and another
+host, or the same one restarted, replays it and carries on from the last page it recorded),
+it is rate limited by durable timers, and its input, custom status, output and history are
+the audit record of who did what, when, on which filter, to how many instances.
+
+Each page is two activities. ``taskloom.bulk.select`` reads the next page of the filter
+with keyset paging (the store's continuation token is a position in (created_at,
+instance_id) order, so rows that stop matching once acted on do not shift the pages) and
+returns the page's ids; once that result is in history the page is fixed. Then
+``taskloom.bulk.apply`` acts on exactly those ids. Apply may run more than once (an
+activity runs at least once), so every effect is idempotent: messages carry a dedup key
+made of the job's and the instance's ids (a second copy is not added while the first
+waits, and one arriving after the first took effect meets a finished or already changed
+instance and does nothing); a restart creates the instance under an id derived from the
+job and the original id and skips it when it exists; a purge of a purged instance finds
+nothing. An instance that is in the action's target state when apply looks (terminated,
+for a terminate) is reported as ``already``, which is also what a rerun of apply reports
+for the instances its killed first run acted on; so each selected id appears once in the
+audit, under ``applied``, ``already`` or ``skipped`` (with the reason).
+
+The job only touches instances created before it was requested (new instances are not
+chased forever), never entities and never bulk jobs themselves. ``install(app)`` registers
+the orchestration and its activities; every worker calls it, so any host of the hub can
+run a job that a dashboard started.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from taskloom import history as h
+from taskloom.models import Status
+from taskloom.retry import RetryPolicy
+from taskloom.storage.base import AT_ONCE, InstanceQuery, InstanceRecord, Message, Store
+
+if TYPE_CHECKING:
+    from taskloom.app import App
+    from taskloom.client import AsyncClient
+    from taskloom.context import OrchestrationContext
+
+BULK = "taskloom.bulk"
+SELECT = "taskloom.bulk.select"
+APPLY = "taskloom.bulk.apply"
+
+_ACTIVE = frozenset({Status.PENDING, Status.RUNNING, Status.SUSPENDED})
+_TERMINAL = frozenset(s for s in Status if s.is_terminal)
+
+#: The statuses each action applies to; a filter's statuses are narrowed to these.
+ELIGIBLE: dict[str, frozenset[Status]] = {
+    "terminate": _ACTIVE,
+    "suspend": frozenset({Status.PENDING, Status.RUNNING}),
+    "resume": frozenset({Status.SUSPENDED}),
+    "restart": _TERMINAL,
+    "purge": _TERMINAL,
+    "rewind": frozenset({Status.FAILED}),
+}
+
+#: An instance found in one of these when apply looks was acted on already (by an earlier
+#: run of the same apply, or by someone else): reported as ``already``, not acted on again.
+_ALREADY: dict[str, frozenset[Status]] = {
+    "terminate": frozenset({Status.TERMINATED}),
+    "suspend": frozenset({Status.SUSPENDED}),
+    "resume": frozenset({Status.RUNNING}),
+    "restart": frozenset(),
+    "purge": frozenset(),
+    "rewind": frozenset({Status.PENDING, Status.RUNNING}),
+}
+
+ACTIONS = tuple(ELIGIBLE)
+MAX_PAGE_SIZE = 500
+MAX_RATE = 10_000.0
+_RETRY = RetryPolicy(timedelta(seconds=1), 6, 2.0, timedelta(seconds=30))
+
+
+class BulkRequestError(ValueError):
+    """A bulk request that cannot run; the message says which field is wrong and how."""
+
+
+def _time(value: Any, what: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            raise BulkRequestError(
+                f"{what} {value!r} is not a time; use ISO 8601, e.g. 2026-01-31T12:00:00Z"
+            ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class BulkFilter:
+    """Which instances a bulk action is for: the instance list's filters."""
+
+    statuses: frozenset[Status] | None = None
+    name: str | None = None
+    instance_id_prefix: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> BulkFilter:
+        """From JSON-like values (status names, ISO times); a BulkRequestError if bad."""
+        unknown = set(data) - {
+            "statuses",
+            "name",
+            "instance_id_prefix",
+            "created_from",
+            "created_to",
+        }
+        if unknown:
+            raise BulkRequestError(f"unknown filter field(s) {sorted(unknown)}")
+        raw = data.get("statuses")
+        statuses = None
+        if raw:
+            try:
+                statuses = frozenset(Status.parse(str(s)) for s in raw)
+            except ValueError as exc:
+                raise BulkRequestError(str(exc)) from None
+        prefix = data.get("instance_id_prefix") or None
+        if prefix is not None and str(prefix).startswith("@"):
+            raise BulkRequestError(
+                f"instance id prefix {prefix!r} selects entities; bulk actions are for "
+                "orchestrations (clean entities with the entities view)"
+            )
+        return cls(
+            statuses=statuses,
+            name=data.get("name") or None,
+            instance_id_prefix=prefix,
+            created_from=_time(data.get("created_from"), "created_from"),
+            created_to=_time(data.get("created_to"), "created_to"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "statuses": None if self.statuses is None else sorted(s.value for s in self.statuses),
+            "name": self.name,
+            "instance_id_prefix": self.instance_id_prefix,
+            "created_from": None if self.created_from is None else self.created_from.isoformat(),
+            "created_to": None if self.created_to is None else self.created_to.isoformat(),
+        }
+
+    def query(self, action: str, until: datetime | None = None) -> InstanceQuery | None:
+        """The store query for ``action``: the statuses narrowed to those it applies to,
+        created no later than ``until``; None when no status is left."""
+        wanted = ELIGIBLE[action] if self.statuses is None else self.statuses & ELIGIBLE[action]
+        if not wanted:
+            return None
+        created_to = self.created_to
+        if until is not None and (created_to is None or until < created_to):
+            created_to = until
+        return InstanceQuery(
+            statuses=frozenset(wanted),
+            name=self.name,
+            instance_id_prefix=self.instance_id_prefix,
+            created_from=self.created_from,
+            created_to=created_to,
+        )
+
+
+@dataclass(frozen=True)
+class BulkRequest:
+    """What a job does and for whom: its input, and with it the audit's who and when."""
+
+    action: str
+    filter: BulkFilter
+    requested_at: datetime
+    by_key_id: str | None = None
+    by_name: str | None = None
+    by_role: str = "admin"
+    reason: str | None = None
+    rate: float = 50.0  # instances per second
+    page_size: int = 50
+
+    def __post_init__(self) -> None:
+        if self.action not in ELIGIBLE:
+            raise BulkRequestError(
+                f"unknown bulk action {self.action!r}; use one of: {', '.join(ACTIONS)}"
+            )
+        if not 0 < self.rate <= MAX_RATE:
+            raise BulkRequestError(
+                f"rate {self.rate!r} must be more than 0 and at most {MAX_RATE:g} instances "
+                "per second"
+            )
+        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
+            raise BulkRequestError(f"page size {self.page_size!r} must be 1 to {MAX_PAGE_SIZE}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "filter": self.filter.to_json(),
+            "requested_at": self.requested_at.isoformat(),
+            "by": {"key_id": self.by_key_id, "name": self.by_name, "role": self.by_role},
+            "reason": self.reason,
+            "rate": self.rate,
+            "page_size": self.page_size,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BulkRequest:
+        by = data.get("by") or {}
+        requested = _time(data.get("requested_at"), "requested_at")
+        if requested is None:
+            raise BulkRequestError("a bulk request needs requested_at")
+        try:
+            rate = float(data.get("rate", 50.0))
+            page_size = int(data.get("page_size", 50))
+        except (TypeError, ValueError):
+            raise BulkRequestError("rate and page_size must be numbers") from None
+        return cls(
+            action=str(data.get("action")),
+            filter=BulkFilter.parse(data.get("filter") or {}),
+            requested_at=requested,
+            by_key_id=by.get("key_id"),
+            by_name=by.get("name"),
+            by_role=str(by.get("role") or "admin"),
+            reason=data.get("reason"),
+            rate=rate,
+            page_size=page_size,
+        )
+
+
+def is_target(record: InstanceRecord) -> bool:
+    """Whether a bulk job may act on ``record``: not an entity, not a bulk job."""
+    return not record.instance_id.startswith("@") and not record.name.startswith("taskloom.")
+
+
+# -- dry run -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a bulk request would act on now: ``count`` (at least, when ``capped``) and
+    the first ``sample`` instances."""
+
+    count: int
+    capped: bool
+    sample: list[InstanceRecord]
+
+
+async def dry_run(
+    store: Store, request: BulkRequest, *, sample: int = 10, cap: int = 100_000
+) -> DryRun:
+    """Count what ``request`` would act on (paging the filter, stopping past ``cap``) and
+    return a sample. It reads the rows like the job does, so the figure is the job's."""
+    query = request.filter.query(request.action, request.requested_at)
+    if query is None:
+        return DryRun(0, False, [])
+    count, found, token = 0, list[InstanceRecord](), None
+    while True:
+        page = await store.query_instances(query, min(1000, max(cap, 1)), token)
+        for record in page.records:
+            if is_target(record):
+                count += 1
+                if len(found) < sample:
+                    found.append(record)
+        token = page.continuation_token
+        if token is None:
+            return DryRun(count, False, found)
+        if count >= cap:
+            return DryRun(count, True, found)
+
+
+# -- the job -------------------------------------------------------------------------------
+
+
+def bulk_orchestrator(ctx: OrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
+    """Page through the filter: select a page, apply the action, wait for the rate."""
+    data: dict[str, Any] = ctx.get_input()
+    request = BulkRequest.from_json(data)
+    totals = {"pages": 0, "selected": 0, "applied": 0, "already": 0, "skipped": 0}
+    ctx.set_custom_status({"state": "running", **totals})
+    cursor: str | None = None
+    while True:
+        page = yield ctx.call_activity(
+            SELECT, {"request": data, "cursor": cursor}, retry_policy=_RETRY
+        )
+        ids: list[str] = page["ids"]
+        totals["pages"] += 1
+        if ids:
+            done = yield ctx.call_activity(
+                APPLY, {"request": data, "job": ctx.instance_id, "ids": ids}, retry_policy=_RETRY
+            )
+            totals["selected"] += len(ids)
+            for outcome in ("applied", "already", "skipped"):
+                totals[outcome] += len(done[outcome])
+        cursor = page["cursor"]
+        if cursor is None:
+            break
+        ctx.set_custom_status({"state": "running", **totals})
+        if ids:
+            yield ctx.create_timer(timedelta(seconds=len(ids) / request.rate))
+    ctx.set_custom_status({"state": "done", **totals})
+    return {"state": "done", **totals, "finished_at": ctx.current_utc_datetime.isoformat()}
+
+
+async def select_page(data: dict[str, Any], *, client: AsyncClient) -> dict[str, Any]:
+    """The next page of the job's filter after ``cursor``: its target ids and the cursor."""
+    request = BulkRequest.from_json(data["request"])
+    query = request.filter.query(request.action, request.requested_at)
+    if query is None:
+        return {"ids": [], "cursor": None}
+    store = client.store
+    found = await store.query_instances(query, request.page_size, data.get("cursor"))
+    ids = [r.instance_id for r in found.records if is_target(r)]
+    return {"ids": ids, "cursor": found.continuation_token}
+
+
+async def apply_page(data: dict[str, Any], *, client: AsyncClient) -> dict[str, Any]:
+    """Act on the page's ids, idempotently; each id lands in one outcome list."""
+    request = BulkRequest.from_json(data["request"])
+    job: str = data["job"]
+    ids: list[str] = data["ids"]
+    store = client.store
+    statuses = await store.get_statuses(ids)
+    applied: list[str] = []
+    already: list[str] = []
+    skipped: list[list[str]] = []
+    acting: list[str] = []
+    for iid in ids:
+        status = statuses.get(iid)
+        if status is None:
+            if request.action == "purge":
+                already.append(iid)
+            else:
+                skipped.append([iid, "no longer exists"])
+        elif status in ELIGIBLE[request.action]:
+            acting.append(iid)
+        elif status in _ALREADY[request.action]:
+            already.append(iid)
+        else:
+            skipped.append([iid, f"is {status.value} now"])
+    reason = _reason(request, job)
+    if request.action == "purge":
+        if acting:
+            await store.purge_instances(InstanceQuery(), acting)
+        left = await store.get_statuses(acting)
+        applied = [i for i in acting if i not in left]
+        skipped.extend([i, f"is {left[i].value} now"] for i in acting if i in left)
+    elif request.action == "restart":
+        for iid in acting:
+            outcome = await _restart(client, job, iid)
+            if outcome is None:
+                applied.append(iid)
+            elif outcome == "":
+                already.append(iid)
+            else:
+                skipped.append([iid, outcome])
+    else:
+        now = client.clock.now()
+        messages = [_message(request.action, iid, job, reason, now) for iid in acting]
+        if messages:
+            await store.enqueue_messages(messages)
+        applied = acting
+    return {"applied": applied, "already": already, "skipped": skipped}
+
+
+def _reason(request: BulkRequest, job: str) -> str:
+    who = request.by_name or request.by_key_id or "an open host's caller"
+    text = f"bulk {request.action} {job} by {who}"
+    return f"{text}: {request.reason}" if request.reason else text
+
+
+def _message(action: str, iid: str, job: str, reason: str, now: datetime) -> Message:
+    event: h.HistoryEvent
+    if action == "terminate":
+        event = h.ExecutionTerminated(now, reason=reason, recurse=True)
+    elif action == "suspend":
+        event = h.ExecutionSuspended(now, reason=reason)
+    elif action == "resume":
+        event = h.ExecutionResumed(now, reason=reason)
+    else:
+        event = h.ExecutionRewound(now, reason=reason)
+    return Message(iid, event, AT_ONCE, key=f"bulk:{job}:{iid}")
+
+
+def restart_id(job: str, iid: str) -> str:
+    """The id a bulk restart gives instance ``iid``'s new run (the same on every rerun)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"taskloom-bulk/{job}/{iid}").hex
+
+
+async def _restart(client: AsyncClient, job: str, iid: str) -> str | None:
+    """Start ``iid`` again under :func:`restart_id`: None when started, ``""`` when that
+    instance exists already (an earlier run of this apply), else why it was not."""
+    store = client.store
+    new_id = restart_id(job, iid)
+    if await store.get_instance(new_id) is not None:
+        return ""
+    record = await store.get_instance(iid)
+    if record is None:
+        return "no longer exists"
+    # The stored input text is reused as is, as AsyncClient.restart does.
+    await client._create(record.name, record.input, new_id, None, record.version)
+    return None
+
+
+async def start_job(client: AsyncClient, request: BulkRequest) -> str:
+    """Start the job for ``request``; returns its instance id (``bulk-<time>-<random>``)."""
+    stamp = request.requested_at.strftime("%Y%m%dT%H%M%S")
+    job = f"bulk-{stamp}-{uuid.uuid4().hex[:8]}"
+    return await client.start_new(BULK, request.to_json(), instance_id=job)
+
+
+# -- registration and reading --------------------------------------------------------------
+
+
+def install(app: App) -> None:
+    """Register the bulk job's orchestration and activities in ``app`` (once)."""
+    if BULK not in app.orchestrators:
+        app.orchestrator(name=BULK)(bulk_orchestrator)
+    if SELECT not in app.activities:
+        app.activity(name=SELECT)(select_page)
+    if APPLY not in app.activities:
+        app.activity(name=APPLY)(apply_page)
+
+
+@dataclass(frozen=True)
+class PageOutcome:
+    """One applied page of a job, read back from its history."""
+
+    applied: list[str]
+    already: list[str]
+    skipped: list[tuple[str, str]]
+
+
+def pages_of(events: Sequence[h.HistoryEvent], loads: Any) -> list[PageOutcome]:
+    """The applied pages recorded in a job's history, in order (``loads`` decodes)."""
+    applies = {e.event_id for e in events if isinstance(e, h.TaskScheduled) and e.name == APPLY}
+    pages = []
+    for event in events:
+        if isinstance(event, h.TaskCompleted) and event.task_scheduled_id in applies:
+            done = loads(event.result)
+            skipped = [(str(i), str(why)) for i, why in done["skipped"]]
+            pages.append(PageOutcome(list(done["applied"]), list(done["already"]), skipped))
+    return pages

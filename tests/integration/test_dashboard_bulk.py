@@ -1,0 +1,133 @@
+"""Bulk actions on a filter (taskloom/dashboard/bulk_job.py): the dry run's count and
+sample, and the durable job acting on every selected instance exactly once, on a real
+worker and a real store (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from envs import Env
+
+import taskloom as tl
+from taskloom import history as h
+from taskloom.dashboard import bulk_job as bulk
+
+
+def _request(action: str, prefix: str, **kw: object) -> bulk.BulkRequest:
+    return bulk.BulkRequest(
+        action=action,
+        filter=bulk.BulkFilter(instance_id_prefix=prefix),
+        requested_at=datetime.now(UTC),
+        by_key_id="k1",
+        by_name="ops-alice",
+        by_role="operator",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def _start_waiters(env: Env, prefix: str, n: int) -> list[str]:
+    ids = [
+        await env.client.start_new("wait_event", instance_id=f"{prefix}{i:03d}") for i in range(n)
+    ]
+    for iid in ids:
+        await env.wait_for_status(iid, tl.Status.RUNNING)
+    return ids
+
+
+async def test_dry_run_counts_and_samples_what_the_job_would_touch(env: Env) -> None:
+    targets = await _start_waiters(env, "bulkA-", 12)
+    others = await _start_waiters(env, "other-", 2)
+    dry = await bulk.dry_run(env.store, _request("terminate", "bulkA-"), sample=5)
+    assert (dry.count, dry.capped) == (12, False)
+    assert [r.instance_id for r in dry.sample] == targets[:5]
+    # Resume applies to Suspended instances only: none match.
+    assert (await bulk.dry_run(env.store, _request("resume", "bulkA-"))).count == 0
+    # A cap stops the count early and says so.
+    capped = await bulk.dry_run(env.store, _request("terminate", "bulkA-"), cap=3)
+    assert capped.capped and capped.count >= 3
+    for iid in others:
+        assert (await env.client.get_status(iid)).runtime_status is tl.Status.RUNNING  # type: ignore[union-attr]
+
+
+async def test_bulk_terminate_acts_on_each_selected_instance_once(env: Env) -> None:
+    targets = await _start_waiters(env, "bulkT-", 13)
+    bystander = (await _start_waiters(env, "keep-", 1))[0]
+    request = _request("terminate", "bulkT-", page_size=5, rate=1000.0, reason="cleanup")
+    job = await bulk.start_job(env.client, request)
+    state = await env.client.wait_for_completion(job, timeout=30)
+    assert state.runtime_status is tl.Status.COMPLETED, state.failure
+    out = state.output
+    assert (out["selected"], out["applied"], out["already"], out["skipped"]) == (13, 13, 0, 0)
+    assert out["pages"] == 3
+    for iid in targets:
+        done = await env.wait_for_status(iid, tl.Status.TERMINATED)
+        assert done.runtime_status is tl.Status.TERMINATED
+        events = await env.client.get_history(iid)
+        terminations = [e for e in events if isinstance(e, h.ExecutionTerminated)]
+        assert len(terminations) == 1
+        assert f"bulk terminate {job} by ops-alice: cleanup" == terminations[0].reason
+    assert (await env.client.get_status(bystander)).runtime_status is tl.Status.RUNNING  # type: ignore[union-attr]
+    # The audit: who, what, on which filter (the input), and each id once (the history).
+    job_state = await env.client.get_status(job)
+    assert job_state is not None
+    assert job_state.input["by"] == {"key_id": "k1", "name": "ops-alice", "role": "operator"}
+    assert job_state.input["filter"]["instance_id_prefix"] == "bulkT-"
+    pages = bulk.pages_of(await env.client.get_history(job), env.client.converter.loads)
+    applied = [i for p in pages for i in p.applied]
+    assert sorted(applied) == targets and len(set(applied)) == len(applied)
+
+
+async def test_bulk_suspend_resume_purge_and_restart(env: Env) -> None:
+    targets = await _start_waiters(env, "bulkS-", 4)
+    for action, status in (("suspend", tl.Status.SUSPENDED), ("resume", tl.Status.RUNNING)):
+        job = await bulk.start_job(env.client, _request(action, "bulkS-", rate=1000.0))
+        state = await env.client.wait_for_completion(job, timeout=30)
+        assert state.output["applied"] == 4, state.output
+        for iid in targets:
+            await env.wait_for_status(iid, status)
+    job = await bulk.start_job(env.client, _request("terminate", "bulkS-", rate=1000.0))
+    await env.client.wait_for_completion(job, timeout=30)
+    for iid in targets:
+        await env.wait_for_status(iid, tl.Status.TERMINATED)
+    job = await bulk.start_job(env.client, _request("restart", "bulkS-", rate=1000.0))
+    state = await env.client.wait_for_completion(job, timeout=30)
+    assert state.output["applied"] == 4
+    for iid in targets:
+        await env.wait_for_status(bulk.restart_id(job, iid), tl.Status.RUNNING)
+    job = await bulk.start_job(env.client, _request("purge", "bulkS-", rate=1000.0))
+    state = await env.client.wait_for_completion(job, timeout=30)
+    # The restarted instances (new ids, created after the request) are Running: left alone.
+    assert state.output["applied"] == 4
+    for iid in targets:
+        assert await env.client.get_status(iid) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"action": "explode"}, "unknown bulk action 'explode'"),
+        ({"rate": 0.0}, "rate 0.0 must be more than 0"),
+        ({"page_size": 0}, "page size 0 must be 1 to 500"),
+    ],
+)
+def test_bad_requests_say_what_is_wrong(change: dict[str, object], message: str) -> None:
+    fields: dict[str, object] = {
+        "action": "terminate",
+        "filter": bulk.BulkFilter(),
+        "requested_at": datetime.now(UTC),
+    }
+    fields.update(change)
+    with pytest.raises(bulk.BulkRequestError, match=message):
+        bulk.BulkRequest(**fields)  # type: ignore[arg-type]
+
+
+def test_bad_filters_say_what_is_wrong() -> None:
+    with pytest.raises(bulk.BulkRequestError, match="unknown runtime status 'Sleeping'"):
+        bulk.BulkFilter.parse({"statuses": ["Sleeping"]})
+    with pytest.raises(bulk.BulkRequestError, match="selects entities"):
+        bulk.BulkFilter.parse({"instance_id_prefix": "@counter@"})
+    with pytest.raises(bulk.BulkRequestError, match="is not a time"):
+        bulk.BulkFilter.parse({"created_from": "yesterday"})
+    with pytest.raises(bulk.BulkRequestError, match="unknown filter field"):
+        bulk.BulkFilter.parse({"colour": "red"})
