@@ -405,11 +405,15 @@ async def _restart(client: AsyncClient, job: str, iid: str) -> str | None:
     return None
 
 
-async def start_job(client: AsyncClient, request: BulkRequest) -> str:
-    """Start the job for ``request``; returns its instance id (``bulk-<time>-<random>``)."""
+def new_job_id(request: BulkRequest) -> str:
+    """A fresh job instance id, ``bulk-<action>-<request time>-<random>``."""
     stamp = request.requested_at.strftime("%Y%m%dT%H%M%S")
-    job = f"bulk-{stamp}-{uuid.uuid4().hex[:8]}"
-    return await client.start_new(BULK, request.to_json(), instance_id=job)
+    return f"bulk-{request.action}-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+async def start_job(client: AsyncClient, request: BulkRequest) -> str:
+    """Start the job for ``request``; returns its instance id (see :func:`new_job_id`)."""
+    return await client.start_new(BULK, request.to_json(), instance_id=new_job_id(request))
 
 
 # -- registration and reading --------------------------------------------------------------
