@@ -40,6 +40,7 @@ async def run_activity(
     """Call the activity (sync ones in ``pool``) and wrap its result or failure;
     ``clients`` (async, blocking) are what the built-in ``client`` service injects."""
     effects = Effects()
+    started = clock.now()
     try:
         value = await _call(app, item, pool, clients, effects)
         text = (
@@ -48,12 +49,14 @@ async def run_activity(
             else app.converter.dumps(value, what=f"output of activity {item.name!r}")
         )
         event: h.HistoryEvent = h.TaskCompleted(
-            clock.now(), task_scheduled_id=item.task_id, result=text
+            clock.now(), task_scheduled_id=item.task_id, result=text, started_at=started
         )
     except Exception as exc:
         effects.clear()  # a failed attempt's appends are never written
         failure = FailureDetails.from_exception(exc)
-        event = h.TaskFailed(clock.now(), task_scheduled_id=item.task_id, failure=failure)
+        event = h.TaskFailed(
+            clock.now(), task_scheduled_id=item.task_id, failure=failure, started_at=started
+        )
     message = Message(item.instance_id, event, AT_ONCE, item.execution_id)
     return ActivityResult(item.id, item.lease_token, message, tuple(effects.appends))
 

@@ -229,6 +229,8 @@ class InstanceQuery:
     created_from: datetime | None = None
     created_to: datetime | None = None
     parent_instance_id: str | None = None
+    #: Instances of this version only (``""``: those without a version).
+    version: str | None = None
 
 
 @dataclass
@@ -331,6 +333,12 @@ class Store(abc.ABC):
         self, query: InstanceQuery, page_size: int, continuation_token: str | None
     ) -> QueryResult:
         """Instances matching ``query`` ordered by (created_at, instance_id), paged."""
+
+    @abc.abstractmethod
+    async def count_instances(self) -> dict[Status, int]:
+        """How many orchestration instances (entities left out) the hub holds per status,
+        statuses with none left out. One grouped count over the hub's rows: callers that
+        show it often (the dashboard) cache it."""
 
     @abc.abstractmethod
     async def purge_instances(

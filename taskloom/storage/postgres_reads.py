@@ -167,9 +167,23 @@ class PostgresReadsMixin:
         if query.parent_instance_id is not None:
             conds.append("parent_instance_id = %s")
             params.append(query.parent_instance_id)
+        if query.version is not None:
+            conds.append("COALESCE(version, '') = %s")
+            params.append(query.version)
         if not wants_entities(query.instance_id_prefix):
             conds.append(POSTGRES_NO_ENTITIES)  # entities (@name@key) are not orchestrations
         return "".join(f" AND {c}" for c in conds), params
+
+    async def count_instances(self) -> dict[Status, int]:
+        async def op(conn: Conn) -> list[tuple[str, int]]:
+            cur = await conn.execute(
+                f"SELECT status, COUNT(*) FROM {self._s}.instances WHERE hub = %s "
+                f"AND {POSTGRES_NO_ENTITIES} GROUP BY status",
+                [self.hub],
+            )
+            return [(row[0], row[1]) for row in await cur.fetchall()]
+
+        return {Status(status): count for status, count in await self._run(op)}
 
     async def query_instances(
         self, query: InstanceQuery, page_size: int, continuation_token: str | None

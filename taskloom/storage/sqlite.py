@@ -61,7 +61,11 @@ from taskloom.storage.base import (
     timed,
 )
 from taskloom.storage.doorbell import Doorbell
-from taskloom.storage.entity_rows import SQLITE_KEEP_BUSY_ENTITIES, ensure_sqlite
+from taskloom.storage.entity_rows import (
+    SQLITE_KEEP_BUSY_ENTITIES,
+    SQLITE_NO_ENTITIES,
+    ensure_sqlite,
+)
 from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.sqlite_events import SqliteEventsMixin
 from taskloom.storage.sqlite_host import SqliteHostMixin
@@ -526,6 +530,15 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
             last = rows[page_size - 1]
             result.continuation_token = codec.encode_token(last["created_at"], last["instance_id"])
         return result
+
+    async def count_instances(self) -> dict[Status, int]:
+        sql = (
+            f"SELECT status, COUNT(*) FROM instances WHERE hub = ? AND {SQLITE_NO_ENTITIES} "
+            "GROUP BY status"
+        )
+        with self._errors("count instances"):
+            rows = self._connection().execute(sql, (self.hub,)).fetchall()
+        return {Status(row[0]): row[1] for row in rows}
 
     async def purge_instances(
         self, query: InstanceQuery, instance_ids: Sequence[str] | None = None

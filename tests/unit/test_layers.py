@@ -31,10 +31,11 @@ LAYERS = [
             "taskloom.cli_events",
             "taskloom.cli_host",
             "taskloom.cli_topics",
+            "taskloom.cli_dashboard",
         ),
     ),
     ("entry points", ("taskloom", "taskloom.app", "taskloom.testing")),
-    ("host", ("taskloom.host", "taskloom.http")),
+    ("host", ("taskloom.host", "taskloom.http", "taskloom.dashboard")),
     (
         "runtime",
         (

@@ -1,0 +1,66 @@
+"""``taskloom dashboard --store URL [--hub H] [--host --port]``: the web dashboard alone,
+without workers (``taskloom serve`` serves it too, at ``/dashboard/``).
+
+Keys are required as for ``taskloom serve``: a store that holds keys requires a key to
+sign in, and a store without any is only served on a loopback address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+COMMANDS = ("dashboard",)
+
+log = logging.getLogger("taskloom.dashboard")
+
+
+def add_commands(sub: Any, default_store: str) -> None:
+    cmd = sub.add_parser("dashboard", help="serve the web dashboard alone (no workers)")
+    cmd.add_argument("--store", default=default_store)
+    cmd.add_argument("--hub", default="default", help="task hub (the App's name)")
+    cmd.add_argument("--host", default="127.0.0.1", help="HTTP address (default: loopback)")
+    cmd.add_argument("--port", type=int, default=8081)
+
+
+def run(args: argparse.Namespace) -> int:
+    asyncio.run(_run(args))
+    return 0
+
+
+async def _run(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from taskloom.client import AsyncClient
+    from taskloom.dashboard.app import standalone_app
+    from taskloom.host import serve
+    from taskloom.storage import open_store
+
+    store = open_store(args.store, hub=args.hub)
+    await store.open()
+    try:
+        exposure = await serve._check_exposure(store, args.host)
+        netloc = f"[{args.host}]" if ":" in args.host else args.host
+        client = AsyncClient(store, args.hub, base_url=f"http://{netloc}:{args.port}")
+        api = standalone_app(client, open_without_keys=exposure.open)
+        log.info(
+            "dashboard of hub %r on http://%s:%d/dashboard/: %s",
+            args.hub,
+            netloc,
+            args.port,
+            exposure.why,
+        )
+        config = uvicorn.Config(
+            api,
+            host=args.host,
+            port=args.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+        )
+        await uvicorn.Server(config).serve()
+    finally:
+        await store.close()

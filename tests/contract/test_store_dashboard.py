@@ -1,0 +1,40 @@
+"""The store queries the dashboard adds: per-status counts and the version filter."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from store_builders import at, new_instance
+
+from taskloom.models import Status
+from taskloom.storage.base import InstanceQuery, Store
+
+
+async def _create(store: Store, iid: str, *, version: str | None, status: Status) -> None:
+    new = new_instance(iid, created=at(len(iid)))
+    record = dataclasses.replace(new.record, version=version, status=status)
+    await store.create_instance(dataclasses.replace(new, record=record))
+
+
+async def test_counts_per_status_leave_out_entities_and_empty_statuses(store: Store) -> None:
+    assert await store.count_instances() == {}
+    await _create(store, "a", version=None, status=Status.PENDING)
+    await _create(store, "bb", version="1", status=Status.PENDING)
+    await _create(store, "ccc", version="2", status=Status.COMPLETED)
+    await _create(store, "@counter@x", version=None, status=Status.RUNNING)  # an entity
+    assert await store.count_instances() == {Status.PENDING: 2, Status.COMPLETED: 1}
+
+
+async def test_the_version_filter_and_empty_for_none(store: Store) -> None:
+    await _create(store, "a", version=None, status=Status.PENDING)
+    await _create(store, "bb", version="1.0", status=Status.PENDING)
+    await _create(store, "ccc", version="2.0", status=Status.PENDING)
+
+    async def ids(version: str | None) -> list[str]:
+        page = await store.query_instances(InstanceQuery(version=version), 10, None)
+        return [r.instance_id for r in page.records]
+
+    assert await ids("1.0") == ["bb"]
+    assert await ids("") == ["a"]
+    assert await ids(None) == ["a", "bb", "ccc"]
+    assert await ids("3") == []
