@@ -108,6 +108,7 @@ class BulkFilter:
     instance_id_prefix: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    version: str | None = None  # "" selects instances without a version
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> BulkFilter:
@@ -118,6 +119,7 @@ class BulkFilter:
             "instance_id_prefix",
             "created_from",
             "created_to",
+            "version",
         }
         if unknown:
             raise BulkRequestError(f"unknown filter field(s) {sorted(unknown)}")
@@ -140,6 +142,7 @@ class BulkFilter:
             instance_id_prefix=prefix,
             created_from=_time(data.get("created_from"), "created_from"),
             created_to=_time(data.get("created_to"), "created_to"),
+            version=data.get("version"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -149,6 +152,7 @@ class BulkFilter:
             "instance_id_prefix": self.instance_id_prefix,
             "created_from": None if self.created_from is None else self.created_from.isoformat(),
             "created_to": None if self.created_to is None else self.created_to.isoformat(),
+            "version": self.version,
         }
 
     def query(self, action: str, until: datetime | None = None) -> InstanceQuery | None:
@@ -166,6 +170,7 @@ class BulkFilter:
             instance_id_prefix=self.instance_id_prefix,
             created_from=self.created_from,
             created_to=created_to,
+            version=self.version,
         )
 
 
