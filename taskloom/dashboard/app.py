@@ -29,6 +29,8 @@ VIEW_MODULES: tuple[str, ...] = (
     "taskloom.dashboard.detail",
     "taskloom.dashboard.actions",
     "taskloom.dashboard.sse",
+    "taskloom.dashboard.bulk",
+    "taskloom.dashboard.views_jobs",
 )
 
 _STATIC = render.HERE / "static"
