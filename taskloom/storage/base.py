@@ -239,6 +239,31 @@ class QueryResult:
     continuation_token: str | None = None
 
 
+@dataclass(frozen=True)
+class PendingWork:
+    """A work item of an instance not yet completed, as :meth:`Store.inspect_instance`
+    reports it: ``attempt`` counts its leases so far; the lease is live while
+    ``lease_expires`` is in the future."""
+
+    task_id: int
+    name: str
+    attempt: int
+    visible_at: datetime
+    lease_owner: str | None = None
+    lease_expires: datetime | None = None
+
+
+@dataclass(frozen=True)
+class InstanceLeases:
+    """Who holds an instance and its work (the dashboard's "why is this not finished")."""
+
+    lease_owner: str | None
+    lease_expires: datetime | None
+    work: list[PendingWork] = field(default_factory=list)
+    messages: int = 0  # messages in the inbox
+    next_message_at: datetime | None = None  # the earliest visible_at among them
+
+
 Listener = Callable[[], None]
 
 #: What a wake-up is about, one letter each; a listener names the kinds it cares for, so a
@@ -333,6 +358,11 @@ class Store(abc.ABC):
         self, query: InstanceQuery, page_size: int, continuation_token: str | None
     ) -> QueryResult:
         """Instances matching ``query`` ordered by (created_at, instance_id), paged."""
+
+    @abc.abstractmethod
+    async def inspect_instance(self, instance_id: str) -> InstanceLeases | None:
+        """The instance's episode lease, its work items and its inbox (None for an
+        unknown instance). Reads a few rows by the instance's indexes."""
 
     @abc.abstractmethod
     async def count_instances(self) -> dict[Status, int]:

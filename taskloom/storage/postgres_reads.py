@@ -18,7 +18,13 @@ from psycopg import AsyncConnection
 from taskloom.history import HistoryEvent, loads_event
 from taskloom.models import FailureDetails, Status
 from taskloom.storage import large
-from taskloom.storage.base import InstanceQuery, InstanceRecord, QueryResult
+from taskloom.storage.base import (
+    InstanceLeases,
+    InstanceQuery,
+    InstanceRecord,
+    PendingWork,
+    QueryResult,
+)
 from taskloom.storage.entity_rows import (
     POSTGRES_NO_ENTITIES,
     postgres_keep_busy_entities,
@@ -173,6 +179,35 @@ class PostgresReadsMixin:
         if not wants_entities(query.instance_id_prefix):
             conds.append(POSTGRES_NO_ENTITIES)  # entities (@name@key) are not orchestrations
         return "".join(f" AND {c}" for c in conds), params
+
+    async def inspect_instance(self, instance_id: str) -> InstanceLeases | None:
+        key = [self.hub, instance_id]
+
+        async def op(conn: Conn) -> InstanceLeases | None:
+            cur = await conn.execute(
+                f"SELECT lease_owner, lease_expires_at FROM {self._s}.instances "
+                "WHERE hub = %s AND instance_id = %s",
+                key,
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            cur = await conn.execute(
+                "SELECT task_id, name, attempt, visible_at, lease_owner, lease_expires_at "
+                f"FROM {self._s}.work_items WHERE hub = %s AND instance_id = %s ORDER BY id",
+                key,
+            )
+            work = [PendingWork(*w) for w in await cur.fetchall()]
+            cur = await conn.execute(
+                f"SELECT COUNT(*), MIN(visible_at) FROM {self._s}.messages "
+                "WHERE hub = %s AND instance_id = %s",
+                key,
+            )
+            inbox = await cur.fetchone()
+            assert inbox is not None
+            return InstanceLeases(row[0], row[1], work, inbox[0], inbox[1])
+
+        return await self._run(op)
 
     async def count_instances(self) -> dict[Status, int]:
         async def op(conn: Conn) -> list[tuple[str, int]]:

@@ -43,6 +43,7 @@ from taskloom.storage.base import (
     EagerActivities,
     EagerEpisodes,
     EpisodeCommit,
+    InstanceLeases,
     InstanceQuery,
     InstanceRecord,
     LeasedEpisode,
@@ -50,6 +51,7 @@ from taskloom.storage.base import (
     Message,
     NewInstance,
     NewWorkItem,
+    PendingWork,
     QueryResult,
     Store,
     VersionFilter,
@@ -530,6 +532,37 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
             last = rows[page_size - 1]
             result.continuation_token = codec.encode_token(last["created_at"], last["instance_id"])
         return result
+
+    async def inspect_instance(self, instance_id: str) -> InstanceLeases | None:
+        key = (self.hub, instance_id)
+        with self._errors("inspect an instance"):
+            conn = self._connection()
+            row = conn.execute(
+                "SELECT lease_owner, lease_expires FROM instances "
+                "WHERE hub = ? AND instance_id = ?",
+                key,
+            ).fetchone()
+            if row is None:
+                return None
+            work = conn.execute(
+                "SELECT task_id, name, attempt, visible_at, lease_owner, lease_expires "
+                "FROM work_items WHERE hub = ? AND instance_id = ? ORDER BY id",
+                key,
+            ).fetchall()
+            inbox = conn.execute(
+                "SELECT COUNT(*), MIN(visible_at) FROM messages WHERE hub = ? AND instance_id = ?",
+                key,
+            ).fetchone()
+        return InstanceLeases(
+            row[0],
+            codec.dt_or_none(row[1]),
+            [
+                PendingWork(w[0], w[1], w[2], codec.dt(w[3]), w[4], codec.dt_or_none(w[5]))
+                for w in work
+            ],
+            inbox[0],
+            codec.dt_or_none(inbox[1]),
+        )
 
     async def count_instances(self) -> dict[Status, int]:
         sql = (

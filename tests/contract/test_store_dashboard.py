@@ -38,3 +38,18 @@ async def test_the_version_filter_and_empty_for_none(store: Store) -> None:
     assert await ids("") == ["a"]
     assert await ids(None) == ["a", "bb", "ccc"]
     assert await ids("3") == []
+
+
+async def test_inspect_names_the_lease_holder_and_the_inbox(store: Store) -> None:
+    assert await store.inspect_instance("nobody") is None
+    await _create(store, "a", version=None, status=Status.PENDING)
+    free = await store.inspect_instance("a")
+    assert free is not None
+    assert free.lease_owner is None and free.messages == 1 and free.work == []
+    leased = await store.lease_episodes(at(10), 1, 30.0, "worker-1")
+    assert [e.instance.instance_id for e in leased] == ["a"]
+    held = await store.inspect_instance("a")
+    assert held is not None
+    assert held.lease_owner == "worker-1"
+    assert held.lease_expires == at(40)
+    assert held.messages == 1 and held.next_message_at is not None
