@@ -30,6 +30,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _server_class() -> Any:
+    import uvicorn
+
+    from taskloom.dashboard import sse
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            sse.close_streams()  # event streams never end by themselves
+            await super().shutdown(sockets)
+
+    return Server
+
+
 async def _run(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -61,6 +74,6 @@ async def _run(args: argparse.Namespace) -> None:
             lifespan="off",
             server_header=False,
         )
-        await uvicorn.Server(config).serve()
+        await _server_class()(config).serve()
     finally:
         await store.close()

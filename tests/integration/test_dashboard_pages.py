@@ -4,6 +4,7 @@ the why-panel, the history and payload JSON, actions, and escaping."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -233,3 +234,36 @@ def test_an_open_host_admits_local_callers_as_admin(tmp_path: Path) -> None:
             headers={"origin": "http://evil.example"},
         )
         assert cross.status_code == 403
+
+
+def test_live_updates_are_deltas_from_change_notifications(server: DashServer) -> None:
+    with server.client() as client:
+        client.start_new("approval", None, "live-1")
+        client.start_new("approval", None, "live-2")
+        client.wait_for_start("live-1", 30)
+    http = server.browser("reader")
+    with http.stream("GET", "/dashboard/events", params={"id": ["live-1", "live-2"]}) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        events: list[list[dict[str, object]]] = []
+
+        def next_event() -> list[dict[str, object]]:
+            data = None
+            for line in lines:  # bounded by the client's 20 s read timeout
+                if line.startswith("data: "):
+                    data = json.loads(line[len("data: ") :])
+                elif line == "" and data is not None:
+                    return data  # type: ignore[no-any-return]
+            raise AssertionError("the stream ended")
+
+        events.append(next_event())  # the snapshot
+        assert {e["id"] for e in events[0]} == {"live-1", "live-2"}
+        with server.client() as client:
+            client.raise_event("live-1", "Approve", True)
+        while True:
+            delta = next_event()
+            if any(e["status"] == "Completed" for e in delta):
+                break
+        assert [e["id"] for e in delta] == ["live-1"]  # only what changed
+    too_many = http.get("/dashboard/events", params={"id": [str(i) for i in range(201)]})
+    assert too_many.status_code == 400

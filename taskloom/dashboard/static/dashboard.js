@@ -29,15 +29,43 @@
   // -- live updates ----------------------------------------------------------------
   var live = document.body.getAttribute("data-live");
   if (live && window.EventSource) {
-    var url = base + "/events";
+    var ids = [];
     var watched = document.body.getAttribute("data-instance");
-    if (watched) { url += "?instance=" + encodeURIComponent(watched); }
-    var source = new EventSource(url);
-    source.addEventListener("instances", function (message) {
-      var changes;
-      try { changes = JSON.parse(message.data); } catch (e) { return; }
-      onChanges(live, changes);
-    });
+    if (watched) {
+      ids.push(watched);
+    } else {
+      document.querySelectorAll("tr[data-id]").forEach(function (row) {
+        if (ids.length < 200) { ids.push(row.getAttribute("data-id")); }
+      });
+    }
+    if (ids.length) {
+      var url = base + "/events?" + ids.map(function (id) {
+        return "id=" + encodeURIComponent(id);
+      }).join("&");
+      var source = new EventSource(url);
+      var first = true;
+      var seen = null;
+      source.addEventListener("instances", function (message) {
+        var changes;
+        try { changes = JSON.parse(message.data); } catch (e) { return; }
+        if (live === "detail" && first) {
+          // The snapshot: remember the history length the page was rendered with.
+          first = false;
+          seen = changes.length ? changes[0].history : null;
+          var total = parseInt((document.getElementById("history") || document.body)
+            .getAttribute("data-total"), 10);
+          if (seen !== null && !isNaN(total) && seen === total &&
+              changes[0].status === statusText()) { return; }
+        }
+        onChanges(live, changes);
+      });
+      window.addEventListener("pagehide", function () { source.close(); });
+    }
+  }
+
+  function statusText() {
+    var badge = document.getElementById("status-badge");
+    return badge ? badge.textContent : "";
   }
 
   function onChanges(kind, changes) {
