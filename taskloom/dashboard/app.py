@@ -31,6 +31,13 @@ VIEW_MODULES: tuple[str, ...] = (
     "taskloom.dashboard.sse",
     "taskloom.dashboard.bulk",
     "taskloom.dashboard.views_jobs",
+    "taskloom.dashboard.views_workers",
+    "taskloom.dashboard.views_schedules",
+    "taskloom.dashboard.views_queues",
+    "taskloom.dashboard.views_entities",
+    "taskloom.dashboard.views_streams",
+    "taskloom.dashboard.views_consumers",
+    "taskloom.dashboard.views_keys",
 )
 
 _STATIC = render.HERE / "static"

@@ -13,7 +13,7 @@ at a time, so they cannot select a whole hub: a bulk page given one says so (400
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -79,7 +79,10 @@ def _number(text: str, default: float, what: str) -> float:
 
 
 def _request(
-    values: dict[str, str], flt: bulk_job.BulkFilter, session: auth.Session | None
+    values: dict[str, str],
+    flt: bulk_job.BulkFilter,
+    session: auth.Session | None,
+    now: datetime,
 ) -> bulk_job.BulkRequest:
     """A job request from the page's fields; 400 saying which field is wrong."""
     action = values.get("action", "").strip() or "terminate"
@@ -95,7 +98,7 @@ def _request(
         return bulk_job.BulkRequest(
             action=action,
             filter=flt,
-            requested_at=datetime.now(UTC),
+            requested_at=now,
             by_key_id=principal.key_id if principal else None,
             by_name=principal.name if principal else None,
             by_role=principal.role if principal else "admin",
@@ -118,7 +121,7 @@ async def bulk_page(request: Request) -> Response:
     filters = parse_filters(request)
     values = {k: request.query_params.get(k, "") for k in ("action", "reason", "rate", "page_size")}
     dry: bulk_job.DryRun | None = None
-    job_request = _request(values, _filter_of(filters), session)
+    job_request = _request(values, _filter_of(filters), session, _client(request).clock.now())
     if request.query_params.get("dry"):
         dry = await bulk_job.dry_run(_client(request).store, job_request, sample=SAMPLE)
     return render.page(
@@ -177,7 +180,7 @@ async def bulk_start(request: Request) -> Response:
     session = await auth.require(request, "write")
     form = await render.form_of(request, limit=20_000)
     auth.check_csrf(request, session, form)
-    job_request = _request(form, _form_filter(form), session)
+    job_request = _request(form, _form_filter(form), session, _client(request).clock.now())
     job = await bulk_job.start_job(_client(request), job_request)
     target = render.base_path(request) + "/jobs/" + quote(job, safe="")
     return render.secured(RedirectResponse(target, status_code=303))
