@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,9 @@ def _create_keys(store_url: str, hub: str, roles: tuple[str, ...]) -> dict[str, 
             await store.close()
         return keys
 
-    return asyncio.run(create())
+    # In a thread of its own: the caller may be inside a running loop (Playwright's).
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, create()).result()
 
 
 def start(tmp: Path, store_url: str, *, roles: tuple[str, ...] = ()) -> DashServer:
