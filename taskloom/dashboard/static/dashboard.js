@@ -107,6 +107,21 @@
     return window.CSS && CSS.escape ? CSS.escape(text) : String(text).replace(/["\\]/g, "\\$&");
   }
 
+  // -- whole payloads on demand -------------------------------------------------------
+  var detailId = document.body.getAttribute("data-instance");
+  document.querySelectorAll("button.more[data-what]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var url = base + "/api/payload?id=" + encodeURIComponent(detailId) +
+        "&what=" + encodeURIComponent(button.getAttribute("data-what"));
+      fetch(url, { credentials: "same-origin" }).then(function (r) { return r.json(); })
+        .then(function (data) {
+          var pre = button.parentNode.querySelector("pre");
+          if (pre && typeof data.text === "string") { pre.textContent = data.text; }
+          button.hidden = true;
+        });
+    });
+  });
+
   // -- virtualised history -----------------------------------------------------------
   var box = document.getElementById("history");
   if (box) { historyList(box); }
