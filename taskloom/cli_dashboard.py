@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 COMMANDS = ("dashboard",)
@@ -36,6 +39,19 @@ def _server_class() -> Any:
     from taskloom.dashboard import sse
 
     class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # SIGTERM and SIGINT stop the server gracefully and the command exits 0
+            # (uvicorn's own handlers re-raise the signal once it has stopped).
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, self._stop)
+            yield
+
+        def _stop(self) -> None:
+            self.should_exit = True
+
         async def shutdown(self, sockets: Any = None) -> None:
             sse.close_streams()  # event streams never end by themselves
             await super().shutdown(sockets)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +16,9 @@ import httpx
 import pytest
 from backends import PG_URL, require_postgres
 from dashboard_server import DashServer, csrf_of, running, wait_until
+from http_server import free_port
 
+from taskloom.client import Client
 from taskloom.models import Status
 
 HOSTILE = "<script>alert('x')</script>\"'&"
@@ -267,3 +272,41 @@ def test_live_updates_are_deltas_from_change_notifications(server: DashServer) -
         assert [e["id"] for e in delta] == ["live-1"]  # only what changed
     too_many = http.get("/dashboard/events", params={"id": [str(i) for i in range(201)]})
     assert too_many.status_code == 400
+
+
+def test_taskloom_dashboard_runs_alone(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'alone.db'}"
+    with Client(url, hub="alone") as client:
+        client.start_new("approval", None, "alone-1")  # nobody runs it: stays Pending
+    port = free_port()
+    log_path = tmp_path / "dashboard.log"
+    command = [sys.executable, "-m", "taskloom", "dashboard", "--store", url, "--hub", "alone",
+               "--port", str(port)]  # fmt: skip
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def answering() -> bool:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                return httpx.get(f"{base}/dashboard/", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(answering, "taskloom dashboard to answer")
+        http = httpx.Client(base_url=base, timeout=20)
+        assert 'data-id="alone-1"' in http.get("/dashboard/").text
+        detail = http.get("/dashboard/instances/alone-1")
+        assert "Unknown: the dashboard needs the app" in detail.text
+        waiting = http.get("/dashboard/", params={"waiting": "approve"})
+        assert waiting.status_code == 400 and "taskloom serve" in waiting.text
+        # An open event stream does not hold the shutdown.
+        with http.stream("GET", "/dashboard/events", params={"id": "alone-1"}) as stream:
+            next(stream.iter_lines())
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
