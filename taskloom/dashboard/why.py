@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from taskloom.dashboard import analysis
 from taskloom.models import Status
 from taskloom.storage.base import InstanceLeases
+from taskloom.storage.host_base import QueueMessage
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from taskloom.storage.base import InstanceRecord, Store
 
 LINK_LIFETIME = timedelta(hours=24)
+POISON_PEEK = 50
 
 
 @dataclass
@@ -51,6 +53,23 @@ class WhyPanel:
     leases: InstanceLeases | None = None
     lease_live: bool = False
     now: datetime | None = None
+    poisoned: list[QueueMessage] = field(default_factory=list)
+
+
+async def poisoned_messages(request: Request, instance_id: str) -> list[QueueMessage]:
+    """Messages in the app's ``<queue>-poison`` queues (the first :data:`POISON_PEEK` of
+    each) whose body names ``instance_id``: a queue trigger meant for this instance that
+    failed on every delivery. Needs the app (to know its queues)."""
+    app = request.app.state.taskloom_app
+    store = request.app.state.taskloom_host_store
+    if app is None or not getattr(app, "queue_triggers", None):
+        return []
+    found = []
+    for queue in sorted(app.queue_triggers):
+        for message in await store.queue_peek(f"{queue}-poison", POISON_PEEK):
+            if instance_id in message.body:
+                found.append(message)
+    return found
 
 
 async def live_workers(store: Store, now: datetime) -> list[Any] | None:
@@ -97,6 +116,12 @@ async def explain(
         )
     if record.failure is not None:
         panel.reasons.append(f"Failure: {record.failure.error_type}: {record.failure.message}")
+        if "NonDeterminism" in record.failure.error_type:
+            panel.reasons.append(
+                "Non-determinism: the orchestrator's code no longer replays this history "
+                "(it was changed under a running instance). Serve the old code, or a "
+                "versioned orchestrator, then rewind or restart it."
+            )
     panel.pending = [c for c in summary.chains if c.pending]
     panel.timers = [t for t in summary.timers if not t.fired and t.purpose != "retry"]
     app = request.app.state.taskloom_app
@@ -112,6 +137,12 @@ async def explain(
                     )
                 except Exception:
                     break  # no base URL: no links
+    panel.poisoned = await poisoned_messages(request, record.instance_id)
+    if panel.poisoned:
+        panel.reasons.append(
+            f"{len(panel.poisoned)} poisoned queue message(s) name this instance: a queue "
+            "trigger failed on them every time (see below)."
+        )
     workers = await live_workers(store, now)
     panel.served.append(
         Served(record.name, "orchestration", _serving(workers, "orchestrations", record.name))

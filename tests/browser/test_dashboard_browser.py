@@ -34,8 +34,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashServer]:
         yield found
 
 
-def _page(browser: Any, server: DashServer, role: str, tmp: Path) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def _page(browser: Any, server: DashServer, role: str, tmp: Path, **options: Any) -> Any:
+    options.setdefault("viewport", {"width": 1280, "height": 900})
+    context = browser.new_context(**options)
     page = context.new_page()
     page.set_default_timeout(30_000)
     errors: list[str] = []
@@ -144,4 +145,43 @@ def test_a_hostile_instance_name_is_inert(browser: Any, server: DashServer, tmp_
     assert page.inner_text("h1 .iid") == HOSTILE
     assert page.evaluate("() => window.pwned") is None
     assert page.locator("img[src=x]").count() == 0
+    assert page.errors == []
+
+
+def test_a_phone_in_dark_mode_with_the_keyboard(
+    browser: Any, server: DashServer, tmp_path: Path
+) -> None:
+    page = _page(
+        browser,
+        server,
+        "reader",
+        tmp_path,
+        viewport={"width": 390, "height": 844},
+        color_scheme="dark",
+        has_touch=True,
+    )
+    page.wait_for_selector('tr[data-id="order-00"]')
+    # Nothing wider than the phone: the table scrolls inside its own box.
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    background = "() => getComputedStyle(document.body).backgroundColor"
+    assert page.evaluate(background) == "rgb(15, 19, 24)"  # the dark palette
+    _shot(page, tmp_path, "phone-dark", docs=True)
+    page.click("#theme-toggle")
+    assert page.evaluate("() => document.documentElement.dataset.theme") == "light"
+    assert page.evaluate(background) == "rgb(255, 255, 255)"
+    page.reload()  # the choice is kept
+    assert page.evaluate("() => document.documentElement.dataset.theme") == "light"
+    # Keyboard: the first Tab reaches the skip link, then links in order; Enter follows.
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.className") == "skip"
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.classList.contains('iid')"):
+            break
+    else:
+        raise AssertionError("Tab never reached an instance link")
+    target = page.evaluate("() => document.activeElement.textContent")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("h1 .iid")
+    assert page.inner_text("h1 .iid") == target
     assert page.errors == []

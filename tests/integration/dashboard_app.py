@@ -63,3 +63,12 @@ def fan_out(ctx: tl.OrchestrationContext) -> Orch:
     n = int(ctx.get_input())
     results = yield ctx.task_all([ctx.call_activity(double, i) for i in range(n)])
     return sum(results)
+
+
+@app.queue_trigger("approvals", max_dequeue_count=1)
+def approve_from_queue(message: Any, client: tl.Client) -> None:
+    """Raises ``Approve`` on ``message["instance"]``; fails on a message marked bad, which
+    goes to ``approvals-poison`` at once."""
+    if message.get("bad"):
+        raise ValueError(f"cannot approve {message['instance']}: the message is marked bad")
+    client.raise_event(message["instance"], "Approve", True)

@@ -122,6 +122,16 @@ def test_retrying_and_waiting_filters_and_the_why_panel(server: DashServer) -> N
     assert "<code>approve</code>" in approval.text
     assert "/runtime/webhooks/durabletask/links/" in approval.text  # a signed link
     assert "Timer" in approval.text and "waiting for approval" in approval.text
+    with server.client() as client:
+        client.enqueue("approvals", {"instance": "why-approval", "bad": True})
+
+    def poisoned() -> bool:
+        page = http.get("/dashboard/instances/why-approval")
+        return "Poisoned queue messages" in page.text
+
+    wait_until(poisoned, "the queue message to be poisoned and shown")
+    page = http.get("/dashboard/instances/why-approval")
+    assert "the message is marked bad" in page.text and "approvals-poison" in page.text
     done = http.get("/dashboard/instances/why-done")
     assert "Why is this not finished?" not in done.text
     assert 'href="/dashboard/instances/' in done.text  # the child, as a link

@@ -154,6 +154,7 @@
     function rowFor(seq, ev) {
       var row = document.createElement("div");
       row.className = "row";
+      row.setAttribute("role", "listitem");
       row.setAttribute("data-seq", String(seq));
       row.style.top = (seq * rowHeight) + "px";
       var cells = [["seq", String(seq)], ["ts", ev.timestamp], ["kind", ev.kind], ["sum", ev.summary]];
