@@ -30,6 +30,9 @@ run a job that a dashboard started.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import uuid
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -37,9 +40,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from taskloom import history as h
-from taskloom.models import Status
+from taskloom import security
+from taskloom.models import FailureDetails, Status
 from taskloom.retry import RetryPolicy
 from taskloom.storage.base import AT_ONCE, InstanceQuery, InstanceRecord, Message, Store
+from taskloom.storage.host_base import HostStore
 
 if TYPE_CHECKING:
     from taskloom.app import App
@@ -77,11 +82,19 @@ _ALREADY: dict[str, frozenset[Status]] = {
 ACTIONS = tuple(ELIGIBLE)
 MAX_PAGE_SIZE = 500
 MAX_RATE = 10_000.0
-_RETRY = RetryPolicy(timedelta(seconds=1), 6, 2.0, timedelta(seconds=30))
+_SECRET = "dashboard-bulk"
 
 
 class BulkRequestError(ValueError):
     """A bulk request that cannot run; the message says which field is wrong and how."""
+
+
+def _transient(failure: FailureDetails) -> bool:
+    """Retry a page's activity after a store error, not after a refused request."""
+    return not failure.error_type.endswith("BulkRequestError")
+
+
+_RETRY = RetryPolicy(timedelta(seconds=1), 6, 2.0, timedelta(seconds=30), handle=_transient)
 
 
 def _time(value: Any, what: str) -> datetime | None:
@@ -241,6 +254,44 @@ def is_target(record: InstanceRecord) -> bool:
     return not record.instance_id.startswith("@") and not record.name.startswith("taskloom.")
 
 
+# -- signatures ----------------------------------------------------------------------------
+#
+# The audit names who asked, so a job's input must come from the dashboard, which took
+# the name from the signed-in key: ``start_job`` signs the input with a secret kept in
+# the store, and the page activities refuse an input whose signature does not match
+# (someone starting ``taskloom.bulk`` through the HTTP API with a made-up "by").
+
+
+async def _secret(store: Store) -> str:
+    if not isinstance(store, HostStore):
+        raise BulkRequestError(f"{store!r} keeps no secrets; bulk jobs need SQLite or PostgreSQL")
+    return await store.secret(_SECRET, security.new_secret())
+
+
+def _signature(secret: str, data: dict[str, Any]) -> str:
+    body = {k: v for k, v in data.items() if k != "signature"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+async def signed_input(store: Store, request: BulkRequest) -> dict[str, Any]:
+    """``request`` as the job's input, signed for :func:`verified`."""
+    data = request.to_json()
+    data["signature"] = _signature(await _secret(store), data)
+    return data
+
+
+async def verified(store: Store, data: dict[str, Any]) -> BulkRequest:
+    """The request of a job's input, or a BulkRequestError if it was not signed here."""
+    expected = _signature(await _secret(store), data)
+    if not hmac.compare_digest(str(data.get("signature", "")), expected):
+        raise BulkRequestError(
+            "this bulk job's input is not signed by the dashboard: start bulk actions "
+            "from /dashboard/bulk (it records who asked), not by starting taskloom.bulk"
+        )
+    return BulkRequest.from_json(data)
+
+
 # -- dry run -----------------------------------------------------------------------------
 
 
@@ -312,11 +363,11 @@ def bulk_orchestrator(ctx: OrchestrationContext) -> Generator[Any, Any, dict[str
 
 async def select_page(data: dict[str, Any], *, client: AsyncClient) -> dict[str, Any]:
     """The next page of the job's filter after ``cursor``: its target ids and the cursor."""
-    request = BulkRequest.from_json(data["request"])
+    store = client.store
+    request = await verified(store, data["request"])
     query = request.filter.query(request.action, request.requested_at)
     if query is None:
         return {"ids": [], "cursor": None}
-    store = client.store
     found = await store.query_instances(query, request.page_size, data.get("cursor"))
     ids = [r.instance_id for r in found.records if is_target(r)]
     return {"ids": ids, "cursor": found.continuation_token}
@@ -324,10 +375,10 @@ async def select_page(data: dict[str, Any], *, client: AsyncClient) -> dict[str,
 
 async def apply_page(data: dict[str, Any], *, client: AsyncClient) -> dict[str, Any]:
     """Act on the page's ids, idempotently; each id lands in one outcome list."""
-    request = BulkRequest.from_json(data["request"])
+    store = client.store
+    request = await verified(store, data["request"])
     job: str = data["job"]
     ids: list[str] = data["ids"]
-    store = client.store
     statuses = await store.get_statuses(ids)
     applied: list[str] = []
     already: list[str] = []
@@ -418,7 +469,8 @@ def new_job_id(request: BulkRequest) -> str:
 
 async def start_job(client: AsyncClient, request: BulkRequest) -> str:
     """Start the job for ``request``; returns its instance id (see :func:`new_job_id`)."""
-    return await client.start_new(BULK, request.to_json(), instance_id=new_job_id(request))
+    data = await signed_input(client.store, request)
+    return await client.start_new(BULK, data, instance_id=new_job_id(request))
 
 
 # -- registration and reading --------------------------------------------------------------

@@ -103,6 +103,18 @@ async def test_bulk_suspend_resume_purge_and_restart(env: Env) -> None:
         assert await env.client.get_status(iid) is None
 
 
+async def test_a_job_not_started_by_the_dashboard_acts_on_nothing(env: Env) -> None:
+    targets = await _start_waiters(env, "forged-", 2)
+    forged = _request("terminate", "forged-").to_json()
+    forged["by"] = {"key_id": None, "name": "someone else", "role": "admin"}
+    job = await env.client.start_new(bulk.BULK, forged, instance_id="forged-job")
+    state = await env.client.wait_for_completion(job, timeout=30)
+    assert state.runtime_status is tl.Status.FAILED
+    assert "not signed by the dashboard" in str(state.failure_details)
+    for iid in targets:
+        assert (await env.client.get_status(iid)).runtime_status is tl.Status.RUNNING  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -7,6 +7,7 @@ The host is a real ``taskloom serve`` process (``tests/e2e/crash_app.py``, whose
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -23,6 +24,7 @@ import pytest
 import taskloom as tl
 from taskloom import history as h
 from taskloom.dashboard import bulk_job as bulk
+from taskloom.storage import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SPEC = f"{ROOT / 'tests' / 'e2e' / 'crash_app.py'}:app"
@@ -90,7 +92,23 @@ def _status(client: tl.Client, iid: str) -> tl.Status | None:
     return None if state is None else state.runtime_status
 
 
-def test_sigkill_mid_job_then_a_new_host_finishes_it(hosts: Hosts, client: tl.Client) -> None:
+def _signed(store_url: str, hub: str, request: bulk.BulkRequest) -> dict[str, Any]:
+    """The job's input as the dashboard makes it (signed with the store's secret)."""
+
+    async def sign() -> dict[str, Any]:
+        store = open_store(store_url, hub=hub)
+        await store.open()
+        try:
+            return await bulk.signed_input(store, request)
+        finally:
+            await store.close()
+
+    return asyncio.run(sign())
+
+
+def test_sigkill_mid_job_then_a_new_host_finishes_it(
+    hosts: Hosts, client: tl.Client, store_url: str, hub: str
+) -> None:
     targets = [client.start_new("waiter", instance_id=f"crashT-{i:03d}") for i in range(COUNT)]
     first = hosts.start()
     wait_until(lambda: all(_status(client, i) is tl.Status.RUNNING for i in targets), 30, "waiters")
@@ -105,7 +123,9 @@ def test_sigkill_mid_job_then_a_new_host_finishes_it(hosts: Hosts, client: tl.Cl
         rate=10.0,
         page_size=5,
     )
-    job = client.start_new(bulk.BULK, request.to_json(), instance_id=bulk.new_job_id(request))
+    job = client.start_new(
+        bulk.BULK, _signed(store_url, hub, request), instance_id=bulk.new_job_id(request)
+    )
 
     def progressed() -> bool:
         state = client.get_status(job)
