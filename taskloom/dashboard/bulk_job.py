@@ -30,43 +30,63 @@ run a job that a dashboard started.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import uuid
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from taskloom import history as h
-from taskloom import security
+from taskloom.dashboard.bulk_request import (
+    ACTIONS,
+    ELIGIBLE,
+    MAX_PAGE_SIZE,
+    MAX_RATE,
+    BulkFilter,
+    BulkRequest,
+    BulkRequestError,
+    DryRun,
+    dry_run,
+    is_target,
+    signed_input,
+    verified,
+)
 from taskloom.models import FailureDetails, Status
 from taskloom.retry import RetryPolicy
-from taskloom.storage.base import AT_ONCE, InstanceQuery, InstanceRecord, Message, Store
-from taskloom.storage.host_base import HostStore
+from taskloom.storage.base import AT_ONCE, InstanceQuery, Message
 
 if TYPE_CHECKING:
     from taskloom.app import App
     from taskloom.client import AsyncClient
     from taskloom.context import OrchestrationContext
 
+__all__ = [  # the request's names too, so callers need one module
+    "ACTIONS",
+    "APPLY",
+    "BULK",
+    "ELIGIBLE",
+    "MAX_PAGE_SIZE",
+    "MAX_RATE",
+    "SELECT",
+    "BulkFilter",
+    "BulkRequest",
+    "BulkRequestError",
+    "DryRun",
+    "PageOutcome",
+    "dry_run",
+    "install",
+    "is_target",
+    "new_job_id",
+    "pages_of",
+    "restart_id",
+    "signed_input",
+    "start_job",
+    "verified",
+]
+
 BULK = "taskloom.bulk"
 SELECT = "taskloom.bulk.select"
 APPLY = "taskloom.bulk.apply"
-
-_ACTIVE = frozenset({Status.PENDING, Status.RUNNING, Status.SUSPENDED})
-_TERMINAL = frozenset(s for s in Status if s.is_terminal)
-
-#: The statuses each action applies to; a filter's statuses are narrowed to these.
-ELIGIBLE: dict[str, frozenset[Status]] = {
-    "terminate": _ACTIVE,
-    "suspend": frozenset({Status.PENDING, Status.RUNNING}),
-    "resume": frozenset({Status.SUSPENDED}),
-    "restart": _TERMINAL,
-    "purge": _TERMINAL,
-    "rewind": frozenset({Status.FAILED}),
-}
 
 #: An instance found in one of these when apply looks was acted on already (by an earlier
 #: run of the same apply, or by someone else): reported as ``already``, not acted on again.
@@ -79,15 +99,6 @@ _ALREADY: dict[str, frozenset[Status]] = {
     "rewind": frozenset({Status.PENDING, Status.RUNNING}),
 }
 
-ACTIONS = tuple(ELIGIBLE)
-MAX_PAGE_SIZE = 500
-MAX_RATE = 10_000.0
-_SECRET = "dashboard-bulk"
-
-
-class BulkRequestError(ValueError):
-    """A bulk request that cannot run; the message says which field is wrong and how."""
-
 
 def _transient(failure: FailureDetails) -> bool:
     """Retry a page's activity after a store error, not after a refused request."""
@@ -95,237 +106,6 @@ def _transient(failure: FailureDetails) -> bool:
 
 
 _RETRY = RetryPolicy(timedelta(seconds=1), 6, 2.0, timedelta(seconds=30), handle=_transient)
-
-
-def _time(value: Any, what: str) -> datetime | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(str(value))
-        except ValueError:
-            raise BulkRequestError(
-                f"{what} {value!r} is not a time; use ISO 8601, e.g. 2026-01-31T12:00:00Z"
-            ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class BulkFilter:
-    """Which instances a bulk action is for: the instance list's filters."""
-
-    statuses: frozenset[Status] | None = None
-    name: str | None = None
-    instance_id_prefix: str | None = None
-    created_from: datetime | None = None
-    created_to: datetime | None = None
-    version: str | None = None  # "" selects instances without a version
-
-    @classmethod
-    def parse(cls, data: dict[str, Any]) -> BulkFilter:
-        """From JSON-like values (status names, ISO times); a BulkRequestError if bad."""
-        unknown = set(data) - {
-            "statuses",
-            "name",
-            "instance_id_prefix",
-            "created_from",
-            "created_to",
-            "version",
-        }
-        if unknown:
-            raise BulkRequestError(f"unknown filter field(s) {sorted(unknown)}")
-        raw = data.get("statuses")
-        statuses = None
-        if raw:
-            try:
-                statuses = frozenset(Status.parse(str(s)) for s in raw)
-            except ValueError as exc:
-                raise BulkRequestError(str(exc)) from None
-        prefix = data.get("instance_id_prefix") or None
-        if prefix is not None and str(prefix).startswith("@"):
-            raise BulkRequestError(
-                f"instance id prefix {prefix!r} selects entities; bulk actions are for "
-                "orchestrations (clean entities with the entities view)"
-            )
-        return cls(
-            statuses=statuses,
-            name=data.get("name") or None,
-            instance_id_prefix=prefix,
-            created_from=_time(data.get("created_from"), "created_from"),
-            created_to=_time(data.get("created_to"), "created_to"),
-            version=data.get("version"),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "statuses": None if self.statuses is None else sorted(s.value for s in self.statuses),
-            "name": self.name,
-            "instance_id_prefix": self.instance_id_prefix,
-            "created_from": None if self.created_from is None else self.created_from.isoformat(),
-            "created_to": None if self.created_to is None else self.created_to.isoformat(),
-            "version": self.version,
-        }
-
-    def query(self, action: str, until: datetime | None = None) -> InstanceQuery | None:
-        """The store query for ``action``: the statuses narrowed to those it applies to,
-        created no later than ``until``; None when no status is left."""
-        wanted = ELIGIBLE[action] if self.statuses is None else self.statuses & ELIGIBLE[action]
-        if not wanted:
-            return None
-        created_to = self.created_to
-        if until is not None and (created_to is None or until < created_to):
-            created_to = until
-        return InstanceQuery(
-            statuses=frozenset(wanted),
-            name=self.name,
-            instance_id_prefix=self.instance_id_prefix,
-            created_from=self.created_from,
-            created_to=created_to,
-            version=self.version,
-        )
-
-
-@dataclass(frozen=True)
-class BulkRequest:
-    """What a job does and for whom: its input, and with it the audit's who and when."""
-
-    action: str
-    filter: BulkFilter
-    requested_at: datetime
-    by_key_id: str | None = None
-    by_name: str | None = None
-    by_role: str = "admin"
-    reason: str | None = None
-    rate: float = 50.0  # instances per second
-    page_size: int = 50
-
-    def __post_init__(self) -> None:
-        if self.action not in ELIGIBLE:
-            raise BulkRequestError(
-                f"unknown bulk action {self.action!r}; use one of: {', '.join(ACTIONS)}"
-            )
-        if not 0 < self.rate <= MAX_RATE:
-            raise BulkRequestError(
-                f"rate {self.rate!r} must be more than 0 and at most {MAX_RATE:g} instances "
-                "per second"
-            )
-        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise BulkRequestError(f"page size {self.page_size!r} must be 1 to {MAX_PAGE_SIZE}")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "filter": self.filter.to_json(),
-            "requested_at": self.requested_at.isoformat(),
-            "by": {"key_id": self.by_key_id, "name": self.by_name, "role": self.by_role},
-            "reason": self.reason,
-            "rate": self.rate,
-            "page_size": self.page_size,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> BulkRequest:
-        by = data.get("by") or {}
-        requested = _time(data.get("requested_at"), "requested_at")
-        if requested is None:
-            raise BulkRequestError("a bulk request needs requested_at")
-        try:
-            rate = float(data.get("rate", 50.0))
-            page_size = int(data.get("page_size", 50))
-        except (TypeError, ValueError):
-            raise BulkRequestError("rate and page_size must be numbers") from None
-        return cls(
-            action=str(data.get("action")),
-            filter=BulkFilter.parse(data.get("filter") or {}),
-            requested_at=requested,
-            by_key_id=by.get("key_id"),
-            by_name=by.get("name"),
-            by_role=str(by.get("role") or "admin"),
-            reason=data.get("reason"),
-            rate=rate,
-            page_size=page_size,
-        )
-
-
-def is_target(record: InstanceRecord) -> bool:
-    """Whether a bulk job may act on ``record``: not an entity, not a bulk job."""
-    return not record.instance_id.startswith("@") and not record.name.startswith("taskloom.")
-
-
-# -- signatures ----------------------------------------------------------------------------
-#
-# The audit names who asked, so a job's input must come from the dashboard, which took
-# the name from the signed-in key: ``start_job`` signs the input with a secret kept in
-# the store, and the page activities refuse an input whose signature does not match
-# (someone starting ``taskloom.bulk`` through the HTTP API with a made-up "by").
-
-
-async def _secret(store: Store) -> str:
-    if not isinstance(store, HostStore):
-        raise BulkRequestError(f"{store!r} keeps no secrets; bulk jobs need SQLite or PostgreSQL")
-    return await store.secret(_SECRET, security.new_secret())
-
-
-def _signature(secret: str, data: dict[str, Any]) -> str:
-    body = {k: v for k, v in data.items() if k != "signature"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
-
-
-async def signed_input(store: Store, request: BulkRequest) -> dict[str, Any]:
-    """``request`` as the job's input, signed for :func:`verified`."""
-    data = request.to_json()
-    data["signature"] = _signature(await _secret(store), data)
-    return data
-
-
-async def verified(store: Store, data: dict[str, Any]) -> BulkRequest:
-    """The request of a job's input, or a BulkRequestError if it was not signed here."""
-    expected = _signature(await _secret(store), data)
-    if not hmac.compare_digest(str(data.get("signature", "")), expected):
-        raise BulkRequestError(
-            "this bulk job's input is not signed by the dashboard: start bulk actions "
-            "from /dashboard/bulk (it records who asked), not by starting taskloom.bulk"
-        )
-    return BulkRequest.from_json(data)
-
-
-# -- dry run -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DryRun:
-    """What a bulk request would act on now: ``count`` (at least, when ``capped``) and
-    the first ``sample`` instances."""
-
-    count: int
-    capped: bool
-    sample: list[InstanceRecord]
-
-
-async def dry_run(
-    store: Store, request: BulkRequest, *, sample: int = 10, cap: int = 100_000
-) -> DryRun:
-    """Count what ``request`` would act on (paging the filter, stopping past ``cap``) and
-    return a sample. It reads the rows like the job does, so the figure is the job's."""
-    query = request.filter.query(request.action, request.requested_at)
-    if query is None:
-        return DryRun(0, False, [])
-    count, found, token = 0, list[InstanceRecord](), None
-    while True:
-        page = await store.query_instances(query, min(1000, max(cap, 1)), token)
-        for record in page.records:
-            if is_target(record):
-                count += 1
-                if len(found) < sample:
-                    found.append(record)
-        token = page.continuation_token
-        if token is None:
-            return DryRun(count, False, found)
-        if count >= cap:
-            return DryRun(count, True, found)
 
 
 # -- the job -------------------------------------------------------------------------------

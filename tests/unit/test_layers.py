@@ -59,6 +59,7 @@ LAYERS = [
             "taskloom.topics",
             "taskloom.entities.client",
             "taskloom.dashboard.bulk_job",
+            "taskloom.dashboard.bulk_request",
         ),
     ),
     (
