@@ -144,3 +144,32 @@ async def test_bad_fields_and_forged_posts_get_clear_pages(dash: Dash) -> None:
     missing = await web.get("/dashboard/jobs/bulk-nope")
     assert missing.status_code == 404 and "no bulk job" in missing.text
     await web.aclose()
+
+
+async def test_a_running_job_can_be_stopped_by_a_contributor_not_a_reader(dash: Dash) -> None:
+    ids = await _waiters(dash.env, "webS-", 4)
+    web = await dash.signed_in("contributor")
+    # One instance per page and a 100 s wait between pages: the job is mid-way when stopped.
+    params = {"dry": "1", "prefix": "webS-", "rate": "0.01", "page_size": "1"}
+    page = await web.get("/dashboard/bulk", params=params)
+    form = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"', page.text))
+    job_path = (await web.post("/dashboard/bulk", data=form)).headers["location"]
+    job_id = job_path.rsplit("/", 1)[1]
+    await dash.env.wait_for_status(ids[0], tl.Status.TERMINATED)
+    job_page = await web.get(job_path)
+    assert 'id="job-stop"' in job_page.text
+    reader = await dash.signed_in("reader")
+    reader_page = await reader.get(job_path)
+    assert 'id="job-stop"' not in reader_page.text
+    refused = await reader.post(job_path + "/stop", data={"csrf": _csrf(reader_page.text)})
+    assert refused.status_code == 403
+    stopped = await web.post(job_path + "/stop", data={"csrf": _csrf(job_page.text)})
+    assert stopped.status_code == 303
+    state = await dash.env.client.wait_for_completion(job_id, timeout=30)
+    assert state.runtime_status is tl.Status.TERMINATED
+    assert "stopped by contributor-bob" in str(state.output)
+    for iid in ids[1:]:
+        status = await dash.env.client.get_status(iid)
+        assert status is not None and status.runtime_status is tl.Status.RUNNING
+    await web.aclose()
+    await reader.aclose()
