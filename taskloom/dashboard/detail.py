@@ -11,6 +11,7 @@ only when asked for (``/dashboard/api/payload``). Histories are cached per proce
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,7 @@ async def detail_page(request: Request) -> Response:
     end = record.completed_at or now
     bars = analysis.timeline(summary, origin, end)
     span = max((b.end for b in bars), default=0.0) or 1.0
+    trace_id, trace_url = trace_of(events)
     panel = None
     if not record.status.is_terminal:
         panel = await why.explain(request, session, record, events, summary, now)
@@ -103,8 +105,26 @@ async def detail_page(request: Request) -> Response:
         total=len(events),
         why=panel,
         preview=PREVIEW,
+        trace_id=trace_id,
+        trace_url=trace_url,
         can_write=session.can_write,
     )
+
+
+def trace_of(events: list[h.HistoryEvent]) -> tuple[str | None, str | None]:
+    """The trace id the instance's ``ExecutionStarted`` carries (W3C ``traceparent``) and,
+    when ``TASKLOOM_TRACE_URL`` is set (e.g. ``http://jaeger:16686/trace/{trace_id}``),
+    the link to it in the tracing UI."""
+    started = next((e for e in events if isinstance(e, h.ExecutionStarted)), None)
+    parent = getattr(started, "trace_parent", None)
+    parts = parent.split("-") if isinstance(parent, str) else []
+    if len(parts) < 4 or len(parts[1]) != 32:
+        return None, None
+    trace_id = parts[1]
+    template = os.environ.get("TASKLOOM_TRACE_URL", "")
+    if not template.startswith(("http://", "https://")):
+        return trace_id, None
+    return trace_id, template.replace("{trace_id}", trace_id)
 
 
 def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
