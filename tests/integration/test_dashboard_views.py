@@ -102,8 +102,9 @@ def test_workers_view_says_when_the_registry_is_missing(views: Views) -> None:
     page = views.web.get("/dashboard/workers")
     assert page.status_code == 200
     store = views.env.store
-    if hasattr(store, "list_workers"):
+    if hasattr(store, "list_workers"):  # the registry: the TestEnv's worker heartbeats
         assert 'id="workers"' in page.text
+        wait_until(lambda: "data-worker=" in views.web.get("/dashboard/workers").text, "a row")
     else:
         assert 'id="no-registry"' in page.text
 
