@@ -143,3 +143,17 @@ def test_bad_filters_say_what_is_wrong() -> None:
         bulk.BulkFilter.parse({"created_from": "yesterday"})
     with pytest.raises(bulk.BulkRequestError, match="unknown filter field"):
         bulk.BulkFilter.parse({"colour": "red"})
+
+
+async def test_a_signed_input_verifies_and_a_tampered_one_does_not(env: Env) -> None:
+    request = _request("purge", "x-")
+    data = await bulk.signed_input(env.store, request)
+    assert await bulk.verified(env.store, data) == request
+    for field, value in (
+        ("by", {"key_id": "k9", "name": "mallory", "role": "admin"}),
+        ("action", "terminate"),
+        ("signature", "0" * 64),
+    ):
+        tampered = {**data, field: value}
+        with pytest.raises(bulk.BulkRequestError, match="not signed by the dashboard"):
+            await bulk.verified(env.store, tampered)
