@@ -1,11 +1,11 @@
 """The instances view: filters, keyset pages and per-status counts.
 
 Filters map onto :class:`~taskloom.storage.base.InstanceQuery` (status, name, id prefix,
-created range, version); "retrying" and "waiting on event X" are derived from histories
-(:mod:`taskloom.dashboard.scan`). Pages follow the store's continuation token (keyset on
-``(created_at, instance_id)``, never OFFSET). The per-status counts come from one grouped
-count that is cached for :data:`COUNTS_TTL` seconds per process, so loading or refreshing
-the page does not count the hub each time.
+created range, version; newest first unless ``order=oldest``); "retrying" and "waiting on
+event X" are derived from histories (:mod:`taskloom.dashboard.scan`). Pages follow the
+store's continuation token (keyset on ``(created_at, instance_id)``, never OFFSET). The
+per-status counts come from one grouped count cached for :data:`COUNTS_TTL` seconds per
+process, so loading or refreshing the page does not count the hub each time.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class Filters:
     version: str = ""
     retrying: bool = False
     waiting: str = ""
+    oldest_first: bool = False  # newest first by default
 
     def query(self) -> InstanceQuery:
         statuses = frozenset(self.statuses) or None
@@ -62,6 +63,7 @@ class Filters:
             created_from=self.created_from,
             created_to=self.created_to,
             version=self.version or None,
+            newest_first=not self.oldest_first,
         )
 
     def params(self) -> dict[str, Any]:
@@ -75,6 +77,7 @@ class Filters:
             "version": self.version,
             "retrying": "1" if self.retrying else "",
             "waiting": self.waiting,
+            "order": "oldest" if self.oldest_first else "",
         }
 
 
@@ -126,7 +129,15 @@ def parse_filters(request: Request) -> Filters:
         version=_text(params, "version"),
         retrying=_text(params, "retrying") in ("1", "on", "true"),
         waiting=_text(params, "waiting"),
+        oldest_first=_order(params),
     )
+
+
+def _order(params: dict[str, list[str]]) -> bool:
+    order = _text(params, "order")
+    if order not in ("", "newest", "oldest"):
+        raise HTTPException(400, f"order must be newest or oldest, not {order!r}")
+    return order == "oldest"
 
 
 async def status_counts(request: Request) -> dict[str, int]:

@@ -231,6 +231,9 @@ class InstanceQuery:
     parent_instance_id: str | None = None
     #: Instances of this version only (``""``: those without a version).
     version: str | None = None
+    #: Page from the newest instance back (``query_instances`` only; a token of one
+    #: direction means nothing in the other).
+    newest_first: bool = False
 
 
 @dataclass
@@ -357,7 +360,8 @@ class Store(abc.ABC):
     async def query_instances(
         self, query: InstanceQuery, page_size: int, continuation_token: str | None
     ) -> QueryResult:
-        """Instances matching ``query`` ordered by (created_at, instance_id), paged."""
+        """Instances matching ``query`` ordered by (created_at, instance_id), paged;
+        descending with ``query.newest_first``."""
 
     @abc.abstractmethod
     async def inspect_instance(self, instance_id: str) -> InstanceLeases | None:

@@ -226,15 +226,16 @@ class PostgresReadsMixin:
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {page_size}")
         where, params = self._filters(query)
+        past, order = ("<", " DESC") if query.newest_first else (">", "")
         if continuation_token:
             created, last_id = _decode_token(continuation_token)
-            where += " AND (created_at, instance_id) > (%s, %s)"
+            where += f" AND (created_at, instance_id) {past} (%s, %s)"
             params += [created, last_id]
 
         async def op(conn: Conn) -> tuple[int, list[InstanceRecord]]:
             cur = await conn.execute(
                 f"SELECT {INSTANCE_COLUMNS} FROM {self._s}.instances WHERE hub = %s{where} "
-                "ORDER BY created_at, instance_id LIMIT %s",
+                f"ORDER BY created_at{order}, instance_id{order} LIMIT %s",
                 [self.hub, *params, page_size + 1],
             )
             rows = await cur.fetchall()

@@ -518,11 +518,15 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}")
         clauses, params = codec.where(self.hub, query)
+        past, order = ("<", " DESC") if query.newest_first else (">", "")
         if continuation_token:
             created_at, instance_id = codec.decode_token(continuation_token)
-            clauses.append("(created_at > ? OR (created_at = ? AND instance_id > ?))")
+            clauses.append(f"(created_at {past} ? OR (created_at = ? AND instance_id {past} ?))")
             params.extend([created_at, created_at, instance_id])
-        sql = f"{_SELECT_RECORD} WHERE {' AND '.join(clauses)} ORDER BY created_at, instance_id"
+        sql = (
+            f"{_SELECT_RECORD} WHERE {' AND '.join(clauses)} "
+            f"ORDER BY created_at{order}, instance_id{order}"
+        )
         with self._errors("query instances"):
             # One row past the page tells whether another page exists.
             conn = self._connection()

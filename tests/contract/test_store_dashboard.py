@@ -53,3 +53,21 @@ async def test_inspect_names_the_lease_holder_and_the_inbox(store: Store) -> Non
     assert held.lease_owner == "worker-1"
     assert held.lease_expires == at(40)
     assert held.messages == 1 and held.next_message_at is not None
+
+
+async def test_newest_first_pages_walk_back_through_ties(store: Store) -> None:
+    for i in range(7):  # two instances per instant: ties broken by id, backwards too
+        new = new_instance(f"n{i}", created=at(i // 2))
+        await store.create_instance(new)
+    query = InstanceQuery(newest_first=True)
+    seen: list[str] = []
+    token = None
+    while True:
+        page = await store.query_instances(query, 3, token)
+        seen += [r.instance_id for r in page.records]
+        token = page.continuation_token
+        if token is None:
+            break
+    assert seen == ["n6", "n5", "n4", "n3", "n2", "n1", "n0"]
+    oldest = await store.query_instances(InstanceQuery(), 3, None)
+    assert [r.instance_id for r in oldest.records] == ["n0", "n1", "n2"]

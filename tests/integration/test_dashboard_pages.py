@@ -73,9 +73,10 @@ def test_filters_and_keyset_pages(server: DashServer) -> None:
         for iid in ids:
             client.wait_for_completion(iid, 60)
     http = server.browser("reader")
-    first = http.get(
-        "/dashboard/", params={"prefix": "page-", "status": "Completed", "name": "chain"}
-    )
+    filters = {"prefix": "page-", "status": "Completed", "name": "chain"}
+    newest = http.get("/dashboard/", params=filters)
+    assert re.findall(r'data-id="(page-\d+)"', newest.text)[:2] == ["page-059", "page-058"]
+    first = http.get("/dashboard/", params={**filters, "order": "oldest"})
     assert first.status_code == 200
     shown = re.findall(r'data-id="(page-\d+)"', first.text)
     assert shown == [f"page-{i:03d}" for i in range(50)]
