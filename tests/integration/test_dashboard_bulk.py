@@ -157,3 +157,29 @@ async def test_a_signed_input_verifies_and_a_tampered_one_does_not(env: Env) -> 
         tampered = {**data, field: value}
         with pytest.raises(bulk.BulkRequestError, match="not signed by the dashboard"):
             await bulk.verified(env.store, tampered)
+
+
+async def test_a_page_applied_twice_acts_once(env: Env) -> None:
+    """What a rerun of the apply activity (after a crash) does: nothing new."""
+    ids = await _start_waiters(env, "twice-", 3)
+    data = await bulk.signed_input(env.store, _request("terminate", "twice-"))
+    page = {"request": data, "job": "bulk-twice", "ids": ids}
+    first = await bulk.apply_page(page, client=env.client)
+    again = await bulk.apply_page(page, client=env.client)  # the first may not have landed
+    assert first["applied"] == ids
+    assert sorted(again["applied"] + again["already"]) == ids
+    for iid in ids:
+        await env.wait_for_status(iid, tl.Status.TERMINATED)
+    late = await bulk.apply_page(page, client=env.client)  # after it took effect
+    assert late == {"applied": [], "already": ids, "skipped": []}
+    for iid in ids:
+        events = await env.client.get_history(iid)
+        assert sum(isinstance(e, h.ExecutionTerminated) for e in events) == 1
+
+    data = await bulk.signed_input(env.store, _request("restart", "twice-"))
+    page = {"request": data, "job": "bulk-twice-r", "ids": ids}
+    first = await bulk.apply_page(page, client=env.client)
+    again = await bulk.apply_page(page, client=env.client)
+    assert first["applied"] == ids and again["already"] == ids
+    for iid in ids:
+        await env.wait_for_status(bulk.restart_id("bulk-twice-r", iid), tl.Status.RUNNING)
