@@ -5,7 +5,7 @@ A job is an instance of the built-in orchestration ``taskloom.bulk``
 (key id, name, role), when, for which action, filter, reason and rate; its custom status
 is the progress; its output the totals; its history lists every page's instance ids
 under ``applied``, ``already`` or ``skipped``. The list pages with the store's keyset
-token, oldest first, like the instances view. ``POST /dashboard/jobs/{id}/stop``
+token, newest first, like the instances view. ``POST /dashboard/jobs/{id}/stop``
 terminates a running job (pages already applied stay applied).
 """
 
@@ -98,7 +98,9 @@ async def jobs_page(request: Request) -> Response:
     after = request.query_params.get("after") or None
     store = _client(request).store
     try:
-        found = await store.query_instances(InstanceQuery(name=bulk_job.BULK), PAGE_SIZE, after)
+        found = await store.query_instances(
+            InstanceQuery(name=bulk_job.BULK, newest_first=True), PAGE_SIZE, after
+        )
     except ValueError as exc:
         raise HTTPException(
             400, f"the page link is not valid ({exc}); go to the first page"
