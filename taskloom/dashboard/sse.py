@@ -6,7 +6,10 @@ which reach other processes through the store's own channel: PostgreSQL ``NOTIFY
 SQLite local bus). A wake-up only sets a flag; the stream then reads the statuses of
 its own instances (at most :data:`MAX_IDS`, one indexed read) and sends those that changed
 as one ``instances`` event: ``[{"id": ..., "status": ..., "history": n}]``. The first event
-is a snapshot, so nothing that changed between the page and the stream is missed. There
+is a snapshot, so nothing that changed between the page and the stream is missed. The
+first page of the (newest first) instances view also passes its filters and its top id
+(``top=``): on a wake-up the stream reads the newest matching instance (one row, by the
+created-time index) and, once, sends a ``newer`` event when it is not the page's top. There
 is no timer-driven reload of lists: with no change, a stream only sends a comment every
 :data:`KEEPALIVE` seconds, and wake-ups are coalesced to at most one read per
 :data:`MIN_GAP` seconds.
@@ -30,7 +33,7 @@ from taskloom.storage.base import STATUS
 
 if TYPE_CHECKING:
     from taskloom.dashboard.app import Views
-    from taskloom.storage.base import Store
+    from taskloom.storage.base import InstanceQuery, Store
 
 MAX_IDS = 200
 KEEPALIVE = 15.0
@@ -56,15 +59,25 @@ async def events(request: Request) -> Response:
     if len(ids) > MAX_IDS:
         raise HTTPException(400, f"watch at most {MAX_IDS} instances per stream, not {len(ids)}")
     store: Store = request.app.state.taskloom_client.store
+    newest = None
+    top = request.query_params.get("top")
+    if top is not None:
+        from taskloom.dashboard.instances import parse_filters
+
+        filters = parse_filters(request)
+        if not (filters.retrying or filters.waiting or filters.oldest_first):
+            newest = (filters.query(), top)
     response = StreamingResponse(
-        _stream(store, ids),
+        _stream(store, ids, newest),
         media_type="text/event-stream",
         headers={"X-Accel-Buffering": "no"},
     )
     return render.secured(response)
 
 
-async def _stream(store: Store, ids: list[str]) -> AsyncIterator[str]:
+async def _stream(
+    store: Store, ids: list[str], newest: tuple[InstanceQuery, str] | None
+) -> AsyncIterator[str]:
     woken = asyncio.Event()
     closing = asyncio.Event()
     _open_streams.add(closing)
@@ -82,6 +95,11 @@ async def _stream(store: Store, ids: list[str]) -> AsyncIterator[str]:
             if changes or first:
                 yield f"event: instances\ndata: {json.dumps(changes)}\n\n"
             first = False
+            if newest is not None:
+                found = await store.query_instances(newest[0], 1, None)
+                if found.records and found.records[0].instance_id != newest[1]:
+                    yield f"event: newer\ndata: {json.dumps(found.records[0].instance_id)}\n\n"
+                    newest = None  # once is enough: the page offers a reload
             waiter = asyncio.ensure_future(woken.wait())
             stopper = asyncio.ensure_future(closing.wait())
             done, _ = await asyncio.wait(

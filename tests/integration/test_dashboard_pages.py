@@ -281,6 +281,18 @@ def test_live_updates_are_deltas_from_change_notifications(server: DashServer) -
             if any(e["status"] == "Completed" for e in delta):
                 break
         assert [e["id"] for e in delta] == ["live-1"]  # only what changed
+    # The first page of a filter hears once of a newer matching instance.
+    params = {"id": "live-2", "top": "live-2", "prefix": "live-", "name": "approval"}
+    with http.stream("GET", "/dashboard/events", params=params) as stream:
+        lines = stream.iter_lines()
+        with server.client() as client:
+            client.start_new("chain", 1, "live-chain")  # another name: not newer here
+            client.wait_for_completion("live-chain", 30)
+            client.start_new("approval", None, "live-3")
+        for line in lines:  # bounded by the client's 20 s read timeout
+            if line.startswith("event: newer"):
+                assert next(lines) == 'data: "live-3"'
+                break
     too_many = http.get("/dashboard/events", params={"id": [str(i) for i in range(201)]})
     assert too_many.status_code == 400
 

@@ -38,11 +38,22 @@
         if (ids.length < 200) { ids.push(row.getAttribute("data-id")); }
       });
     }
-    if (ids.length) {
+    var table = document.getElementById("instances");
+    var firstPage = table && table.getAttribute("data-first-page") === "1";
+    if (ids.length || firstPage) {
       var url = base + "/events?" + ids.map(function (id) {
         return "id=" + encodeURIComponent(id);
       }).join("&");
+      if (firstPage) {
+        // The first page also hears of newer instances matching its filters.
+        var filters = window.location.search.replace(/^\?/, "");
+        url += "&top=" + encodeURIComponent(ids[0] || "") + (filters ? "&" + filters : "");
+      }
       var source = new EventSource(url);
+      source.addEventListener("newer", function () {
+        var note = document.getElementById("live-note");
+        if (note) { note.hidden = false; }
+      });
       var first = true;
       var seen = null;
       source.addEventListener("instances", function (message) {
