@@ -135,6 +135,17 @@ async def _signin(request: Request) -> Response:
             csrf=expected,
             problem="The form was stale (or came from another site): try again.",
         )
+    if request.url.scheme == "http" and auth.secure_cookies(request):
+        return render.page(
+            request,
+            "signin.html",
+            status=400,
+            csrf=expected,
+            problem="This page came over plain http to an address other than loopback, so "
+            "the browser would not keep the (Secure) sign-in cookie and your key would cross "
+            "the network unencrypted. Serve the dashboard over https (e.g. behind a TLS "
+            "proxy), or open it on http://127.0.0.1.",
+        )
     key = form.get("key", "").strip()
     if not key:
         return render.page(

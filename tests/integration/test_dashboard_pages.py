@@ -64,6 +64,15 @@ def test_pages_need_a_key_and_a_wrong_key_is_refused(server: DashServer) -> None
     assert "httponly" in cookie and "samesite=strict" in cookie
     assert server.keys["reader"] not in server.log()
     assert http.get("/dashboard/").status_code == 200
+    # Plain http to a name other than loopback: the Secure cookie would not be kept.
+    other = server.browser()
+    form = other.get("/dashboard/signin")
+    remote = other.post(
+        "/dashboard/signin",
+        data={"csrf": csrf_of(form.text), "key": server.keys["reader"]},
+        headers={"host": "dash.example"},
+    )
+    assert remote.status_code == 400 and "over https" in remote.text
 
 
 def test_filters_and_keyset_pages(server: DashServer) -> None:
