@@ -51,6 +51,7 @@ class Filters:
     retrying: bool = False
     waiting: str = ""
     oldest_first: bool = False  # newest first by default
+    parent: str = ""  # children of this instance (the detail page links here)
 
     def query(self) -> InstanceQuery:
         statuses = frozenset(self.statuses) or None
@@ -64,6 +65,7 @@ class Filters:
             created_to=self.created_to,
             version=self.version or None,
             newest_first=not self.oldest_first,
+            parent_instance_id=self.parent or None,
         )
 
     def params(self) -> dict[str, Any]:
@@ -78,6 +80,7 @@ class Filters:
             "retrying": "1" if self.retrying else "",
             "waiting": self.waiting,
             "order": "oldest" if self.oldest_first else "",
+            "parent": self.parent,
         }
 
 
@@ -130,6 +133,7 @@ def parse_filters(request: Request) -> Filters:
         retrying=_text(params, "retrying") in ("1", "on", "true"),
         waiting=_text(params, "waiting"),
         oldest_first=_order(params),
+        parent=_text(params, "parent"),
     )
 
 

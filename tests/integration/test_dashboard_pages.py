@@ -100,6 +100,8 @@ def test_filters_and_keyset_pages(server: DashServer) -> None:
     assert re.findall(r'data-id="([^"]+)"', by_version.text) == ["filter-approval"]
     by_name = http.get("/dashboard/", params={"name": "approval", "prefix": "filter-"})
     assert "filter-approval" in by_name.text and "page-001" not in by_name.text
+    children = http.get("/dashboard/", params={"parent": "page-007"})
+    assert re.findall(r'data-id="([^"]+)"', children.text) == ["page-007:0001"]
     bad = http.get("/dashboard/", params={"status": "Sleeping"})
     assert bad.status_code == 400 and "unknown runtime status" in bad.text
     bad_time = http.get("/dashboard/", params={"from": "yesterday"})
