@@ -179,7 +179,7 @@ def waited_events(
 @dataclass(frozen=True)
 class Bar:
     """One bar of the timeline: a row label, where it starts and ends, and its kind
-    (``wait``, ``run``, ``fail``, ``ep``)."""
+    (``wait``, ``run``, ``fail``, ``ep``, ``timer``)."""
 
     row: int
     label: str
@@ -190,7 +190,8 @@ class Bar:
 
 
 def timeline(summary: Summary, origin: datetime, now: datetime, limit: int = 200) -> list[Bar]:
-    """Bars (seconds from ``origin``) for the episodes and the first ``limit`` attempts."""
+    """Bars (seconds from ``origin``) for the episodes, the first ``limit`` timers (created
+    to due, cut at ``now`` while pending) and the first ``limit`` attempts."""
     bars: list[Bar] = []
 
     def secs(moment: datetime) -> float:
@@ -217,6 +218,23 @@ def timeline(summary: Summary, origin: datetime, now: datetime, limit: int = 200
                 secs(episode.started_at),
                 "ep",
                 f"episode {n + 1} ran ({', '.join(episode.consumed) or 'no messages'})",
+            )
+        )
+    for timer in summary.timers[:limit]:
+        if timer.fire_at is None:
+            continue
+        row += 1
+        what = "retry timer" if timer.purpose == "retry" else "timer"
+        due = (timer.fire_at - timer.created_at).total_seconds()
+        state = "fired" if timer.fired else "pending"
+        bars.append(
+            Bar(
+                row,
+                f"{what} {timer.timer_id}",
+                secs(timer.created_at),
+                secs(min(timer.fire_at, now) if not timer.fired else timer.fire_at),
+                "timer",
+                f"{what} {timer.timer_id}: {due:.3f}s, {state}",
             )
         )
     shown = 0

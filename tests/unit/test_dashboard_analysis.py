@@ -37,8 +37,12 @@ def test_attempts_split_queue_wait_from_run_time_and_name_the_next_retry() -> No
     assert chain.failures == [attempt] and attempt.failure == BOOM
     assert [e.wait_seconds for e in summary.episodes] == [0.0, 0.5]  # 2.5 s -> 3 s
     bars = analysis.timeline(summary, at(0), at(10))
-    kinds = [(b.label, b.kind, b.start, b.end) for b in bars if b.row == 1]
-    assert kinds == [("work #1", "wait", 0.0, 1.0), ("work #1", "fail", 1.0, 2.5)]
+    rows = [(b.row, b.label, b.kind, b.start, b.end) for b in bars if b.row > 0]
+    assert rows == [
+        (1, "retry timer 1", "timer", 3.0, 10.0),  # pending: drawn up to now
+        (2, "work #1", "wait", 0.0, 1.0),
+        (2, "work #1", "fail", 1.0, 2.5),
+    ]
     assert [t.timer_id for t in analysis.pending_retries(_retried_history())] == [1]
 
 
