@@ -251,7 +251,7 @@ async def measure(
 def _query() -> Any:
     from taskloom.storage.base import InstanceQuery
 
-    return InstanceQuery()
+    return InstanceQuery(newest_first=True)  # the list's default order
 
 
 def report(backend: str, rows: list[tuple[str, float, float]]) -> None:
