@@ -2,8 +2,8 @@
 the instances a page shows, driven by the store's change notifications.
 
 A stream registers a listener for status changes (:data:`~taskloom.storage.base.STATUS`,
-which reach other processes through the store's own channel: PostgreSQL ``NOTIFY``, the
-SQLite local bus). A wake-up only sets a flag; the stream then reads the statuses of
+which reach other processes through the store's own channel: PostgreSQL ``NOTIFY``,
+SQLite's doorbells). A wake-up only sets a flag; the stream then reads the statuses of
 its own instances (at most :data:`MAX_IDS`, one indexed read) and sends those that changed
 as one ``instances`` event: ``[{"id": ..., "status": ..., "history": n}]``. The first event
 is a snapshot, so nothing that changed between the page and the stream is missed. The

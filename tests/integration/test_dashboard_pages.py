@@ -5,6 +5,7 @@ the why-panel, the history and payload JSON, actions, and escaping."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from backends import PG_URL, require_postgres
-from dashboard_server import DashServer, csrf_of, running, wait_until
+from dashboard_server import APP, DashServer, csrf_of, running, wait_until
 from http_server import free_port
 
 from taskloom.client import Client
@@ -335,9 +336,29 @@ def test_taskloom_dashboard_runs_alone(tmp_path: Path) -> None:
         assert "Unknown: the dashboard needs the app" in detail.text
         waiting = http.get("/dashboard/", params={"waiting": "approve"})
         assert waiting.status_code == 400 and "taskloom serve" in waiting.text
-        # An open event stream does not hold the shutdown.
         with http.stream("GET", "/dashboard/events", params={"id": "alone-1"}) as stream:
-            next(stream.iter_lines())
+            lines = stream.iter_lines()
+            assert next(lines) == "retry: 2000"
+            # A worker in another process runs the instance: its commits reach this
+            # dashboard's stream through the store's cross-process wake-ups.
+            worker_command = [sys.executable, "-m", "taskloom", "serve", APP, "--store", url,
+                              "--no-http", "--poll-interval", "30"]  # fmt: skip
+            env = {**os.environ, "DASH_HUB": "alone"}
+            with (tmp_path / "worker.log").open("wb") as out:
+                worker = subprocess.Popen(
+                    worker_command, stdout=out, stderr=subprocess.STDOUT, env=env
+                )
+            try:
+                with Client(url, hub="alone") as client:
+                    client.wait_for_start("alone-1", 30)
+                    client.raise_event("alone-1", "Approve", True)
+                for line in lines:  # bounded by the client's 20 s read timeout
+                    if '"Completed"' in line:
+                        break
+            finally:
+                worker.terminate()
+                worker.wait(20)
+            # An open event stream does not hold the shutdown.
             process.send_signal(signal.SIGTERM)
             assert process.wait(20) == 0
     finally:
