@@ -80,8 +80,9 @@ def test_bulk_terminate_with_a_dry_run(browser: Any, server: DashServer, tmp_pat
             done = client.wait_for_completion(f"bulkb-{i:02d}", 30)
             assert done.runtime_status is tl.Status.TERMINATED
         assert client.get_status("keep-me").runtime_status is tl.Status.RUNNING  # type: ignore[union-attr]
+    page.wait_for_selector("#status-badge:has-text('Completed')")  # over the live stream
     page.reload()
-    assert page.inner_text("#job-status") == "Completed"
+    assert page.inner_text("#status-badge") == "Completed"
     assert page.inner_text("#job-applied") == str(COUNT)
     assert "contributor-key" in page.inner_text("#job-by")
     assert page.locator("#job-pages a.iid").count() == COUNT
