@@ -365,3 +365,27 @@ def test_taskloom_dashboard_runs_alone(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_revoked_key_is_signed_out(server: DashServer) -> None:
+    def cli(*args: str) -> str:
+        command = [sys.executable, "-m", "taskloom", "keys", *args,
+                   "--store", server.store_url, "--hub", server.hub]  # fmt: skip
+        return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+    key = cli("create", "--role", "reader", "--name", "short-lived").strip()
+    http = httpx.Client(base_url=server.base_url, timeout=20)
+    form = http.get("/dashboard/signin")
+    assert (
+        http.post("/dashboard/signin", data={"csrf": csrf_of(form.text), "key": key}).status_code
+        == 303
+    )
+    assert http.get("/dashboard/").status_code == 200
+    [record] = [r for r in map(json.loads, cli("list").splitlines()) if r["name"] == "short-lived"]
+    cli("revoke", record["id"])
+
+    def signed_out() -> bool:  # the key cache keeps answers for 2 s
+        reply = http.get("/dashboard/")
+        return reply.status_code == 303 and reply.headers["location"].endswith("/signin")
+
+    wait_until(signed_out, "the revoked key to stop working")
