@@ -25,7 +25,7 @@ PAGE_SIZE = 50
 
 def register(views: Views) -> None:
     views.router.add_api_route("/entities", entities_page, methods=["GET"])
-    views.router.add_api_route("/entities/{instance_id}", entity_page, methods=["GET"])
+    views.router.add_api_route("/entities/{instance_id:path}", entity_page, methods=["GET"])
     views.nav("Entities", "/entities")
 
 

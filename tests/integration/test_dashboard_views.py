@@ -170,6 +170,10 @@ def test_entities_streams_and_consumers(views: Views) -> None:
     entity = views.web.get("/dashboard/entities/" + "%40counter%40k%3C1%3E")
     assert entity.status_code == 200 and 'id="entity-state">5<' in entity.text
     assert views.web.get("/dashboard/entities/nope").status_code == 404
+    client.signal_entity(tl.EntityId("counter", "a/b"), "add", 2)  # a key with a slash
+    wait_until(lambda: client.read_entity_state(tl.EntityId("counter", "a/b")).entity_exists, "b")
+    slashed = views.web.get("/dashboard/entities/%40counter%40a%2Fb")
+    assert slashed.status_code == 200 and 'id="entity-state">2<' in slashed.text
     assert views.web.get("/dashboard/entities", params={"name": "a@b"}).status_code == 400
 
     stream = f"order-{uuid.uuid4().hex[:6]}"
