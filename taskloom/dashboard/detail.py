@@ -11,6 +11,7 @@ only when asked for (``/dashboard/api/payload``). Histories are cached per proce
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -79,7 +80,7 @@ async def detail_page(request: Request) -> Response:
     session = await auth.require(request)
     record = await _record(request, request.path_params["instance_id"])
     events = await history_of(request, record)
-    summary = analysis.summarize(events)
+    summary = await asyncio.to_thread(analysis.summarize, events)  # long histories: off the loop
     children = await _store(request).query_instances(
         InstanceQuery(parent_instance_id=record.instance_id), 100, None
     )

@@ -16,6 +16,7 @@ than :data:`SCAN_LIMIT` histories, however large the hub.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -61,10 +62,12 @@ async def derived_page(
         before = token
         result = await store.query_instances(query, BATCH, token)
         histories = await store.load_histories([r.instance_id for r in result.records])
+        # Replays run user code and take CPU: off the event loop, which the host's
+        # workers share (their lease renewals must not wait for a dashboard query).
+        matched = await asyncio.to_thread(_batch, app, result.records, histories, filters)
         for position, record in enumerate(result.records):
             read += 1
-            history = histories.get(record.instance_id, [])
-            if _matches(app, record, history, filters):
+            if matched[position]:
                 page.records.append(record)
                 if len(page.records) >= size:
                     # Resume after this record: re-query from its keyset position.
@@ -81,6 +84,15 @@ async def derived_page(
             return page
     page.token = token
     return page
+
+
+def _batch(
+    app: object,
+    records: list[InstanceRecord],
+    histories: dict[str, list[HistoryEvent]],
+    filters: Filters,
+) -> list[bool]:
+    return [_matches(app, r, histories.get(r.instance_id, []), filters) for r in records]
 
 
 def _matches(

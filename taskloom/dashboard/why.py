@@ -12,6 +12,7 @@ non-determinism or other failures.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -125,7 +126,10 @@ async def explain(
     panel.pending = [c for c in summary.chains if c.pending]
     panel.timers = [t for t in summary.timers if not t.fired and t.purpose != "retry"]
     app = request.app.state.taskloom_app
-    waited = analysis.waited_events(app, record.instance_id, record.name, events)
+    # A replay runs user code: off the event loop the host's workers share.
+    waited = await asyncio.to_thread(
+        analysis.waited_events, app, record.instance_id, record.name, events
+    )
     if waited is not None:
         panel.waited = sorted(waited)
         if session.can_write:
