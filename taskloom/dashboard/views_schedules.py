@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def register(views: Views) -> None:
     views.router.add_api_route("/schedules", schedules_page, methods=["GET"])
-    views.router.add_api_route("/schedules/{name}/{verb}", schedule_action, methods=["POST"])
+    views.router.add_api_route("/schedules/{name:path}/{verb}", schedule_action, methods=["POST"])
     views.nav("Schedules", "/schedules")
 
 
