@@ -209,6 +209,7 @@ async def measure(
             middle = await store.query_instances(_query(), half, None)
             deep = middle.continuation_token
             dry = {"dry": "1", "action": "terminate", "status": "Running"}
+            named = {**dry, "name": "Refund"}
             pages: list[tuple[str, str, dict[str, str]]] = [
                 ("list: first page", "/dashboard/", {}),
                 ("list: status=Running", "/dashboard/", {"status": "Running"}),
@@ -217,6 +218,7 @@ async def measure(
                 (f"list: id prefix {prefix}", "/dashboard/", {"prefix": prefix}),
                 (f"detail: {events:,}-event instance", f"/dashboard/instances/{BIG}", {}),
                 ("bulk dry run: terminate Running", "/dashboard/bulk", dry),
+                ("bulk dry run: terminate Running Refund", "/dashboard/bulk", named),
             ]
             # The first history read of the process fills the per-process history cache.
             timed.times.clear()

@@ -252,11 +252,19 @@ class DryRun:
 async def dry_run(
     store: Store, request: BulkRequest, *, sample: int = 10, cap: int = 100_000
 ) -> DryRun:
-    """Count what ``request`` would act on (paging the filter, stopping past ``cap``) and
-    return a sample. It reads the rows like the job does, so the figure is the job's."""
+    """Count what ``request`` would act on now and return a sample.
+
+    A filter on statuses alone is counted with the store's grouped count
+    (:meth:`Store.count_instances`, one query) less the bulk jobs among them; any other
+    filter is paged like the job pages it, stopping past ``cap`` (``capped``)."""
     query = request.filter.query(request.action, request.requested_at)
     if query is None:
         return DryRun(0, False, [])
+    flt = request.filter
+    if not (flt.name or flt.instance_id_prefix or flt.created_from or flt.created_to) and (
+        flt.version is None
+    ):
+        return await _counted(store, query, sample)
     count, found, token = 0, list[InstanceRecord](), None
     while True:
         page = await store.query_instances(query, min(1000, max(cap, 1)), token)
@@ -270,3 +278,20 @@ async def dry_run(
             return DryRun(count, False, found)
         if count >= cap:
             return DryRun(count, True, found)
+
+
+async def _counted(store: Store, query: InstanceQuery, sample: int) -> DryRun:
+    statuses = query.statuses or frozenset()
+    counts = await store.count_instances()
+    total = sum(counts.get(s, 0) for s in statuses)
+    jobs = InstanceQuery(statuses=statuses, name="taskloom.bulk")
+    token: str | None = None
+    while True:  # bulk jobs are few; they are never acted on
+        page = await store.query_instances(jobs, 1000, token)
+        total -= len(page.records)
+        token = page.continuation_token
+        if token is None:
+            break
+    first = await store.query_instances(query, max(2 * sample, 50), None)
+    found = [r for r in first.records if is_target(r)][:sample]
+    return DryRun(max(total, 0), False, found)

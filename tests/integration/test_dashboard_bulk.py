@@ -183,3 +183,19 @@ async def test_a_page_applied_twice_acts_once(env: Env) -> None:
     assert first["applied"] == ids and again["already"] == ids
     for iid in ids:
         await env.wait_for_status(bulk.restart_id("bulk-twice-r", iid), tl.Status.RUNNING)
+
+
+async def test_a_status_only_dry_run_counts_with_the_grouped_count(env: Env) -> None:
+    ids = await _start_waiters(env, "count-", 5)
+    slow = _request("suspend", "count-00", rate=0.01, page_size=1)
+    job = await bulk.start_job(env.client, slow)  # a Running bulk job: not counted
+    await env.wait_for_status(job, tl.Status.RUNNING)
+    request = bulk.BulkRequest(
+        action="terminate",
+        filter=bulk.BulkFilter(statuses=frozenset({tl.Status.RUNNING, tl.Status.SUSPENDED})),
+        requested_at=datetime.now(UTC),
+    )
+    dry = await bulk.dry_run(env.store, request, sample=3)
+    assert dry.count == 5 and not dry.capped
+    assert [r.instance_id for r in dry.sample] == ids[:3]
+    await env.client.terminate(job)
