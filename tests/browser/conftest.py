@@ -31,7 +31,11 @@ def _problem() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# One browser per test, not per session: Playwright's sync API keeps an event loop running
+# in the thread while it is open, and pytest-xdist hands the same worker other modules'
+# tests in between, whose asyncio fixtures then refuse to start ("cannot be called from a
+# running event loop").
+@pytest.fixture
 def browser() -> Iterator[Any]:
     problem = _problem()
     if problem:
