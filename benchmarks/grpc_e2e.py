@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{module}: not in this checkout")
             continue
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", module]
-        command += ["--timeout", str(args.timeout), "-o", "addopts="]
+        # Their pyproject's pytest settings (async tests run by pytest-asyncio).
+        command += ["--timeout", str(args.timeout), "-o", "addopts=", "-o", "asyncio_mode=auto"]
         if args.k:
             command += ["-k", args.k]
         done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
