@@ -3,13 +3,14 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := dev,postgres,server,grpc
+EXTRAS := dev,postgres,server,grpc,otel
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run lint format test bench clean distclean
+.PHONY: help venv system run lint format test bench clean distclean
 
 help:
 	@echo "make venv       create $(VENV) and install taskloom[$(EXTRAS)] (again when pyproject.toml changes)"
+	@echo "make system     install the Debian packages the tests need (chromium for the browser tests)"
 	@echo "make run        run examples/quickstart.py on embedded SQLite"
 	@echo "make lint       ruff check, ruff format --check, mypy --strict"
 	@echo "make format     ruff format and ruff check --fix"
@@ -25,6 +26,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -e '.[$(EXTRAS)]'
 	touch $@
 
+# Debian's Chromium drives the dashboard's browser tests (Playwright launches it).
+system:
+	@test -x /usr/bin/chromium || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
 run: venv
 	$(BIN)/python -m examples.quickstart
 
@@ -38,7 +45,7 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: venv
+test: venv system
 	$(MAKE) lint
 	$(BIN)/pytest -n auto -q
 

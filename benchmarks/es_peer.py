@@ -18,6 +18,7 @@ expected version does.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -40,7 +41,7 @@ from eventsourcing.sqlite import (
 TOPIC = "bench:Happened"
 STREAMS = 1000
 BATCH = 10
-TASKS = 8
+TASKS, MANY = 8, 64
 PAGE = 1000
 
 
@@ -76,21 +77,21 @@ def round_robin(rec: ApplicationRecorder, n: int, prefix: str, batch: int) -> No
         rec.insert_events([event(sid, base + j + 1, i) for j in range(batch)])
 
 
-def concurrent(rec: ApplicationRecorder, n: int) -> None:
-    """``TASKS`` threads, each appending batches round-robin over streams of its own."""
-    per_task, mine = n // TASKS, STREAMS // TASKS
+def concurrent(rec: ApplicationRecorder, n: int, tasks: int, prefix: str) -> None:
+    """``tasks`` threads, each appending batches round-robin over streams of its own."""
+    per_task, mine = n // tasks, STREAMS // tasks
     errors: list[BaseException] = []
 
     def work(t: int) -> None:
         try:
             for i in range(per_task):
-                sid = f"conc-{t}-{i % mine}"
+                sid = f"{prefix}-{t}-{i % mine}"
                 base = (i // mine) * BATCH
                 rec.insert_events([event(sid, base + j + 1, i) for j in range(BATCH)])
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(TASKS)]
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(tasks)]
     for th in threads:
         th.start()
     for th in threads:
@@ -127,8 +128,10 @@ def run(rec: ApplicationRecorder, args: argparse.Namespace, pg: bool) -> dict[st
         args.batches, args.batches * BATCH, lambda: round_robin(rec, args.batches, "batch", BATCH)
     )
     if pg:
-        n = args.batches // TASKS * TASKS
-        out["batched_concurrent"] = timed(n, n * BATCH, lambda: concurrent(rec, n))
+        for key, tasks in (("batched_concurrent", TASKS), ("batched_many", MANY)):
+            n = args.batches // tasks * tasks
+            body = functools.partial(concurrent, rec, n, tasks, f"conc{tasks}")
+            out[key] = timed(n, n * BATCH, body)
     counted: dict[str, int] = {}
     began = time.perf_counter()
     counted["streams"] = read_streams(rec, "batch")
@@ -152,7 +155,7 @@ LAG_STREAMS = 100
 
 def datastore(dbname: str) -> PostgresDatastore:
     return PostgresDatastore(
-        dbname, "127.0.0.1", 5432, "postgres", "", pool_size=TASKS, originator_id_type="text"
+        dbname, "127.0.0.1", 5432, "postgres", "", pool_size=MANY, originator_id_type="text"
     )
 
 
@@ -261,7 +264,7 @@ def main() -> None:
             5432,
             "postgres",
             "",
-            pool_size=TASKS,
+            pool_size=MANY,
             originator_id_type="text",
         )
         try:

@@ -6,8 +6,9 @@ Phases, each timed from its first append (or read) to its last:
 - one stream: sequential appends of one event, each with the exact expected version;
 - round-robin: sequential appends of one event over 1,000 streams, exact expected versions;
 - batched: sequential appends of 10 events over 1,000 streams, exact expected versions;
-- batched, 8 tasks (PostgreSQL only): the same appends from 8 concurrent tasks, each over
-  125 streams of its own;
+- batched, 8 and 64 tasks (PostgreSQL only): the same appends from 8 (64) concurrent
+  tasks, each over streams of its own; taskloom's concurrent appends share transactions
+  (group commit), eventsourcing's threads get a pooled connection each;
 - read_stream: every stream of the batched phase read whole;
 - read_all: the whole log paged 1,000 events at a time.
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -56,7 +58,7 @@ ES_VERSION = "9.5.6"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_DB, ES_PG_DB = "evbench", "evbench_es"
 HUB = "bench"
-STREAMS, BATCH, TASKS, PAGE = 1000, 10, 8, 1000
+STREAMS, BATCH, TASKS, MANY, PAGE = 1000, 10, 8, 64, 1000
 PEER_TIMEOUT = 1800.0
 LAG_APP, LAG_HUB = "benchmarks.events_lag_app:app", "evlag"
 LAG_STREAMS, LAG_TIMEOUT = 100, 120.0
@@ -104,17 +106,17 @@ async def round_robin(es: tl.AsyncEventStore, n: int, prefix: str, batch: int) -
         await es.append(sid, events(sid, i, batch), expected_version=expected(version))
 
 
-async def concurrent(es: tl.AsyncEventStore, n: int) -> None:
-    """``TASKS`` tasks, each appending batches round-robin over streams of its own."""
-    per_task, mine = n // TASKS, STREAMS // TASKS
+async def concurrent(es: tl.AsyncEventStore, n: int, tasks: int, prefix: str) -> None:
+    """``tasks`` tasks, each appending batches round-robin over streams of its own."""
+    per_task, mine = n // tasks, STREAMS // tasks
 
     async def work(t: int) -> None:
         for i in range(per_task):
-            sid = f"conc-{t}-{i % mine}"
+            sid = f"{prefix}-{t}-{i % mine}"
             version = (i // mine) * BATCH
             await es.append(sid, events(sid, i, BATCH), expected_version=expected(version))
 
-    await asyncio.gather(*(work(t) for t in range(TASKS)))
+    await asyncio.gather(*(work(t) for t in range(tasks)))
 
 
 async def read_streams(es: tl.AsyncEventStore, prefix: str) -> int:
@@ -139,8 +141,10 @@ async def taskloom_figures(url: str, sizes: Sizes, pg: bool) -> dict[str, Phase]
         n = sizes.batches
         out["batched"] = await timed(n, n * BATCH, lambda: round_robin(es, n, "batch", BATCH))
         if pg:
-            n = sizes.batches // TASKS * TASKS
-            out["batched_concurrent"] = await timed(n, n * BATCH, lambda: concurrent(es, n))
+            for key, tasks in (("batched_concurrent", TASKS), ("batched_many", MANY)):
+                n = sizes.batches // tasks * tasks
+                body = functools.partial(concurrent, es, n, tasks, f"conc{tasks}")
+                out[key] = await timed(n, n * BATCH, body)
         began = time.perf_counter()
         got = await read_streams(es, "batch")
         out["read_stream"] = {
@@ -337,6 +341,7 @@ ROWS = [
     ("round_robin", f"{STREAMS:,} streams, 1 event/append"),
     ("batched", f"{STREAMS:,} streams, {BATCH} events/append"),
     ("batched_concurrent", f"  the same, {TASKS} tasks"),
+    ("batched_many", f"  the same, {MANY} tasks"),
     ("read_stream", f"read_stream x {STREAMS:,}"),
     ("read_all", f"read_all, pages of {PAGE:,}"),
 ]

@@ -91,6 +91,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--poll-interval", type=float, help="fallback poll of the workers, seconds (default 1)"
     )
+    serve.add_argument(
+        "--otlp-endpoint",
+        help="export traces by OTLP/HTTP to this URL, e.g. http://127.0.0.1:4318 "
+        "(default: OTEL_EXPORTER_OTLP_ENDPOINT; needs taskloom[otel])",
+    )
+    serve.add_argument(
+        "--heartbeat-every",
+        type=float,
+        help="seconds between the workers' heartbeats in the worker registry (default 5; 0: none)",
+    )
 
     def managed(name: str, help: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help)
@@ -218,6 +228,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_concurrent_orchestrations=args.max_concurrent_orchestrations,
         lease_for=args.lease_for,
         poll_interval=args.poll_interval,
+        heartbeat_every=args.heartbeat_every,
     )
     run(
         app,
@@ -230,6 +241,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=not args.no_workers,
         json_logs=args.json_logs,
         options=options,
+        otlp_endpoint=args.otlp_endpoint,
     )
     return 0
 

@@ -4,6 +4,7 @@ implementation; ``Client`` runs it on a private event loop thread."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import uuid
@@ -26,6 +27,7 @@ from taskloom.errors import (
 from taskloom.events.projection import ProjectionSpec
 from taskloom.events.store import AsyncEventStore, EventStore
 from taskloom.models import OrchestrationState, Page, Status
+from taskloom.observability import spans
 from taskloom.storage import Store, open_store
 from taskloom.storage.base import AT_ONCE, InstanceQuery, InstanceRecord, Message, NewInstance
 from taskloom.storage.host_base import HostStore, QueueMessage, ScheduleRecord
@@ -131,8 +133,31 @@ class AsyncClient(AsyncTopicsMixin, AsyncEntitiesMixin):
     ) -> str:
         store = await self._ready()
         new = self._new_instance(name, text, instance_id, start_at, version)
-        await store.create_instance(new)
-        return new.record.instance_id
+        if not spans.enabled():
+            await store.create_instance(new)
+            return new.record.instance_id
+        # The Durable Task SDKs' producer span; its context travels in ExecutionStarted,
+        # so the orchestration (on any host) is its child in the caller's trace.
+        iid = new.record.instance_id
+        attributes: dict[str, str | int | bool] = {
+            spans.TYPE: "orchestration",
+            spans.NAME: name,
+            spans.INSTANCE_ID: iid,
+            spans.EXECUTION_ID: new.record.execution_id,
+        }
+        if version:
+            attributes[spans.VERSION] = version
+        span_name = f"create_orchestration:{name}"
+        with spans.live(span_name, "producer", attributes, ambient=True) as span:
+            ctx = span.context if span is not None else None
+            started = new.start.event
+            if ctx is not None and isinstance(started, h.ExecutionStarted):
+                event = dataclasses.replace(
+                    started, trace_parent=ctx.traceparent, trace_state=ctx.state
+                )
+                new = dataclasses.replace(new, start=dataclasses.replace(new.start, event=event))
+            await store.create_instance(new)
+        return iid
 
     def _new_instance(
         self,
@@ -265,7 +290,18 @@ class AsyncClient(AsyncTopicsMixin, AsyncEntitiesMixin):
             if data is None
             else self.converter.dumps(data, what=f"data of event {event_name!r}")
         )
-        await self._send(instance_id, h.EventRaised(self.clock.now(), name=event_name, input=text))
+        event = h.EventRaised(self.clock.now(), name=event_name, input=text)
+        if not spans.enabled():
+            await self._send(instance_id, event)
+            return
+        attributes: dict[str, str | int | bool] = {
+            spans.TYPE: "event",
+            spans.NAME: event_name,
+            spans.EVENT_TARGET: instance_id,
+        }
+        span_name = f"orchestration_event:{event_name}"
+        with spans.live(span_name, "producer", attributes, ambient=True):
+            await self._send(instance_id, event)
 
     async def terminate(
         self, instance_id: str, reason: Any = None, *, recursive: bool = True

@@ -3,11 +3,15 @@ with one status query per wake-up.
 
 A client that waits for 2,000 instances at once (``asyncio.gather`` over
 ``wait_for_completion``) must not send 2,000 queries each time the store says something
-changed. The watcher keeps the awaited ids; on each wake-up from the store's listeners
-(in-process writes, doorbells of other processes on SQLite, ``LISTEN/NOTIFY`` on
-PostgreSQL) it reads all their statuses in one :meth:`Store.get_statuses` call and
-resolves the waiters whose condition holds, reading the full record only for those.
-Wake-ups that arrive while a check runs fold into one more check.
+changed. The watcher keeps the awaited ids and listens for status changes
+(:meth:`Store.add_status_listener`). When the store's own writes changed some statuses
+(a worker sharing the client's store object), it says which, and the next check reads
+only those of them that are awaited, plus the ids awaited since the last check. When a
+change came from elsewhere (doorbells of other processes on SQLite, ``LISTEN/NOTIFY`` on
+PostgreSQL, another store object on the same file), it reads all awaited statuses in one
+:meth:`Store.get_statuses` call. Either way it resolves the waiters whose condition holds,
+reading the full record only for those. Wake-ups that arrive while a check runs fold
+into one more check.
 
 Without a wake-up it checks again after ``fallback`` seconds, in case a notification was
 lost (a process outside the reach of doorbells, a LISTEN connection being re-made); under
@@ -18,13 +22,12 @@ virtual time (an idle hook, as :class:`taskloom.testing.TestEnv` sets) it backs 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 from taskloom.errors import InstanceNotFoundError
 from taskloom.models import Status
-from taskloom.storage.base import STATUS, InstanceRecord, Store
+from taskloom.storage.base import InstanceRecord, Store
 
 IdleHook = Callable[[], Awaitable[bool]]
 
@@ -61,6 +64,9 @@ class InstanceWatcher:
         self._fallback = fallback
         self._waiters: dict[str, list[_Waiter]] = {}
         self._changed = asyncio.Event()
+        # The ids to look at in the next check; ``_all`` when any status may have changed.
+        self._dirty: set[str] = set()
+        self._all = True
         self._task: asyncio.Task[None] | None = None
         #: Status checks made (tests and diagnostics).
         self.checks = 0
@@ -74,6 +80,7 @@ class InstanceWatcher:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(done, loop.create_future())
         self._waiters.setdefault(instance_id, []).append(waiter)
+        self._dirty.add(instance_id)
         self._changed.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._pump(), name="taskloom-wait")
@@ -100,8 +107,16 @@ class InstanceWatcher:
         if not waiter.future.done():
             waiter.future.cancel()
 
+    def _status_changed(self, changed: Collection[str] | None) -> None:
+        if changed is None:
+            self._all = True
+        else:
+            self._dirty.update(changed)
+        self._changed.set()
+
     async def _pump(self) -> None:
-        self.store.add_listener(self._changed.set, STATUS)
+        self._all = True  # changes made while nobody listened are unknown
+        self.store.add_status_listener(self._status_changed)
         delay = 0.005
         try:
             while self._waiters:
@@ -121,20 +136,30 @@ class InstanceWatcher:
                     timeout = self._fallback
                 elif await hook():
                     delay = 0.005
+                    self._all = True
                     continue
                 else:
                     timeout, delay = delay, min(delay * 2, 0.25)
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._changed.wait(), timeout)
+                except TimeoutError:
+                    self._all = True  # no wake-up: look at everything, in case one was lost
         finally:
-            self.store.remove_listener(self._changed.set)
+            self.store.remove_status_listener(self._status_changed)
 
     def _not_found(self, iid: str) -> InstanceNotFoundError:
         return InstanceNotFoundError(f"no instance {iid!r} in hub {self.store.hub!r}")
 
     async def _check(self) -> None:
+        if self._all:
+            ids = list(self._waiters)
+        else:
+            ids = [iid for iid in self._dirty if iid in self._waiters]
+        self._all = False
+        self._dirty.clear()
+        if not ids:
+            return
         self.checks += 1
-        ids = list(self._waiters)
         if len(ids) <= _DIRECT:
             # A few waiters: read their records at once (one round trip, not two).
             records = {iid: await self.store.get_instance(iid) for iid in ids}

@@ -2,7 +2,9 @@
 
 Records may carry ``extra={"instance_id": ...}`` (and the access log's ``method``,
 ``path``, ``status``, ``duration_ms``, ``key_id``); the JSON form keeps them as fields, so
-a log store can filter by instance id. Keys, link tokens and query strings are never
+a log store can filter by instance id. While tracing is on, a line logged inside a span
+(an activity's run, a client call) also carries its ``trace_id`` and ``span_id``, so a
+log store links it to the trace. Keys, link tokens and query strings are never
 logged: the access log writes the path only, with link tokens masked.
 """
 
@@ -12,6 +14,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from taskloom.observability import spans
+
 _EXTRA_FIELDS = (
     "instance_id",
     "orchestrator",
@@ -20,6 +24,8 @@ _EXTRA_FIELDS = (
     "status",
     "duration_ms",
     "key_id",
+    "trace_id",
+    "span_id",
 )
 
 
@@ -33,6 +39,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        ids = spans.current_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for field in _EXTRA_FIELDS:
             value = getattr(record, field, None)
             if value is not None:

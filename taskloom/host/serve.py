@@ -31,6 +31,7 @@ from taskloom.client import AsyncClient
 from taskloom.clock import Clock
 from taskloom.errors import ConfigurationError
 from taskloom.host import logs
+from taskloom.observability import spans
 from taskloom.runtime.runner import redact
 from taskloom.runtime.worker import Worker, WorkerOptions
 from taskloom.storage import open_store
@@ -76,12 +77,15 @@ async def serve(
     stop: asyncio.Event | None = None,
     configure_logging: bool = True,
     local_port: int | None = None,
+    otlp_endpoint: str | None = None,
     grpc_port: int | None = None,
 ) -> None:
     """Serve ``app`` from ``store_url`` until ``stop`` is set or a signal arrives;
     ``local_port``: also serve the API without keys on 127.0.0.1 at that port;
-    ``grpc_port``: also serve the Durable Task sidecar protocol on ``host`` at that port
-    (``docs/grpc.md``), the native worker then taking only what ``app`` registered."""
+    ``otlp_endpoint``: export spans there (else where ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    says, if set); ``grpc_port``: also serve the Durable Task sidecar protocol on
+    ``host`` at that port (``docs/grpc.md``), the native worker then taking only what
+    ``app`` registered."""
     if not (http or workers or grpc_port is not None):
         raise ConfigurationError("nothing to run: --no-http and --no-workers together")
     if grpc_port is not None and http and grpc_port == port:
@@ -94,6 +98,7 @@ async def serve(
         )
     if configure_logging:
         logs.configure(json_logs=json_logs)
+    spans.configure_otlp(otlp_endpoint, service_name=app.name)
     stop = stop or asyncio.Event()
     store = open_store(store_url, hub=app.name)
     await store.open()
@@ -169,6 +174,7 @@ async def serve(
             except Exception:
                 log.exception("error while stopping %s", type(part).__name__)
         await store.close()
+        spans.shutdown()  # flush the spans of the last episodes
         log.info("stopped")
 
 

@@ -35,8 +35,9 @@ from taskloom.errors import (
     SerializationError,
     StoreError,
 )
-from taskloom.http import entities, links, management, topics, triggers
+from taskloom.http import entities, links, management, metrics, topics, triggers
 from taskloom.http.auth import KeyCache
+from taskloom.observability import spans
 from taskloom.storage.host_base import HostStore
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ def create_asgi_app(
     api.include_router(links.router)
     api.include_router(triggers.router)
     api.include_router(topics.router)
+    api.include_router(metrics.router)
     api.include_router(app.api)
 
     api.add_exception_handler(RequestValidationError, _invalid_request)
@@ -171,7 +173,17 @@ class _AccessLog:
             await send(message)
 
         try:
-            await self.app(scope, receive, sending)
+            if spans.enabled():
+                # A caller's traceparent makes the orchestrations it starts join its trace.
+                headers = dict(scope.get("headers") or ())
+                parent, state = headers.get(b"traceparent"), headers.get(b"tracestate")
+                with spans.incoming(
+                    parent.decode("latin-1") if parent else None,
+                    state.decode("latin-1") if state else None,
+                ):
+                    await self.app(scope, receive, sending)
+            else:
+                await self.app(scope, receive, sending)
         except Exception as exc:
             request = Request(scope)
             try:

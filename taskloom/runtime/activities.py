@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,8 @@ from taskloom.errors import ConfigurationError
 from taskloom.events.effects import BufferedEvents, Effects
 from taskloom.events.store import EventStore
 from taskloom.models import FailureDetails
+from taskloom.observability import spans
+from taskloom.observability.context import TraceContext
 from taskloom.storage.base import AT_ONCE, ActivityResult, Message, WorkItem
 
 if TYPE_CHECKING:
@@ -40,22 +43,42 @@ async def run_activity(
     """Call the activity (sync ones in ``pool``) and wrap its result or failure;
     ``clients`` (async, blocking) are what the built-in ``client`` service injects."""
     effects = Effects()
-    try:
-        value = await _call(app, item, pool, clients, effects)
-        text = (
-            None
-            if value is None
-            else app.converter.dumps(value, what=f"output of activity {item.name!r}")
-        )
-        event: h.HistoryEvent = h.TaskCompleted(
-            clock.now(), task_scheduled_id=item.task_id, result=text
-        )
-    except Exception as exc:
-        effects.clear()  # a failed attempt's appends are never written
-        failure = FailureDetails.from_exception(exc)
-        event = h.TaskFailed(clock.now(), task_scheduled_id=item.task_id, failure=failure)
+    # The run's span is a child of the scheduling episode's "activity:{name}" span (as
+    # in the Durable Task SDKs, no span without that parent).
+    parent = TraceContext.parse(item.trace_parent) if spans.enabled() else None
+    with (
+        spans.live(f"activity:{item.name}", "server", _attributes(item), parent)
+        if parent is not None
+        else contextlib.nullcontext()
+    ) as span:
+        try:
+            value = await _call(app, item, pool, clients, effects)
+            text = (
+                None
+                if value is None
+                else app.converter.dumps(value, what=f"output of activity {item.name!r}")
+            )
+            event: h.HistoryEvent = h.TaskCompleted(
+                clock.now(), task_scheduled_id=item.task_id, result=text
+            )
+        except Exception as exc:
+            effects.clear()  # a failed attempt's appends are never written
+            failure = FailureDetails.from_exception(exc)
+            event = h.TaskFailed(clock.now(), task_scheduled_id=item.task_id, failure=failure)
+            if span is not None:
+                span.fail(f"{failure.error_type}: {failure.message}")
     message = Message(item.instance_id, event, AT_ONCE, item.execution_id)
     return ActivityResult(item.id, item.lease_token, message, tuple(effects.appends))
+
+
+def _attributes(item: WorkItem) -> dict[str, str | int | bool]:
+    return {
+        spans.TYPE: "activity",
+        spans.NAME: item.name,
+        spans.INSTANCE_ID: item.instance_id,
+        spans.TASK_ID: item.task_id,
+        spans.ATTEMPT: item.attempt,
+    }
 
 
 class ActivityNotFoundError(LookupError):

@@ -266,7 +266,16 @@ def _apply_action(action: Action, rec: InstanceRecord, out: _Outbox, now: dateti
     out.history.append(recording_event(action, now))
     if isinstance(action, ScheduleTask):
         out.work_items.append(
-            NewWorkItem(iid, eid, action.id, action.name, action.input, AT_ONCE, action.attempt - 1)
+            NewWorkItem(
+                iid,
+                eid,
+                action.id,
+                action.name,
+                action.input,
+                AT_ONCE,
+                action.attempt - 1,
+                scheduled_at=now,
+            )
         )
     elif isinstance(action, CreateTimer):
         fired = h.TimerFired(action.fire_at, timer_id=action.id, fire_at=action.fire_at)

@@ -8,6 +8,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
+from taskloom.observability import spans
 from taskloom.runtime.worker import Worker, WorkerOptions
 from taskloom.storage import open_store
 
@@ -25,6 +26,7 @@ def run_app(app: App, store_url: str, **options: Any) -> None:
 async def serve_worker(
     app: App, store_url: str, options: WorkerOptions, stop: asyncio.Event | None = None
 ) -> None:
+    spans.configure_otlp(service_name=app.name)  # when OTEL_EXPORTER_OTLP_ENDPOINT is set
     store = open_store(store_url, hub=app.name)
     await store.open()
     worker = Worker(app, store, options=options)
@@ -78,6 +80,7 @@ async def serve_worker(
             await consumers.stop()
         await worker.stop()
         await store.close()
+        spans.shutdown()
 
 
 def redact(url: str) -> str:

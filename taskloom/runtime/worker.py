@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +28,14 @@ from taskloom.clock import Clock, SystemClock
 from taskloom.core.executor import OrchestrationRun
 from taskloom.entities.episodes import plan_entity_episode
 from taskloom.entities.records import is_entity_id
-from taskloom.errors import PayloadTooLargeError
+from taskloom.errors import ConfigurationError, PayloadTooLargeError
 from taskloom.models import FailureDetails
+from taskloom.observability import spans
+from taskloom.runtime import measure
 from taskloom.runtime.activities import run_activity
 from taskloom.runtime.episodes import Planned, plan_episode, plan_version_failure
+from taskloom.runtime.heartbeat import Heartbeat, WorkerShape
+from taskloom.runtime.tracing import EpisodeTraces, emit_all, trace_batch
 from taskloom.storage.base import (
     ACTIVITIES,
     EPISODES,
@@ -66,6 +71,9 @@ class WorkerOptions:
     #: Lease scheduled activities and the next episode to ourselves in the commits that
     #: create them (see ``docs/architecture.md``, "Eager dispatch").
     eager: bool = True
+    #: Seconds between the worker's heartbeats in the worker registry (0: none); its
+    #: row expires after three missed beats (see ``docs/observability.md``).
+    heartbeat_every: float = 5.0
     #: Lease only the orchestrations, entities and activities the app registered, leaving
     #: the rest to other workers of the hub (``taskloom serve --grpc`` with an app, where
     #: SDK workers share the hub; see ``docs/grpc.md``). Off by default: a lone worker
@@ -131,6 +139,18 @@ class Worker:
         self._eager_tasks: set[asyncio.Task[None]] = set()
         self._leasing = 0
         self._pool = ThreadPoolExecutor(self.options.activity_threads, "taskloom-activity")
+        self._traces = EpisodeTraces(self.options.cache_size)
+        self._episodes_in_hand = 0
+        self._heartbeat: Heartbeat | None = None
+        if self.options.heartbeat_every < 0:
+            raise ConfigurationError(
+                f"heartbeat_every must be >= 0 seconds (0 turns the heartbeat off), "
+                f"not {self.options.heartbeat_every!r}"
+            )
+        if self.options.heartbeat_every > 0:
+            self._heartbeat = Heartbeat(
+                store, self.owner, self._shape, every=self.options.heartbeat_every
+            )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -142,7 +162,32 @@ class Worker:
         self.store.add_listener(self._activity_wake.set, ACTIVITIES)
         loops = (self._episode_loop, self._activity_loop, self._commit_loop, self._renew_loop)
         self._tasks = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
+        if self._heartbeat is not None:
+            await self._heartbeat.start()
+        measure.track_slots(self)
         log.info("worker %s started for hub %r", self.owner, self.store.hub)
+
+    @property
+    def busy_activities(self) -> int:
+        """Activities running now (the registry's and the metrics' busy slots)."""
+        return len(self._inflight)
+
+    @property
+    def busy_episodes(self) -> int:
+        """Episodes leased and not yet committed."""
+        return self._episodes_in_hand
+
+    def _shape(self) -> WorkerShape:
+        """What the registry shows of this worker (see :class:`Heartbeat`)."""
+        app = self.app
+        return WorkerShape(
+            orchestrations=tuple(app.orchestrators),
+            activities=tuple(app.activities),
+            entities=tuple(app.entities),
+            slots=self.options.max_concurrent_activities,
+            busy=self.busy_activities,
+            version=app.versioning.version,
+        )
 
     async def stop(self, *, drain_timeout: float = 30.0) -> None:
         """Stop leasing, let running activities finish (up to ``drain_timeout``), flush."""
@@ -165,6 +210,9 @@ class Worker:
         if self._eager_tasks:  # episodes leased with the last results: let them commit
             await asyncio.wait(list(self._eager_tasks), timeout=max(1.0, drain_timeout))
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+        measure.untrack_slots(self)
         log.info("worker %s stopped", self.owner)
 
     def wake(self) -> None:
@@ -215,14 +263,15 @@ class Worker:
         now = self.clock.now()
         self._planning += 1
         try:
-            episodes = await self.store.lease_episodes(
-                now,
-                opts.max_concurrent_orchestrations,
-                opts.lease_for,
-                self.owner,
-                self._versions(),
-                self._episode_names(),
-            )
+            with measure.store_op("lease_episodes"):
+                episodes = await self.store.lease_episodes(
+                    now,
+                    opts.max_concurrent_orchestrations,
+                    opts.lease_for,
+                    self.owner,
+                    self._versions(),
+                    self._episode_names(),
+                )
             if episodes:
                 await self._run_or_release(episodes)
             return len(episodes)
@@ -230,6 +279,8 @@ class Worker:
             self._planning -= 1
 
     async def _run_or_release(self, episodes: list[LeasedEpisode]) -> None:
+        measure.leased(episodes, self.clock.now())
+        self._episodes_in_hand += len(episodes)
         try:
             await self._run_episodes(episodes)
             self._after_batch()
@@ -244,6 +295,8 @@ class Worker:
                         episode.instance.instance_id, episode.lease_token
                     )
             raise
+        finally:
+            self._episodes_in_hand -= len(episodes)
 
     async def _run_eager(self, episodes: list[LeasedEpisode]) -> None:
         """Episodes leased with activity results: run now, as a batch of their own."""
@@ -325,12 +378,17 @@ class Worker:
             if too_big is not None:
                 episode = next(e for e in episodes if e.instance.instance_id == iid)
                 planned[iid] = self._fail_oversize(episode, histories.get(iid, []), too_big)
+        traced = trace_batch(self._traces, episodes, histories, planned) if spans.enabled() else {}
         commits = [p.commit for p in planned.values()]
         now = self.clock.now()
         eager = self._eager_activities(now)
-        applied = await self.store.complete_episodes(commits, now, eager)
+        with measure.store_op("complete_episodes"):
+            applied = await self.store.complete_episodes(commits, now, eager)
+        measure.committed(commits, applied)
         for (iid, plan), ok in zip(planned.items(), applied, strict=True):
             self._remember(iid, plan, ok)
+            if ok and iid in traced:
+                emit_all(traced[iid])
         if eager is not None:
             self._dispatch(eager.leased)
 
@@ -351,9 +409,13 @@ class Worker:
             for e in episodes
             if e.instance.history_len and self._cached(e) is None
         ]
-        loaded = await self.store.load_histories(missing) if missing else {}
+        loaded = {}
+        if missing:
+            with measure.store_op("load_histories"):
+                loaded = await self.store.load_histories(missing)
         for episode in episodes:
             cached = self._cached(episode)
+            measure.replayed(episode, cached is not None)
             if cached is not None:
                 loaded[episode.instance.instance_id] = cached.history
         return loaded
@@ -459,13 +521,14 @@ class Worker:
             if free > 0:
                 self._leasing += 1
                 try:
-                    items = await self.store.lease_activities(
-                        self.clock.now(),
-                        free,
-                        self.options.lease_for,
-                        self.owner,
-                        self._activity_names(),
-                    )
+                    with measure.store_op("lease_activities"):
+                        items = await self.store.lease_activities(
+                            self.clock.now(),
+                            free,
+                            self.options.lease_for,
+                            self.owner,
+                            self._activity_names(),
+                        )
                 except Exception:
                     log.exception("leasing activities failed; retrying")
                 finally:
@@ -477,14 +540,18 @@ class Worker:
                 await self._idle(self._activity_wake, timers=False)
 
     def _dispatch(self, items: list[WorkItem]) -> None:
+        now = self.clock.now()
         for item in items:
+            measure.activity_started(item, now)
             self._inflight[item.id, item.lease_token] = item
             task = asyncio.create_task(self._activity(item))
             task.add_done_callback(_log_crash)
 
     async def _activity(self, item: WorkItem) -> None:
+        started = time.perf_counter()
         try:
             result = await run_activity(self.app, item, self.clock, self._pool, self._clients)
+            measure.activity_finished(item, result, time.perf_counter() - started)
             self._results.append(result)
             self._results_ready.set()
         finally:
@@ -518,7 +585,9 @@ class Worker:
                 names=self._episode_names(),
             )
         try:
-            applied = await self.store.complete_activities(batch, now, eager)
+            with measure.store_op("complete_activities"):
+                applied = await self.store.complete_activities(batch, now, eager)
+            measure.results_committed(applied)
         except BaseException:
             self._results = batch + self._results
             raise
@@ -546,7 +615,10 @@ class Worker:
             if not leases:
                 continue
             try:
-                await self.store.renew_activities(leases, self.clock.now(), self.options.lease_for)
+                with measure.store_op("renew_activities"):
+                    await self.store.renew_activities(
+                        leases, self.clock.now(), self.options.lease_for
+                    )
             except Exception:
                 log.exception("renewing activity leases failed")
 

@@ -97,6 +97,11 @@ class NewWorkItem:
     # Leases before this one: a retry's n-th attempt starts at n - 1, so the first
     # lease reports attempt n (and a redelivery after a crash counts as one more).
     prior_attempts: int = 0
+    #: W3C traceparent of the span that waits for this activity (the parent of its run's
+    #: span), or None when the scheduling worker did not trace.
+    trace_parent: str | None = None
+    #: When the episode scheduled it (the schedule-to-start lag and backlog age).
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,8 @@ class WorkItem:
     input: str | None
     lease_token: int
     attempt: int = 1
+    trace_parent: str | None = None
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -240,6 +247,10 @@ class QueryResult:
 
 
 Listener = Callable[[], None]
+#: Called with the ids of instances whose status this store object's own writes changed,
+#: or with None when statuses may have changed without saying which (another process,
+#: another store object on the same database, a write that does not list them).
+StatusListener = Callable[[Collection[str] | None], None]
 
 #: What a wake-up is about, one letter each; a listener names the kinds it cares for, so a
 #: waiting client is not woken by every activity and the activity loop not by every event.
@@ -271,6 +282,7 @@ class Store(abc.ABC):
 
     def __init__(self) -> None:
         self._listeners: list[tuple[Listener, str]] = []
+        self._status_listeners: list[StatusListener] = []
 
     # -- wake-ups -------------------------------------------------------------------
 
@@ -278,19 +290,38 @@ class Store(abc.ABC):
         """Call ``listener`` (on the store's loop) whenever work of one of ``kinds`` may
         have become runnable or visible, here or in another process."""
         self._listeners.append((listener, kinds))
+        self._listening()
 
     def remove_listener(self, listener: Listener) -> None:
         self._listeners = [(f, k) for f, k in self._listeners if f != listener]
 
-    def _notify(self, kinds: str = ALL_KINDS) -> None:
-        """After a write: wake every listener of ``kinds`` (subclasses reach other
-        processes too)."""
-        self._wake_locally(kinds)
+    def add_status_listener(self, listener: StatusListener) -> None:
+        """Call ``listener`` whenever an instance's status may have changed: with the ids
+        when this store object's own write changed them, else with None (see
+        :data:`StatusListener`). Waiting clients use it to look again only at those."""
+        self._status_listeners.append(listener)
+        self._listening()
 
-    def _wake_locally(self, kinds: str = ALL_KINDS) -> None:
+    def _listening(self) -> None:
+        """A listener was added (a backend may start hearing other processes now)."""
+        return None
+
+    def remove_status_listener(self, listener: StatusListener) -> None:
+        self._status_listeners = [f for f in self._status_listeners if f != listener]
+
+    def _notify(self, kinds: str = ALL_KINDS, changed: Collection[str] | None = None) -> None:
+        """After a write: wake every listener of ``kinds`` (subclasses reach other
+        processes too); ``changed`` lists the instances whose status the write changed,
+        when the writer knows them."""
+        self._wake_locally(kinds, changed)
+
+    def _wake_locally(self, kinds: str = ALL_KINDS, changed: Collection[str] | None = None) -> None:
         for listener, wanted in list(self._listeners):
             if any(k in wanted for k in kinds):
                 listener()
+        if STATUS in kinds:
+            for status_listener in list(self._status_listeners):
+                status_listener(changed)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -459,6 +490,16 @@ def commit_kinds(
     if scheduled > (0 if eager is None else len(eager.leased)):
         kinds += ACTIVITIES
     return kinds + timed(m for c in done for m in c.messages)
+
+
+def status_changes(commits: Sequence[EpisodeCommit], applied: Sequence[bool]) -> list[str]:
+    """The instances whose status a batch of episode commits changed (the ids that
+    :func:`commit_kinds`' :data:`STATUS` is about)."""
+    return [
+        c.instance.instance_id
+        for c, ok in zip(commits, applied, strict=True)
+        if ok and c.prior_status is not c.instance.status
+    ]
 
 
 def result_kinds(results: Sequence[ActivityResult], eager: EagerEpisodes | None) -> str:

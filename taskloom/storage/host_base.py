@@ -12,6 +12,11 @@ protocol, every method takes ``now`` from its caller and never reads the clock.
   transaction also puts the tick on the ``SCHEDULE_QUEUE`` queue, so each tick is claimed
   by exactly one host and its handler runs at least once even if that host dies.
 - **Keys** are stored as SHA-256 hashes only; ``secrets`` hold e.g. the link-signing key.
+- **Workers** register themselves: each live worker upserts its :class:`WorkerRecord`
+  every few seconds (``heartbeat_worker``), deletes it on a clean stop
+  (``remove_worker``); a killed one's row lapses at ``expires_at`` and ``list_workers``
+  ignores and deletes it.
+- **Backlog**: ``backlog`` counts what waits to be run, for metrics and the dashboard.
 """
 
 from __future__ import annotations
@@ -52,6 +57,44 @@ class KeyRecord:
     key_hash: str
     created_at: datetime
     revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """One live worker of the hub, as its last heartbeat left it.
+
+    ``kind`` says what runs it (``"native"`` for taskloom's own worker, ``"grpc-sdk"``
+    for a Durable Task SDK connected over gRPC). ``orchestrations``, ``activities`` and
+    ``entities`` are the names it serves; ``slots`` its activity slots and ``busy`` how
+    many of them ran an activity at the heartbeat. A row whose ``expires_at`` has passed
+    belongs to a worker that died without removing itself.
+    """
+
+    worker_id: str
+    host: str
+    pid: int
+    kind: str
+    orchestrations: tuple[str, ...]
+    activities: tuple[str, ...]
+    entities: tuple[str, ...]
+    slots: int
+    busy: int
+    started_at: datetime
+    last_seen: datetime
+    expires_at: datetime
+    #: The app version the worker starts new orchestrations at (``None``: unversioned).
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class BacklogFigure:
+    """What waits to run, of one ``kind``: ``"orchestration"`` (visible inbox messages,
+    entities' included) or ``"activity"`` (work items nobody holds). ``oldest_at`` is
+    when the longest-waiting one became runnable (None when ``depth`` is 0)."""
+
+    kind: str
+    depth: int
+    oldest_at: datetime | None = None
 
 
 class HostStore(abc.ABC):
@@ -137,3 +180,23 @@ class HostStore(abc.ABC):
     async def secret(self, name: str, candidate: str) -> str:
         """The stored secret ``name``; stores ``candidate`` first if there is none (the
         first writer wins, so every host signs with the same key)."""
+
+    # -- workers --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def heartbeat_worker(self, record: WorkerRecord) -> None:
+        """Insert or replace ``record`` (keyed by ``worker_id``): one upsert."""
+
+    @abc.abstractmethod
+    async def remove_worker(self, worker_id: str) -> bool:
+        """Delete the worker's row (a clean stop); True if it was there."""
+
+    @abc.abstractmethod
+    async def list_workers(self, now: datetime) -> list[WorkerRecord]:
+        """The live workers (``expires_at`` after ``now``), ordered by ``started_at``
+        then ``worker_id``; rows expired at ``now`` are left out and deleted."""
+
+    @abc.abstractmethod
+    async def backlog(self, now: datetime) -> list[BacklogFigure]:
+        """The orchestration and activity backlogs at ``now``: a count over each queue's
+        visibility index, and the oldest entry by insertion order."""

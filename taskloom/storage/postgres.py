@@ -83,6 +83,7 @@ from taskloom.storage.base import (
     WorkItem,
     child_conflict_message,
     commit_kinds,
+    status_changes,
     timed,
 )
 from taskloom.storage.entity_rows import ensure_postgres
@@ -119,6 +120,7 @@ from taskloom.storage.postgres_notify import (
 )
 from taskloom.storage.postgres_reads import PostgresReadsMixin
 from taskloom.storage.postgres_topics import PostgresTopicsMixin
+from taskloom.storage.postgres_workers import PostgresWorkersMixin
 
 __all__ = ["PostgresStore"]
 
@@ -135,6 +137,7 @@ class PostgresStore(
     PostgresEventsMixin,
     PostgresReadsMixin,
     PostgresHostMixin,
+    PostgresWorkersMixin,
     Store,
 ):
     """One task hub in a PostgreSQL database (see the module docstring)."""
@@ -298,9 +301,9 @@ class PostgresStore(
             except psycopg.Error as exc:
                 raise StoreError(f"PostgreSQL error on {describe(self._params)}: {exc}") from exc
 
-    def _notify(self, kinds: str = ALL_KINDS) -> None:
+    def _notify(self, kinds: str = ALL_KINDS, changed: Collection[str] | None = None) -> None:
         """Wake this store's listeners now and every other process on the hub soon."""
-        self._wake_locally(kinds)
+        self._wake_locally(kinds, changed)
         if self._announcer is not None:
             self._announcer.announce(kinds)
 
@@ -460,7 +463,7 @@ class PostgresStore(
                 f"with status {blocking.value}; wait for it to finish, terminate or purge it, "
                 "or choose another instance_id"
             )
-        self._notify(EPISODES + STATUS + timed([new.start]))
+        self._notify(EPISODES + STATUS + timed([new.start]), [new.record.instance_id])
 
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if not messages:
@@ -562,7 +565,7 @@ class PostgresStore(
 
         applied = await self._run(op)
         if any(applied) and (kinds := commit_kinds(commits, applied, eager)):
-            self._notify(kinds)
+            self._notify(kinds, status_changes(commits, applied))
         return applied
 
     @staticmethod
@@ -596,6 +599,8 @@ class PostgresStore(
                         w.input,
                         1,
                         w.prior_attempts + 1,
+                        w.trace_parent,
+                        w.scheduled_at,
                     )
                 )
 

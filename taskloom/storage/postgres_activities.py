@@ -84,7 +84,7 @@ class PostgresActivitiesMixin:
                 "lease_expires_at = %(expires)s, ready_at = %(expires)s "
                 "FROM picked WHERE w.id = picked.id RETURNING w.id, w.instance_id, "
                 "w.execution_id, w.task_id, w.name, w.input, w.lease_token, w.attempt, "
-                "w.visible_at",
+                "w.trace_parent, w.scheduled_at, w.visible_at",
                 {
                     "hub": self.hub,
                     "now": now,
@@ -94,8 +94,8 @@ class PostgresActivitiesMixin:
                     "names": None if names is None else sorted(set(names)),
                 },
             )
-            rows = sorted(await cur.fetchall(), key=lambda r: (r[8], r[0]))
-            return await self._resolved(conn, [WorkItem(*row[:8]) for row in rows])
+            rows = sorted(await cur.fetchall(), key=lambda r: (r[10], r[0]))
+            return await self._resolved(conn, [WorkItem(*row[:10]) for row in rows])
 
         return await self._run(op)
 

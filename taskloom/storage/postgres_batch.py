@@ -108,18 +108,20 @@ WITH c AS (
     -- Items with a lease holder (eager dispatch) start leased, hidden until it lapses.
     INSERT INTO {s}.work_items
         (hub, instance_id, execution_id, task_id, name, input, visible_at, ready_at, attempt,
-         lease_owner, lease_token, lease_expires_at)
+         lease_owner, lease_token, lease_expires_at, trace_parent, scheduled_at)
     SELECT %(hub)s, u.instance_id, u.execution_id, u.task_id, u.name, u.input,
         u.visible_at, coalesce(u.expires, u.visible_at),
         u.attempt + (u.holder IS NOT NULL)::int, u.holder, (u.holder IS NOT NULL)::int,
-        u.expires
+        u.expires, u.trace_parent, u.scheduled_at
     FROM unnest(
         %(work_owner)s::text[], %(work_instance)s::text[], %(work_execution)s::text[],
         %(work_task)s::int[], %(work_name)s::text[], %(work_input)s::text[],
         %(work_visible)s::timestamptz[], %(work_attempt)s::int[],
-        %(work_holder)s::text[], %(work_expires)s::timestamptz[]
+        %(work_holder)s::text[], %(work_expires)s::timestamptz[], %(work_trace)s::text[],
+        %(work_scheduled)s::timestamptz[]
     ) WITH ORDINALITY AS u(owner, instance_id, execution_id, task_id, name, input,
-                           visible_at, attempt, holder, expires, ord)
+                           visible_at, attempt, holder, expires, trace_parent, scheduled_at,
+                           ord)
     WHERE u.owner IN (SELECT instance_id FROM fenced)
     ORDER BY u.ord
     RETURNING id, instance_id, task_id, lease_owner
@@ -206,6 +208,8 @@ def commit_params(
         "work_attempt": [w.prior_attempts for _, w in work],
         "work_holder": [holder if k < room else None for k in range(len(work))],
         "work_expires": [expires if k < room else None for k in range(len(work))],
+        "work_trace": [w.trace_parent for _, w in work],
+        "work_scheduled": [w.scheduled_at for _, w in work],
         "message_owner": [owner for owner, _ in sent],
         **message_arrays([m for _, m in sent], "message_"),
     }

@@ -46,7 +46,6 @@ from taskloom.storage.base import (
     InstanceQuery,
     InstanceRecord,
     LeasedEpisode,
-    Listener,
     Message,
     NewInstance,
     NewWorkItem,
@@ -59,6 +58,7 @@ from taskloom.storage.base import (
     names_json,
     refused,
     result_kinds,
+    status_changes,
     timed,
 )
 from taskloom.storage.doorbell import Doorbell
@@ -67,6 +67,7 @@ from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.sqlite_events import SqliteEventsMixin
 from taskloom.storage.sqlite_host import SqliteHostMixin
 from taskloom.storage.sqlite_topics import SqliteTopicsMixin
+from taskloom.storage.sqlite_workers import SqliteWorkersMixin
 
 __all__ = ["SqliteStore"]
 
@@ -153,7 +154,13 @@ def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Conne
         raise
 
 
-class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
+def _work_item(row: sqlite3.Row) -> WorkItem:
+    values = {f.name: row[f.name] for f in fields(WorkItem)}
+    values["scheduled_at"] = codec.dt_or_none(values["scheduled_at"])
+    return WorkItem(**values)
+
+
+class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteWorkersMixin, Store):
     """A task hub in an SQLite file (or ``":memory:"``, private to this object)."""
 
     def __init__(
@@ -271,14 +278,13 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
         # Cached: every commit publishes on it, and realpath costs system calls.
         return (os.path.realpath(self.path) if self.path != ":memory:" else str(id(self)), self.hub)
 
-    def _notify(self, kinds: str = ALL_KINDS) -> None:
-        self._wake_locally(kinds)
+    def _notify(self, kinds: str = ALL_KINDS, changed: Collection[str] | None = None) -> None:
+        self._wake_locally(kinds, changed)
         local_bus.publish(self._bus_key, self._wake_locally, kinds)
         if self._doorbell is not None:
             self._doorbell.ring(kinds)
 
-    def add_listener(self, listener: Listener, kinds: str = ALL_KINDS) -> None:
-        super().add_listener(listener, kinds)
+    def _listening(self) -> None:
         # Other processes ring only the processes that listen; the socket stays bound
         # until close, so a client waiting many times in a row binds once.
         if self._doorbell is not None:
@@ -449,9 +455,10 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
                 if not created.done():
                     created.set_exception(exc)
             return
-        fresh = [new.start for (new, _), b in zip(starts, blocking, strict=True) if b is None]
-        if fresh:
-            self._notify(EPISODES + STATUS + timed(fresh))
+        made = [new for (new, _), b in zip(starts, blocking, strict=True) if b is None]
+        if made:
+            started = [new.record.instance_id for new in made]
+            self._notify(EPISODES + STATUS + timed(new.start for new in made), started)
         for (_, created), status in zip(starts, blocking, strict=True):
             if not created.done():
                 created.set_result(status)
@@ -615,7 +622,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
         with self._write("complete episodes") as conn:
             applied = [self._apply_commit(conn, commit, now, eager) for commit in commits]
         if any(applied) and (kinds := commit_kinds(commits, applied, eager)):
-            self._notify(kinds)
+            self._notify(kinds, status_changes(commits, applied))
         return applied
 
     def _apply_commit(
@@ -669,7 +676,8 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
     def _work_row(self, w: NewWorkItem, visible_at: int, attempt: int) -> tuple[Any, ...]:
         stored = self.payloads.text(w.instance_id, w.input, f"input of activity {w.name!r}")
         return (self.hub, w.instance_id, w.execution_id, w.task_id, w.name, stored,
-                visible_at, attempt)  # fmt: skip
+                visible_at, attempt, w.trace_parent,
+                codec.us_or_none(w.scheduled_at))  # fmt: skip
 
     def _insert_work(self, conn: sqlite3.Connection, work: Sequence[NewWorkItem]) -> None:
         rows = [self._work_row(w, codec.us(w.visible_at), w.prior_attempts) for w in work]
@@ -686,7 +694,16 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
             item_id = conn.execute(_Q["insert_leased_work_item"], row).fetchone()[0]
             eager.leased.append(
                 WorkItem(
-                    item_id, w.instance_id, w.execution_id, w.task_id, w.name, w.input, 1, attempt
+                    item_id,
+                    w.instance_id,
+                    w.execution_id,
+                    w.task_id,
+                    w.name,
+                    w.input,
+                    1,
+                    attempt,
+                    w.trace_parent,
+                    w.scheduled_at,
                 )
             )
 
@@ -724,7 +741,7 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, Store):
                 ).fetchall()
             position = {work_item_id: n for n, work_item_id in enumerate(ids)}
             rows.sort(key=lambda r: position[r["id"]])
-            items = [WorkItem(**{f.name: r[f.name] for f in fields(WorkItem)}) for r in rows]
+            items = [_work_item(r) for r in rows]
             return self._resolved(conn, items)
 
     async def complete_activities(

@@ -71,6 +71,7 @@ LAYERS = [
         ),
     ),
     ("storage", ("taskloom.storage",)),
+    ("observability", ("taskloom.observability",)),
     (
         "foundation",
         (

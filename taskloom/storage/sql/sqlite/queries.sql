@@ -21,15 +21,17 @@ WHERE EXISTS (SELECT 1 FROM instances WHERE hub = :hub AND instance_id = :instan
 ON CONFLICT (hub, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
 
 -- name: insert_work_item
-INSERT INTO work_items (hub, instance_id, execution_id, task_id, name, input, visible_at, attempt)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO work_items
+    (hub, instance_id, execution_id, task_id, name, input, visible_at, attempt, trace_parent,
+     scheduled_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: insert_leased_work_item
 -- Eager dispatch: the item starts leased (token 1) by the worker that scheduled it.
 INSERT INTO work_items
-    (hub, instance_id, execution_id, task_id, name, input, visible_at, attempt,
-     lease_owner, lease_token, lease_expires)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) RETURNING id
+    (hub, instance_id, execution_id, task_id, name, input, visible_at, attempt, trace_parent,
+     scheduled_at, lease_owner, lease_token, lease_expires)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) RETURNING id
 
 -- name: next_lease_tokens
 UPDATE taskloom_counters SET value = value + ? WHERE name = 'lease_token' RETURNING value
