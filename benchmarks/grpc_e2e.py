@@ -70,6 +70,8 @@ class TaskloomBackend:
     def start(self):
         store = STORE or f"sqlite:///{self._dir}/hub.db"
         hub = "e2e" + uuid.uuid4().hex[:10]
+        if STORE:
+            _use_keys(store, hub)
         self._log = open(os.path.join(self._dir, "serve.log"), "w")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "taskloom", "serve", "--grpc", str(self.port),
@@ -99,6 +101,42 @@ class TaskloomBackend:
 
     def reset(self):
         pass
+
+
+def _use_keys(store_url, hub):
+    """A shared database holds other hubs' keys, so keyless calls are refused there:
+    make a worker key and a contributor key for this hub and have the SDK's workers and
+    clients send them (their tests pass no metadata)."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from durabletask import client, worker
+    from taskloom import manage
+    from taskloom.storage import open_store
+
+    async def make():
+        s = open_store(store_url, hub=hub)
+        await s.open()
+        try:
+            now = datetime.now(timezone.utc)
+            w = await manage.create_key(s, "worker", None, now)
+            c = await manage.create_key(s, "contributor", None, now)
+            return w.key, c.key
+        finally:
+            await s.close()
+
+    work, contrib = asyncio.run(make())
+    for cls, key in ((worker.TaskHubGrpcWorker, work), (client.TaskHubGrpcClient, contrib),
+                     (client.AsyncTaskHubGrpcClient, contrib)):
+        init = getattr(cls, "_taskloom_init", cls.__init__)
+        cls._taskloom_init = init
+
+        def patched(self, *args, _init=init, _key=key, **kwargs):
+            kwargs["metadata"] = [*(kwargs.get("metadata") or []),
+                                  ("authorization", f"Bearer {_key}")]
+            _init(self, *args, **kwargs)
+
+        cls.__init__ = patched
 
 
 def create_test_backend(port=50051, max_history_size=10000):
