@@ -20,6 +20,7 @@ from google.protobuf import wrappers_pb2
 from grpc_client_env import SidecarEnv
 
 from taskloom import history as h
+from taskloom import manage
 
 T = TypeVar("T")
 S = dt.OrchestrationStatus
@@ -344,3 +345,23 @@ def test_history_stream(c: dt.TaskHubGrpcClient) -> None:
     kinds = [type(e).__name__ for e in events]
     assert kinds[0] in ("ExecutionStartedEvent", "OrchestratorStartedEvent")
     assert "TaskCompletedEvent" in kinds and kinds[-1] == "ExecutionCompletedEvent"
+
+
+def test_a_reader_key_reads_but_does_not_write(
+    sidecar: SidecarEnv, c: dt.TaskHubGrpcClient
+) -> None:
+    iid = c.schedule_new_orchestration("chain", input="Bern")
+    c.wait_for_orchestration_completion(iid, timeout=15)
+    now = datetime.now(UTC)
+    reader = sidecar.call(manage.create_key(sidecar.store, "reader", None, now))
+    r = sidecar.client(metadata=[("authorization", f"Bearer {reader.key}")])
+    state = r.get_orchestration_state(iid)
+    assert state is not None and state.runtime_status == S.COMPLETED
+    for call in (
+        lambda: r.schedule_new_orchestration("chain"),
+        lambda: r.terminate_orchestration(iid),
+        lambda: r.purge_orchestration(iid),
+    ):
+        code, details = code_of(call)
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "reader" in details
+    assert c.get_orchestration_state(iid) is not None  # nothing was harmed
