@@ -21,6 +21,7 @@ from grpc_client_env import SidecarEnv
 
 from taskloom import history as h
 from taskloom import manage
+from taskloom.storage import open_store
 
 T = TypeVar("T")
 S = dt.OrchestrationStatus
@@ -365,3 +366,53 @@ def test_a_reader_key_reads_but_does_not_write(
         code, details = code_of(call)
         assert code == grpc.StatusCode.PERMISSION_DENIED and "reader" in details
     assert c.get_orchestration_state(iid) is not None  # nothing was harmed
+
+
+def test_durable_task_scheduler_sdk_selects_the_hub(sidecar: SidecarEnv) -> None:
+    """``durabletask.azuremanaged`` (the Durable Task Scheduler's SDK) at
+    ``http://127.0.0.1:PORT`` with a task hub name: the ``taskhub`` metadata picks the
+    hub, here not the one the server defaults to."""
+    from durabletask import task
+    from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+    from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
+    from durabletask.internal.grpc_interceptor import DefaultClientInterceptorImpl
+
+    other = sidecar.hub + "dts"
+    store = open_store(sidecar.store_url, hub=other)
+    now = datetime.now(UTC)
+    sidecar.call(store.open())
+    try:
+        work = sidecar.call(manage.create_key(store, "worker", None, now)).key
+        write = sidecar.call(manage.create_key(store, "contributor", None, now)).key
+
+        def bearer(key: str) -> Any:
+            return [DefaultClientInterceptorImpl([("authorization", f"Bearer {key}")])]
+
+        def double(ctx: task.ActivityContext, x: int) -> int:
+            return 2 * x
+
+        def doubler(ctx: task.OrchestrationContext, x: int) -> Any:
+            return (yield ctx.call_activity(double, input=x))
+
+        common: dict[str, Any] = {
+            "host_address": f"http://{sidecar.address}",
+            "taskhub": other,
+            "token_credential": None,
+            "secure_channel": False,
+        }
+        w = DurableTaskSchedulerWorker(**common, interceptors=bearer(work))
+        w.add_orchestrator(doubler)
+        w.add_activity(double)
+        w.start()
+        try:
+            c = DurableTaskSchedulerClient(**common, interceptors=bearer(write))
+            iid = c.schedule_new_orchestration(doubler, input=21)
+            done = c.wait_for_orchestration_completion(iid, timeout=20)
+            assert done is not None and done.serialized_output == "42"
+            c.close()
+        finally:
+            w.stop()
+        assert sidecar.call(store.get_instance(iid)) is not None
+        assert sidecar.call(sidecar.store.get_instance(iid)) is None  # not the default hub
+    finally:
+        sidecar.call(store.close())
