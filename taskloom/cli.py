@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from taskloom import cli_events, cli_host, cli_topics
+from taskloom import cli_dashboard, cli_events, cli_host, cli_topics
 from taskloom.app import App
 from taskloom.client import Client
 from taskloom.errors import TaskloomError
@@ -138,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_host.add_commands(sub, DEFAULT_STORE)
     cli_events.add_commands(sub, DEFAULT_STORE)
     cli_topics.add_commands(sub, DEFAULT_STORE)
+    cli_dashboard.add_commands(sub, DEFAULT_STORE)
     return parser
 
 
@@ -258,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_events.run(args, load_app)
         if args.command in cli_topics.COMMANDS:
             return cli_topics.run(args)
+        if args.command in cli_dashboard.COMMANDS:
+            return cli_dashboard.run(args)
         return _manage(args)
     except (TaskloomError, ValueError, TimeoutError) as exc:
         print(f"taskloom: error: {exc}", file=sys.stderr)

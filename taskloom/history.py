@@ -126,6 +126,9 @@ class TaskCompleted(HistoryEvent):
     kind: ClassVar[str] = "TaskCompleted"
     task_scheduled_id: int = -1
     result: str | None = None
+    # When the attempt began to run (``timestamp`` is when it ended), so the dashboard
+    # can split queue wait (scheduled to started) from run time; None in older histories.
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class TaskFailed(HistoryEvent):
     kind: ClassVar[str] = "TaskFailed"
     task_scheduled_id: int = -1
     failure: FailureDetails | None = None
+    started_at: datetime | None = None  # as on TaskCompleted
 
 
 @dataclass(frozen=True)
@@ -255,7 +259,7 @@ def _encode_field(value: Any) -> Any:
     return value
 
 
-_DATETIME_FIELDS = frozenset({"timestamp", "fire_at", "scheduled_start"})
+_DATETIME_FIELDS = frozenset({"timestamp", "fire_at", "scheduled_start", "started_at"})
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     **{name: datetime.fromisoformat for name in _DATETIME_FIELDS},
     "status": Status,

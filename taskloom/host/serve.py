@@ -23,6 +23,7 @@ import dataclasses
 import ipaddress
 import logging
 import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -347,6 +348,13 @@ def _quiet_server(config: Any) -> Any:
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            # The dashboard's event streams never end by themselves: end them first.
+            sse = sys.modules.get("taskloom.dashboard.sse")
+            if sse is not None:
+                sse.close_streams()
+            await super().shutdown(sockets)
 
     return QuietServer(config)
 

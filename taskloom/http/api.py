@@ -91,6 +91,7 @@ def create_asgi_app(
     api.include_router(topics.router)
     api.include_router(metrics.router)
     api.include_router(app.api)
+    _mount_dashboard(api)
 
     api.add_exception_handler(RequestValidationError, _invalid_request)
     api.add_exception_handler(StarletteHTTPException, _http_error)
@@ -98,6 +99,16 @@ def create_asgi_app(
     api.add_middleware(_AccessLog)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     return api
+
+
+def _mount_dashboard(api: FastAPI) -> None:
+    """The web dashboard at ``/dashboard/`` (it needs Jinja2, of the ``server`` extra)."""
+    try:
+        from taskloom.dashboard.app import mount
+    except ImportError as exc:  # pragma: no cover - jinja2 missing
+        log.warning("no dashboard at /dashboard/: %s (pip install 'taskloom[server]')", exc)
+        return
+    mount(api)
 
 
 def error_body(detail: str) -> dict[str, str]:

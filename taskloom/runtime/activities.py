@@ -46,6 +46,7 @@ async def run_activity(
     # The run's span is a child of the scheduling episode's "activity:{name}" span (as
     # in the Durable Task SDKs, no span without that parent).
     parent = TraceContext.parse(item.trace_parent) if spans.enabled() else None
+    started = clock.now()
     with (
         spans.live(f"activity:{item.name}", "server", _attributes(item), parent)
         if parent is not None
@@ -59,12 +60,14 @@ async def run_activity(
                 else app.converter.dumps(value, what=f"output of activity {item.name!r}")
             )
             event: h.HistoryEvent = h.TaskCompleted(
-                clock.now(), task_scheduled_id=item.task_id, result=text
+                clock.now(), task_scheduled_id=item.task_id, result=text, started_at=started
             )
         except Exception as exc:
             effects.clear()  # a failed attempt's appends are never written
             failure = FailureDetails.from_exception(exc)
-            event = h.TaskFailed(clock.now(), task_scheduled_id=item.task_id, failure=failure)
+            event = h.TaskFailed(
+                clock.now(), task_scheduled_id=item.task_id, failure=failure, started_at=started
+            )
             if span is not None:
                 span.fail(f"{failure.error_type}: {failure.message}")
     message = Message(item.instance_id, event, AT_ONCE, item.execution_id)

@@ -101,6 +101,11 @@ class Worker:
         owner: str | None = None,
         client: AsyncClient | None = None,
     ) -> None:
+        # Every worker runs the built-in bulk job, so a job a dashboard started is run by
+        # whichever host of the hub leases it (taskloom/dashboard/bulk_job.py).
+        from taskloom.dashboard.bulk_job import install
+
+        install(app)
         self.app = app
         self.store = store
         self.clock: Clock = clock or SystemClock()

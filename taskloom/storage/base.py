@@ -238,12 +238,42 @@ class InstanceQuery:
     created_from: datetime | None = None
     created_to: datetime | None = None
     parent_instance_id: str | None = None
+    #: Instances of this version only (``""``: those without a version).
+    version: str | None = None
+    #: Page from the newest instance back (``query_instances`` only; a token of one
+    #: direction means nothing in the other).
+    newest_first: bool = False
 
 
 @dataclass
 class QueryResult:
     records: list[InstanceRecord] = field(default_factory=list)
     continuation_token: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingWork:
+    """A work item of an instance not yet completed, as :meth:`Store.inspect_instance`
+    reports it: ``attempt`` counts its leases so far; the lease is live while
+    ``lease_expires`` is in the future."""
+
+    task_id: int
+    name: str
+    attempt: int
+    visible_at: datetime
+    lease_owner: str | None = None
+    lease_expires: datetime | None = None
+
+
+@dataclass(frozen=True)
+class InstanceLeases:
+    """Who holds an instance and its work (the dashboard's "why is this not finished")."""
+
+    lease_owner: str | None
+    lease_expires: datetime | None
+    work: list[PendingWork] = field(default_factory=list)
+    messages: int = 0  # messages in the inbox
+    next_message_at: datetime | None = None  # the earliest visible_at among them
 
 
 Listener = Callable[[], None]
@@ -363,7 +393,19 @@ class Store(abc.ABC):
     async def query_instances(
         self, query: InstanceQuery, page_size: int, continuation_token: str | None
     ) -> QueryResult:
-        """Instances matching ``query`` ordered by (created_at, instance_id), paged."""
+        """Instances matching ``query`` ordered by (created_at, instance_id), paged;
+        descending with ``query.newest_first``."""
+
+    @abc.abstractmethod
+    async def inspect_instance(self, instance_id: str) -> InstanceLeases | None:
+        """The instance's episode lease, its work items and its inbox (None for an
+        unknown instance). Reads a few rows by the instance's indexes."""
+
+    @abc.abstractmethod
+    async def count_instances(self) -> dict[Status, int]:
+        """How many orchestration instances (entities left out) the hub holds per status,
+        statuses with none left out. One grouped count over the hub's rows: callers that
+        show it often (the dashboard) cache it."""
 
     @abc.abstractmethod
     async def purge_instances(

@@ -18,7 +18,13 @@ from psycopg import AsyncConnection
 from taskloom.history import HistoryEvent, loads_event
 from taskloom.models import FailureDetails, Status
 from taskloom.storage import large
-from taskloom.storage.base import InstanceQuery, InstanceRecord, QueryResult
+from taskloom.storage.base import (
+    InstanceLeases,
+    InstanceQuery,
+    InstanceRecord,
+    PendingWork,
+    QueryResult,
+)
 from taskloom.storage.entity_rows import (
     POSTGRES_NO_ENTITIES,
     postgres_keep_busy_entities,
@@ -167,9 +173,52 @@ class PostgresReadsMixin:
         if query.parent_instance_id is not None:
             conds.append("parent_instance_id = %s")
             params.append(query.parent_instance_id)
+        if query.version is not None:
+            conds.append("COALESCE(version, '') = %s")
+            params.append(query.version)
         if not wants_entities(query.instance_id_prefix):
             conds.append(POSTGRES_NO_ENTITIES)  # entities (@name@key) are not orchestrations
         return "".join(f" AND {c}" for c in conds), params
+
+    async def inspect_instance(self, instance_id: str) -> InstanceLeases | None:
+        key = [self.hub, instance_id]
+
+        async def op(conn: Conn) -> InstanceLeases | None:
+            cur = await conn.execute(
+                f"SELECT lease_owner, lease_expires_at FROM {self._s}.instances "
+                "WHERE hub = %s AND instance_id = %s",
+                key,
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            cur = await conn.execute(
+                "SELECT task_id, name, attempt, visible_at, lease_owner, lease_expires_at "
+                f"FROM {self._s}.work_items WHERE hub = %s AND instance_id = %s ORDER BY id",
+                key,
+            )
+            work = [PendingWork(*w) for w in await cur.fetchall()]
+            cur = await conn.execute(
+                f"SELECT COUNT(*), MIN(visible_at) FROM {self._s}.messages "
+                "WHERE hub = %s AND instance_id = %s",
+                key,
+            )
+            inbox = await cur.fetchone()
+            assert inbox is not None
+            return InstanceLeases(row[0], row[1], work, inbox[0], inbox[1])
+
+        return await self._run(op)
+
+    async def count_instances(self) -> dict[Status, int]:
+        async def op(conn: Conn) -> list[tuple[str, int]]:
+            cur = await conn.execute(
+                f"SELECT status, COUNT(*) FROM {self._s}.instances WHERE hub = %s "
+                f"AND {POSTGRES_NO_ENTITIES} GROUP BY status",
+                [self.hub],
+            )
+            return [(row[0], row[1]) for row in await cur.fetchall()]
+
+        return {Status(status): count for status, count in await self._run(op)}
 
     async def query_instances(
         self, query: InstanceQuery, page_size: int, continuation_token: str | None
@@ -177,15 +226,16 @@ class PostgresReadsMixin:
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {page_size}")
         where, params = self._filters(query)
+        past, order = ("<", " DESC") if query.newest_first else (">", "")
         if continuation_token:
             created, last_id = _decode_token(continuation_token)
-            where += " AND (created_at, instance_id) > (%s, %s)"
+            where += f" AND (created_at, instance_id) {past} (%s, %s)"
             params += [created, last_id]
 
         async def op(conn: Conn) -> tuple[int, list[InstanceRecord]]:
             cur = await conn.execute(
                 f"SELECT {INSTANCE_COLUMNS} FROM {self._s}.instances WHERE hub = %s{where} "
-                "ORDER BY created_at, instance_id LIMIT %s",
+                f"ORDER BY created_at{order}, instance_id{order} LIMIT %s",
                 [self.hub, *params, page_size + 1],
             )
             rows = await cur.fetchall()

@@ -43,12 +43,14 @@ from taskloom.storage.base import (
     EagerActivities,
     EagerEpisodes,
     EpisodeCommit,
+    InstanceLeases,
     InstanceQuery,
     InstanceRecord,
     LeasedEpisode,
     Message,
     NewInstance,
     NewWorkItem,
+    PendingWork,
     QueryResult,
     Store,
     VersionFilter,
@@ -62,7 +64,11 @@ from taskloom.storage.base import (
     timed,
 )
 from taskloom.storage.doorbell import Doorbell
-from taskloom.storage.entity_rows import SQLITE_KEEP_BUSY_ENTITIES, ensure_sqlite
+from taskloom.storage.entity_rows import (
+    SQLITE_KEEP_BUSY_ENTITIES,
+    SQLITE_NO_ENTITIES,
+    ensure_sqlite,
+)
 from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.sqlite_events import SqliteEventsMixin
 from taskloom.storage.sqlite_host import SqliteHostMixin
@@ -520,11 +526,15 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}")
         clauses, params = codec.where(self.hub, query)
+        past, order = ("<", " DESC") if query.newest_first else (">", "")
         if continuation_token:
             created_at, instance_id = codec.decode_token(continuation_token)
-            clauses.append("(created_at > ? OR (created_at = ? AND instance_id > ?))")
+            clauses.append(f"(created_at {past} ? OR (created_at = ? AND instance_id {past} ?))")
             params.extend([created_at, created_at, instance_id])
-        sql = f"{_SELECT_RECORD} WHERE {' AND '.join(clauses)} ORDER BY created_at, instance_id"
+        sql = (
+            f"{_SELECT_RECORD} WHERE {' AND '.join(clauses)} "
+            f"ORDER BY created_at{order}, instance_id{order}"
+        )
         with self._errors("query instances"):
             # One row past the page tells whether another page exists.
             conn = self._connection()
@@ -534,6 +544,46 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
             last = rows[page_size - 1]
             result.continuation_token = codec.encode_token(last["created_at"], last["instance_id"])
         return result
+
+    async def inspect_instance(self, instance_id: str) -> InstanceLeases | None:
+        key = (self.hub, instance_id)
+        with self._errors("inspect an instance"):
+            conn = self._connection()
+            row = conn.execute(
+                "SELECT lease_owner, lease_expires FROM instances "
+                "WHERE hub = ? AND instance_id = ?",
+                key,
+            ).fetchone()
+            if row is None:
+                return None
+            work = conn.execute(
+                "SELECT task_id, name, attempt, visible_at, lease_owner, lease_expires "
+                "FROM work_items WHERE hub = ? AND instance_id = ? ORDER BY id",
+                key,
+            ).fetchall()
+            inbox = conn.execute(
+                "SELECT COUNT(*), MIN(visible_at) FROM messages WHERE hub = ? AND instance_id = ?",
+                key,
+            ).fetchone()
+        return InstanceLeases(
+            row[0],
+            codec.dt_or_none(row[1]),
+            [
+                PendingWork(w[0], w[1], w[2], codec.dt(w[3]), w[4], codec.dt_or_none(w[5]))
+                for w in work
+            ],
+            inbox[0],
+            codec.dt_or_none(inbox[1]),
+        )
+
+    async def count_instances(self) -> dict[Status, int]:
+        sql = (
+            f"SELECT status, COUNT(*) FROM instances WHERE hub = ? AND {SQLITE_NO_ENTITIES} "
+            "GROUP BY status"
+        )
+        with self._errors("count instances"):
+            rows = self._connection().execute(sql, (self.hub,)).fetchall()
+        return {Status(row[0]): row[1] for row in rows}
 
     async def purge_instances(
         self, query: InstanceQuery, instance_ids: Sequence[str] | None = None

@@ -154,6 +154,9 @@ def where(hub: str, query: InstanceQuery) -> tuple[list[str], list[Any]]:
     if query.parent_instance_id is not None:
         clauses.append("parent_instance_id = ?")
         params.append(query.parent_instance_id)
+    if query.version is not None:
+        clauses.append("COALESCE(version, '') = ?")
+        params.append(query.version)
     if not wants_entities(query.instance_id_prefix):
         clauses.append(SQLITE_NO_ENTITIES)  # entities (@name@key) are not orchestrations
     return clauses, params

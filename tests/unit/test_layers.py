@@ -31,10 +31,11 @@ LAYERS = [
             "taskloom.cli_events",
             "taskloom.cli_host",
             "taskloom.cli_topics",
+            "taskloom.cli_dashboard",
         ),
     ),
     ("entry points", ("taskloom", "taskloom.app", "taskloom.testing")),
-    ("host", ("taskloom.host", "taskloom.http", "taskloom.grpc")),
+    ("host", ("taskloom.host", "taskloom.http", "taskloom.grpc", "taskloom.dashboard")),
     (
         "runtime",
         (
@@ -57,6 +58,8 @@ LAYERS = [
             "taskloom.events",
             "taskloom.topics",
             "taskloom.entities.client",
+            "taskloom.dashboard.bulk_job",
+            "taskloom.dashboard.bulk_request",
         ),
     ),
     (
