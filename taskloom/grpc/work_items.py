@@ -42,6 +42,7 @@ from taskloom.storage.base import (
     EPISODES,
     TIMERS,
     LeasedEpisode,
+    Message,
     VersionFilter,
     WorkItem,
 )
@@ -128,6 +129,16 @@ def _count(event: h.HistoryEvent, open_ids: dict[tuple[str, int], int]) -> bool:
         if result is not None:
             open_ids[result] = open_ids.get(result, 0) - 1
     return isinstance(event, h.ExecutionStarted)
+
+
+def _start_order(message: Message, execution_id: str) -> int:
+    """The order of a new execution's first messages: its start, then the events carried
+    over by continue-as-new (addressed to the execution), then the events that arrived
+    meanwhile (the SDKs ignore events before an executionStarted; the carried ones were
+    received first)."""
+    if isinstance(message.event, h.ExecutionStarted):
+        return 0
+    return 1 if message.execution_id == execution_id else 2
 
 
 def _result_key(event: h.HistoryEvent) -> tuple[str, int] | None:
@@ -272,17 +283,14 @@ class WorkStream:
                 return None
             past = history
             # OrchestratorStarted messages only wake the instance (after a rewind).
-            events = [
-                m.event
+            messages = [
+                m
                 for m in current_messages(episode)
                 if not isinstance(m.event, h.OrchestratorStarted)
             ]
-            fresh = fresh_events(history, events)
-            # The start goes first: events that arrived before it (sent while the previous
-            # execution ran, or carried over by continue-as-new) follow it, as the SDKs
-            # ignore events that come before an executionStarted.
-            fresh.sort(key=lambda e: not isinstance(e, h.ExecutionStarted))
-            new = [h.OrchestratorStarted(now), *fresh]
+            if any(isinstance(m.event, h.ExecutionStarted) for m in messages):
+                messages.sort(key=lambda m: _start_order(m, rec.execution_id))
+            new = [h.OrchestratorStarted(now), *fresh_events(history, [m.event for m in messages])]
         token = tokens.Token(self.hub.name, tokens.ORCHESTRATION, iid, episode.lease_token)
         work = OrchestrationWork(self.hub, episode, past, new, rewinding)
         past_pb, new_pb = request_events(past, new)
