@@ -36,11 +36,13 @@ from taskloom.grpc.client_convert import text
 from taskloom.grpc.convert import request_events
 from taskloom.grpc.hubs import Hub
 from taskloom.runtime.episodes import current_messages, plan_without_code, rewind_due
+from taskloom.runtime.heartbeat import Heartbeat, WorkerShape
 from taskloom.storage.base import (
     ACTIVITIES,
     EPISODES,
     TIMERS,
     LeasedEpisode,
+    Message,
     VersionFilter,
     WorkItem,
 )
@@ -129,6 +131,16 @@ def _count(event: h.HistoryEvent, open_ids: dict[tuple[str, int], int]) -> bool:
     return isinstance(event, h.ExecutionStarted)
 
 
+def _start_order(message: Message, execution_id: str) -> int:
+    """The order of a new execution's first messages: its start, then the events carried
+    over by continue-as-new (addressed to the execution), then the events that arrived
+    meanwhile (the SDKs ignore events before an executionStarted; the carried ones were
+    received first)."""
+    if isinstance(message.event, h.ExecutionStarted):
+        return 0
+    return 1 if message.execution_id == execution_id else 2
+
+
 def _result_key(event: h.HistoryEvent) -> tuple[str, int] | None:
     if isinstance(event, h.TimerFired):
         return "timer", event.timer_id
@@ -163,6 +175,8 @@ class WorkStream:
     async def run(self) -> AsyncIterator[pb.WorkItem]:
         store = self.hub.store
         store.add_listener(self.wake.set, EPISODES + ACTIVITIES + TIMERS)
+        beat = Heartbeat(store, self.owner, self._shape, kind="grpc-sdk")
+        await beat.start()
         sidecar = self.sidecar
         last_sent = last_renewal = time.monotonic()
         try:
@@ -195,6 +209,21 @@ class WorkStream:
                     await asyncio.wait_for(self.wake.wait(), max(0.001, timeout))
         finally:
             store.remove_listener(self.wake.set)
+            await beat.stop()
+
+    def _shape(self) -> WorkerShape:
+        """This stream in the worker registry: what it serves (``*``: every name)."""
+        f = self.filters
+        episodes = sorted(f.episodes) if f.episodes is not None else ["*"]
+        return WorkerShape(
+            orchestrations=tuple(n for n in episodes if not n.startswith("@")),
+            activities=tuple(sorted(f.activities)) if f.activities is not None else ("*",),
+            entities=tuple(n[1:] for n in episodes if n.startswith("@"))
+            if f.episodes is not None
+            else ("*",),
+            slots=self.activity_limit,
+            busy=len(self.activities),
+        )
 
     async def _lease(self) -> AsyncIterator[pb.WorkItem]:
         sidecar, store, f = self.sidecar, self.hub.store, self.filters
@@ -254,12 +283,14 @@ class WorkStream:
                 return None
             past = history
             # OrchestratorStarted messages only wake the instance (after a rewind).
-            events = [
-                m.event
+            messages = [
+                m
                 for m in current_messages(episode)
                 if not isinstance(m.event, h.OrchestratorStarted)
             ]
-            new = [h.OrchestratorStarted(now), *fresh_events(history, events)]
+            if any(isinstance(m.event, h.ExecutionStarted) for m in messages):
+                messages.sort(key=lambda m: _start_order(m, rec.execution_id))
+            new = [h.OrchestratorStarted(now), *fresh_events(history, [m.event for m in messages])]
         token = tokens.Token(self.hub.name, tokens.ORCHESTRATION, iid, episode.lease_token)
         work = OrchestrationWork(self.hub, episode, past, new, rewinding)
         past_pb, new_pb = request_events(past, new)
@@ -325,6 +356,8 @@ class WorkItemRpcs(SidecarBase):
             request.maxConcurrentOrchestrationWorkItems or DEFAULT_LIMIT,
             request.maxConcurrentActivityWorkItems or DEFAULT_LIMIT,
         )
+        if request.worker_instance_id:  # the SDK's own name for the worker, if it sends one
+            stream.owner = f"grpc-{request.worker_instance_id[:60]}-{stream.owner[5:]}"
         log.info("SDK worker connected to hub %r (%s)", caller.hub.name, stream.owner)
         try:
             async for item in stream.run():

@@ -379,7 +379,9 @@ def _continue_as_new(
     messages = [*sent, Message(rec.instance_id, start, AT_ONCE)]
     for name, data in result.carryover:
         carried = h.EventRaised(now, name=name, input=data)
-        messages.append(Message(rec.instance_id, carried, AT_ONCE))
+        # Meant for the new execution: so they can be told from events that arrived
+        # while this episode ran (those come after them; see taskloom/grpc/work_items.py).
+        messages.append(Message(rec.instance_id, carried, AT_ONCE, eid))
     instance = dataclasses.replace(
         rec,
         execution_id=eid,

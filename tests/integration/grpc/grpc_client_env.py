@@ -37,6 +37,7 @@ class SidecarEnv:
         native_worker: bool = True,
         native_app: tl.App = app,
         registered_only: bool = False,
+        lease_for: float = 30.0,
     ) -> None:
         self.store_url = store_url
         self.hub = hub
@@ -46,7 +47,12 @@ class SidecarEnv:
         options = dataclasses.replace(OPTIONS, registered_only=registered_only)
         self.worker = Worker(native_app, self.store, options=options) if native_worker else None
         self.server = GrpcServer(
-            store_url, port=0, default_hub=hub, stores=[self.store], open_without_keys=True
+            store_url,
+            port=0,
+            default_hub=hub,
+            stores=[self.store],
+            open_without_keys=True,
+            lease_for=lease_for,
         )
         self._clients: list[TaskHubGrpcClient] = []
         self._workers: list[TaskHubGrpcWorker] = []

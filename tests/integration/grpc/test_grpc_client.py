@@ -20,6 +20,8 @@ from google.protobuf import wrappers_pb2
 from grpc_client_env import SidecarEnv
 
 from taskloom import history as h
+from taskloom import manage
+from taskloom.storage import open_store
 
 T = TypeVar("T")
 S = dt.OrchestrationStatus
@@ -344,3 +346,73 @@ def test_history_stream(c: dt.TaskHubGrpcClient) -> None:
     kinds = [type(e).__name__ for e in events]
     assert kinds[0] in ("ExecutionStartedEvent", "OrchestratorStartedEvent")
     assert "TaskCompletedEvent" in kinds and kinds[-1] == "ExecutionCompletedEvent"
+
+
+def test_a_reader_key_reads_but_does_not_write(
+    sidecar: SidecarEnv, c: dt.TaskHubGrpcClient
+) -> None:
+    iid = c.schedule_new_orchestration("chain", input="Bern")
+    c.wait_for_orchestration_completion(iid, timeout=15)
+    now = datetime.now(UTC)
+    reader = sidecar.call(manage.create_key(sidecar.store, "reader", None, now))
+    r = sidecar.client(metadata=[("authorization", f"Bearer {reader.key}")])
+    state = r.get_orchestration_state(iid)
+    assert state is not None and state.runtime_status == S.COMPLETED
+    for call in (
+        lambda: r.schedule_new_orchestration("chain"),
+        lambda: r.terminate_orchestration(iid),
+        lambda: r.purge_orchestration(iid),
+    ):
+        code, details = code_of(call)
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "reader" in details
+    assert c.get_orchestration_state(iid) is not None  # nothing was harmed
+
+
+def test_durable_task_scheduler_sdk_selects_the_hub(sidecar: SidecarEnv) -> None:
+    """``durabletask.azuremanaged`` (the Durable Task Scheduler's SDK) at
+    ``http://127.0.0.1:PORT`` with a task hub name: the ``taskhub`` metadata picks the
+    hub, here not the one the server defaults to."""
+    from durabletask import task
+    from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+    from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
+    from durabletask.internal.grpc_interceptor import DefaultClientInterceptorImpl
+
+    other = sidecar.hub + "dts"
+    store = open_store(sidecar.store_url, hub=other)
+    now = datetime.now(UTC)
+    sidecar.call(store.open())
+    try:
+        work = sidecar.call(manage.create_key(store, "worker", None, now)).key
+        write = sidecar.call(manage.create_key(store, "contributor", None, now)).key
+
+        def bearer(key: str) -> Any:
+            return [DefaultClientInterceptorImpl([("authorization", f"Bearer {key}")])]
+
+        def double(ctx: task.ActivityContext, x: int) -> int:
+            return 2 * x
+
+        def doubler(ctx: task.OrchestrationContext, x: int) -> Any:
+            return (yield ctx.call_activity(double, input=x))
+
+        common: dict[str, Any] = {
+            "host_address": f"http://{sidecar.address}",
+            "taskhub": other,
+            "token_credential": None,
+            "secure_channel": False,
+        }
+        w = DurableTaskSchedulerWorker(**common, interceptors=bearer(work))
+        w.add_orchestrator(doubler)
+        w.add_activity(double)
+        w.start()
+        try:
+            c = DurableTaskSchedulerClient(**common, interceptors=bearer(write))
+            iid = c.schedule_new_orchestration(doubler, input=21)
+            done = c.wait_for_orchestration_completion(iid, timeout=20)
+            assert done is not None and done.serialized_output == "42"
+            c.close()
+        finally:
+            w.stop()
+        assert sidecar.call(store.get_instance(iid)) is not None
+        assert sidecar.call(sidecar.store.get_instance(iid)) is None  # not the default hub
+    finally:
+        sidecar.call(store.close())

@@ -275,6 +275,42 @@ def test_duplicate_and_stale_completions_are_ignored(store_url: str, hub: str) -
         env.stop()
 
 
+def test_abandoned_and_lapsed_entity_batches_come_back(store_url: str, hub: str) -> None:
+    """An abandoned batch is sent again at once; a batch whose lease lapsed is sent
+    again, and the completion of the lapsed one is then ignored."""
+    env = SidecarEnv(store_url, hub, native_worker=False, lease_for=1.0).start()
+    try:
+        with grpc.insecure_channel(env.address) as channel:
+            stub = env.stub(channel)
+            worker = _WorkerStub(channel, env.worker_metadata)
+            signal = pb.SignalEntityRequest(instanceId="@raw@k", name="set", requestId="r2")
+            stub.SignalEntity(signal)
+            first = worker.next_entity_item()
+            worker.stub.AbandonTaskEntityWorkItem(
+                pb.AbandonEntityTaskRequest(completionToken=first.completionToken),
+                metadata=worker.metadata,
+            )
+            second = worker.next_entity_item()  # at once: no lease to wait out
+            assert second.completionToken != first.completionToken
+            third = worker.next_entity_item()  # never completed: its lease lapses
+            assert third.completionToken != second.completionToken
+
+            def result(item: Any, state: str) -> Any:
+                return pb.EntityBatchResult(
+                    completionToken=item.completionToken,
+                    entityState=_sv(state),
+                    results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+                )
+
+            worker.complete(result(second, "1"))  # lapsed: refused by the lease's fence
+            worker.complete(result(third, "3"))
+            got = stub.GetEntity(pb.GetEntityRequest(instanceId="@raw@k", includeState=True))
+            assert got.entity.serializedState.value == "3"
+            worker.close()
+    finally:
+        env.stop()
+
+
 def _sv(value: str) -> Any:
     from google.protobuf import wrappers_pb2
 

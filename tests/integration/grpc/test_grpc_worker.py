@@ -4,10 +4,12 @@ hub shared by a native and an SDK worker, and an SDK worker killed mid-activity.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ from grpc_worker_env import HERE, sdk_worker, serving, wait_until
 
 import taskloom as tl
 from taskloom.models import Status
+from taskloom.storage import open_store
+from taskloom.storage.host_base import HostStore, WorkerRecord
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,6 +30,19 @@ ALL_ACTIVITIES = [o.greet, o.flaky]
 @pytest.fixture(autouse=True)
 def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("G1_STATE", str(tmp_path))
+
+
+def _workers(store_url: str, hub: str) -> list[WorkerRecord]:
+    async def read() -> list[WorkerRecord]:
+        store = open_store(store_url, hub=hub)
+        await store.open()
+        try:
+            assert isinstance(store, HostStore)
+            return await store.list_workers(datetime.now(UTC))
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
 
 
 def _status(client: tl.Client, iid: str) -> tl.OrchestrationState | None:
@@ -82,6 +99,14 @@ def test_native_and_sdk_workers_share_a_hub(tmp_path: Path, store_url: str, hub:
         sdk_worker(sidecar, [o.sdk_side], [o.sdk_activity], filters=True),
         tl.Client(store_url, hub=hub) as client,
     ):
+        # The SDK worker's stream is in the hub's worker registry beside the native one.
+        workers = wait_until(
+            lambda: [w for w in _workers(store_url, hub) if w.kind == "grpc-sdk"],
+            30,
+            "the SDK worker in the registry",
+        )
+        assert workers[0].orchestrations == ("sdk_side",)
+        assert workers[0].activities == ("sdk_activity",)
         native = client.start_new("native_side", "n1")
         ours = client.start_new("sdk_side", "s1")
         me, server = os.getpid(), sidecar.process.pid
