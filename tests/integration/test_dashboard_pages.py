@@ -119,11 +119,13 @@ def test_retrying_and_waiting_filters_and_the_why_panel(server: DashServer) -> N
         client.wait_for_completion("why-done", 60)
     http = server.browser("contributor")
 
-    def retry_pending() -> bool:
-        page = http.get("/dashboard/", params={"retrying": "1", "prefix": "why-"})
-        return 'data-id="why-retrying"' in page.text
+    def third_attempt_pending() -> bool:  # after the 50 ms retry, a 5000 s one
+        page = http.get("/dashboard/instances/why-retrying")
+        return "attempt 3 is the next retry" in page.text
 
-    wait_until(retry_pending, "why-retrying to wait for its third attempt")
+    wait_until(third_attempt_pending, "why-retrying to wait for its third attempt")
+    retrying = http.get("/dashboard/", params={"retrying": "1", "prefix": "why-"})
+    assert re.findall(r'data-id="(why-[a-z]+)"', retrying.text) == ["why-retrying"]
     waiting = http.get("/dashboard/", params={"waiting": "approve", "prefix": "why-"})
     assert re.findall(r'data-id="(why-[a-z]+)"', waiting.text) == ["why-approval"]
 
@@ -133,6 +135,8 @@ def test_retrying_and_waiting_filters_and_the_why_panel(server: DashServer) -> N
     assert detail.text.count("disk on fire") >= 2  # both failed attempts, with their errors
     approval = http.get("/dashboard/instances/why-approval")
     assert "<code>approve</code>" in approval.text
+    # The worker registry: the host's worker serves the orchestration.
+    assert re.search(r"orchestration <code>approval</code>:\s*served by \S+ pid \d+", approval.text)
     assert "/runtime/webhooks/durabletask/links/" in approval.text  # a signed link
     assert "Timer" in approval.text and "waiting for approval" in approval.text
     with server.client() as client:
@@ -334,6 +338,7 @@ def test_taskloom_dashboard_runs_alone(tmp_path: Path) -> None:
         assert 'data-id="alone-1"' in http.get("/dashboard/").text
         detail = http.get("/dashboard/instances/alone-1")
         assert "Unknown: the dashboard needs the app" in detail.text
+        assert "no live worker serves it" in detail.text  # the registry is empty
         waiting = http.get("/dashboard/", params={"waiting": "approve"})
         assert waiting.status_code == 400 and "taskloom serve" in waiting.text
         with http.stream("GET", "/dashboard/events", params={"id": "alone-1"}) as stream:
