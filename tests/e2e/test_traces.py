@@ -126,3 +126,63 @@ def test_one_trace_across_a_client_and_a_worker_process(
     assert len(greetings) == 2
     assert {x["trace_id"] for x in greetings} == {trace_id}
     assert {x["span_id"] for x in greetings} == {r.span_id for r in runs}
+
+
+def test_a_takeover_after_sigkill_stays_in_one_trace(
+    receiver: Receiver, store_url: str, hub: str, tmp_path: Path
+) -> None:
+    import taskloom as tl
+
+    mark, gate = tmp_path / "mark", tmp_path / "gate"
+    env = dict(os.environ, TASKLOOM_TEST_HUB=hub, PYTHONUNBUFFERED="1")
+    env.update(OTEL_BSP_SCHEDULE_DELAY="50", TASKLOOM_TEST_MARK=str(mark))
+    env["TASKLOOM_TEST_GATE"] = str(gate)
+    cmd = [sys.executable, "-m", "taskloom", "serve", f"{HERE / 'trace_app.py'}:app"]
+    cmd += ["--store", store_url, "--no-http", "--poll-interval", "0.2", "--lease-for", "2"]
+    cmd += ["--otlp-endpoint", receiver.url]
+    logs = [tmp_path / f"worker-{n}.log" for n in range(2)]
+    workers = []
+    for log in logs:
+        with open(log, "wb") as out:
+            workers.append(
+                subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            )
+    try:
+        for log in logs:
+            wait_until(lambda log=log: "started for hub" in log.read_text(), 60, "a worker")
+        # The test process does not trace: the instance gets a derived trace of its own.
+        with tl.Client(store_url, hub=hub) as client:
+            iid = client.start_new("gated")
+            wait_until(mark.exists, 60, "the activity to start")
+            holder = next(w for w in workers if w.pid == int(mark.read_text()))
+            holder.kill()
+            holder.wait(10)
+            gate.touch()
+            state = client.wait_for_completion(iid, timeout=120)
+            assert state.runtime_status is tl.Status.COMPLETED, state.failure_details
+            survivor = next(w for w in workers if w is not holder)
+            assert state.output == survivor.pid
+        wait_until(
+            lambda: any(s.name == "orchestration:gated" for s in receiver.snapshot()),
+            60,
+            "the orchestration's span",
+        )
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(60) == 0
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait(10)
+
+    spans = receiver.snapshot()
+    orch = one(spans, "orchestration:gated", "SERVER")
+    wait = one(spans, "activity:hold", "CLIENT")
+    run = one(spans, "activity:hold", "SERVER")  # the killed run was never exported
+    assert {s.trace_id for s in spans} == {orch.trace_id}
+    assert orch.parent_span_id == "" and orch.attributes["durabletask.task.instance_id"] == iid
+    assert wait.parent_span_id == orch.span_id
+    # The run after the takeover is parented on the span id the first worker stamped on
+    # the work item: every worker derives the same ids from the history.
+    assert run.parent_span_id == wait.span_id
+    assert run.attributes["taskloom.activity.attempt"] == 2
