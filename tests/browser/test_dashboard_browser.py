@@ -187,3 +187,18 @@ def test_a_phone_in_dark_mode_with_the_keyboard(
     page.wait_for_selector("h1 .iid")
     assert page.inner_text("h1 .iid") == target
     assert page.errors == []
+
+
+UNLABELLED = """() => Array.from(document.querySelectorAll("input, select, textarea, button"))
+    .filter(e => e.type !== "hidden")
+    .filter(e => !(e.labels && e.labels.length) && !e.getAttribute("aria-label")
+                 && !(e.textContent || "").trim())
+    .map(e => e.outerHTML)"""
+
+
+def test_every_control_has_a_name(browser: Any, server: DashServer, tmp_path: Path) -> None:
+    page = _page(browser, server, "contributor", tmp_path)
+    for path in ("/dashboard/", "/dashboard/instances/approval-1", "/dashboard/instances/order-01"):
+        page.goto(server.base_url + path)
+        page.wait_for_selector("main h1")
+        assert page.evaluate(UNLABELLED) == [], path
