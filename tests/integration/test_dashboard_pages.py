@@ -394,3 +394,21 @@ def test_a_revoked_key_is_signed_out(server: DashServer) -> None:
         return reply.status_code == 303 and reply.headers["location"].endswith("/signin")
 
     wait_until(signed_out, "the revoked key to stop working")
+
+
+def test_static_files_and_headers(server: DashServer) -> None:
+    http = server.browser("reader")
+    script = http.get("/dashboard/static/dashboard.js")
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert script.headers["x-content-type-options"] == "nosniff"
+    assert http.get("/dashboard/static/../auth.py").status_code == 404
+    assert http.get("/dashboard/static/nope.js").status_code == 404
+    home = http.get("/dashboard")
+    assert home.status_code == 307 and home.headers["location"] == "/dashboard/"
+    page = http.get("/dashboard/")
+    assert "<script>" not in page.text and " style=" not in page.text  # nothing inline
+    for name in ("x-frame-options", "referrer-policy", "content-security-policy"):
+        assert name in page.headers
+    history = http.get("/dashboard/api/history", params={"id": "nobody"})
+    assert history.headers["content-security-policy"].startswith("default-src 'none'")
