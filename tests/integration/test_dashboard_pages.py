@@ -149,6 +149,12 @@ def test_retrying_and_waiting_filters_and_the_why_panel(server: DashServer) -> N
     wait_until(poisoned, "the queue message to be poisoned and shown")
     page = http.get("/dashboard/instances/why-approval")
     assert "the message is marked bad" in page.text and "approvals-poison" in page.text
+    with server.client() as client:
+        client.start_new("approval", None, "why-versioned", version="2.0")
+    versioned = http.get("/dashboard/instances/why-versioned")
+    assert "The instance is version 2.0; the live workers serving it run version(s) none" in (
+        versioned.text
+    )
     done = http.get("/dashboard/instances/why-done")
     assert "Why is this not finished?" not in done.text
     assert 'href="/dashboard/instances/' in done.text  # the child, as a link
