@@ -151,7 +151,7 @@ async def _signin(request: Request) -> Response:
         return render.page(
             request, "signin.html", status=400, csrf=expected, problem="Paste an API key."
         )
-    record = await auth._keys(request).lookup(key)
+    record = await auth.key_cache(request).lookup(key)
     if record is None:
         return render.page(
             request,
