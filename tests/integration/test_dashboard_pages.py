@@ -418,3 +418,34 @@ def test_static_files_and_headers(server: DashServer) -> None:
         assert name in page.headers
     history = http.get("/dashboard/api/history", params={"id": "nobody"})
     assert history.headers["content-security-policy"].startswith("default-src 'none'")
+
+
+def test_taskloom_dashboard_alone_with_the_app_replays(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'alone-app.db'}"
+    with Client(url, hub="withapp") as client:
+        client.start_new("approval", None, "pending-1")
+    port = free_port()
+    command = [sys.executable, "-m", "taskloom", "dashboard", "--store", url, "--app", APP,
+               "--port", str(port)]  # fmt: skip
+    env = {**os.environ, "DASH_HUB": "withapp"}  # the app's name is the hub
+    with (tmp_path / "dashboard.log").open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def answering() -> bool:
+            assert process.poll() is None, (tmp_path / "dashboard.log").read_text()
+            try:
+                return httpx.get(f"{base}/dashboard/", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(answering, "taskloom dashboard --app to answer")
+        # Pending: nothing ran yet, so the replay shows no wait; but the filter works.
+        waiting = httpx.get(f"{base}/dashboard/", params={"waiting": "approve"}, timeout=20)
+        assert waiting.status_code == 200
+        detail = httpx.get(f"{base}/dashboard/instances/pending-1", timeout=20)
+        assert "Unknown: the dashboard needs the app" not in detail.text
+    finally:
+        process.terminate()
+        process.wait(20)
