@@ -260,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in cli_topics.COMMANDS:
             return cli_topics.run(args)
         if args.command in cli_dashboard.COMMANDS:
-            return cli_dashboard.run(args)
+            return cli_dashboard.run(args, load_app)
         return _manage(args)
     except (TaskloomError, ValueError, TimeoutError) as exc:
         print(f"taskloom: error: {exc}", file=sys.stderr)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 COMMANDS = ("dashboard",)
@@ -26,10 +26,18 @@ def add_commands(sub: Any, default_store: str) -> None:
     cmd.add_argument("--hub", default="default", help="task hub (the App's name)")
     cmd.add_argument("--host", default="127.0.0.1", help="HTTP address (default: loopback)")
     cmd.add_argument("--port", type=int, default=8081)
+    cmd.add_argument(
+        "--app",
+        help="MODULE:APP whose orchestrators the dashboard may replay (for 'waiting on "
+        "event' and the why-panel's events); its name is the hub unless --hub is given",
+    )
 
 
-def run(args: argparse.Namespace) -> int:
-    asyncio.run(_run(args))
+def run(args: argparse.Namespace, load_app: Callable[[str], Any]) -> int:
+    app = None if args.app is None else load_app(args.app)
+    if app is not None and args.hub == "default":
+        args.hub = app.name
+    asyncio.run(_run(args, app))
     return 0
 
 
@@ -59,7 +67,7 @@ def _server_class() -> Any:
     return Server
 
 
-async def _run(args: argparse.Namespace) -> None:
+async def _run(args: argparse.Namespace, app: Any) -> None:
     import uvicorn
 
     from taskloom.client import AsyncClient
@@ -73,7 +81,9 @@ async def _run(args: argparse.Namespace) -> None:
         exposure = await serve._check_exposure(store, args.host)
         netloc = f"[{args.host}]" if ":" in args.host else args.host
         client = AsyncClient(store, args.hub, base_url=f"http://{netloc}:{args.port}")
-        api = standalone_app(client, open_without_keys=exposure.open)
+        if app is not None:
+            client.converter = app.converter
+        api = standalone_app(client, open_without_keys=exposure.open, app=app)
         log.info(
             "dashboard of hub %r on http://%s:%d/dashboard/: %s",
             args.hub,

@@ -21,6 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from taskloom.dashboard import auth, render
 
 if TYPE_CHECKING:
+    from taskloom.app import App
     from taskloom.client import AsyncClient
 
 #: The view modules, in the navigation bar's order (each has ``register(views)``).
@@ -75,8 +76,11 @@ def mount(api: FastAPI) -> None:
     api.add_api_route("/dashboard", _to_dashboard, methods=["GET"], include_in_schema=False)
 
 
-def standalone_app(client: AsyncClient, *, open_without_keys: bool) -> FastAPI:
-    """The dashboard alone on ``client``'s store (``taskloom dashboard``)."""
+def standalone_app(
+    client: AsyncClient, *, open_without_keys: bool, app: App | None = None
+) -> FastAPI:
+    """The dashboard alone on ``client``'s store (``taskloom dashboard``); with ``app``
+    it can replay the app's orchestrators (``--app``), as inside ``taskloom serve``."""
     from taskloom.errors import ConfigurationError
     from taskloom.http.auth import KeyCache
     from taskloom.storage.host_base import HostStore
@@ -85,7 +89,7 @@ def standalone_app(client: AsyncClient, *, open_without_keys: bool) -> FastAPI:
     if not isinstance(store, HostStore):
         raise ConfigurationError(f"{store!r} holds no API keys; use a SQLite or PostgreSQL store")
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    api.state.taskloom_app = None
+    api.state.taskloom_app = app
     api.state.taskloom_client = client
     api.state.taskloom_host_store = store
     api.state.taskloom_keys = KeyCache(store)
@@ -151,7 +155,7 @@ async def _signin(request: Request) -> Response:
         return render.page(
             request, "signin.html", status=400, csrf=expected, problem="Paste an API key."
         )
-    record = await auth._keys(request).lookup(key)
+    record = await auth.key_cache(request).lookup(key)
     if record is None:
         return render.page(
             request,

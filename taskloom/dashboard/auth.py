@@ -50,7 +50,8 @@ class Session:
         return security.allows(self.principal.role, "admin")
 
 
-def _keys(request: Request) -> KeyCache:
+def key_cache(request: Request) -> KeyCache:
+    """The host's key lookups (shared with the HTTP API's, so revocations agree)."""
     found: KeyCache = request.app.state.taskloom_keys
     return found
 
@@ -118,7 +119,7 @@ async def current(request: Request) -> Session | None:
     state = request.app.state
     key = request.cookies.get(KEY_COOKIE)
     if key:
-        record = await _keys(request).lookup(key)
+        record = await key_cache(request).lookup(key)
         if record is None:
             return None
         principal = Principal(record.id, record.role, record.name)
@@ -128,7 +129,7 @@ async def current(request: Request) -> Session | None:
         session = Session(
             Principal(None, "admin", "local"), await csrf_token(request, "open"), False
         )
-    elif state.taskloom_open and not await _keys(request).any_keys():
+    elif state.taskloom_open and not await key_cache(request).any_keys():
         _refuse_foreign_browsers(request)
         session = Session(Principal(None, "admin"), await csrf_token(request, "open"), False)
     else:

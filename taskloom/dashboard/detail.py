@@ -113,15 +113,15 @@ async def detail_page(request: Request) -> Response:
 
 
 def trace_of(events: list[h.HistoryEvent]) -> tuple[str | None, str | None]:
-    """The trace id the instance's ``ExecutionStarted`` carries (W3C ``traceparent``) and,
-    when ``TASKLOOM_TRACE_URL`` is set (e.g. ``http://jaeger:16686/trace/{trace_id}``),
-    the link to it in the tracing UI."""
+    """The trace id of the instance's execution (the one its spans carry, see
+    :func:`taskloom.observability.context.trace_id_of`) and, when ``TASKLOOM_TRACE_URL``
+    is an http(s) URL (e.g. ``http://jaeger:16686/trace/{trace_id}``), the link to it."""
+    from taskloom.observability.context import trace_id_of
+
     started = next((e for e in events if isinstance(e, h.ExecutionStarted)), None)
-    parent = getattr(started, "trace_parent", None)
-    parts = parent.split("-") if isinstance(parent, str) else []
-    if len(parts) < 4 or len(parts[1]) != 32:
+    if started is None:
         return None, None
-    trace_id = parts[1]
+    trace_id = trace_id_of(started)
     template = os.environ.get("TASKLOOM_TRACE_URL", "")
     if not template.startswith(("http://", "https://")):
         return trace_id, None

@@ -92,9 +92,18 @@ def _serving(workers: list[Any] | None, kind: str, name: str) -> list[str] | Non
         names = getattr(worker, kind, ()) or ()
         if name in names:
             where = f"{getattr(worker, 'host', '?')} pid {getattr(worker, 'pid', '?')}"
+            notes = []
+            kind = getattr(worker, "kind", "native")
+            if kind != "native":
+                notes.append(str(kind))
+            version = getattr(worker, "version", None)
+            if version:
+                notes.append(f"version {version}")
             busy, slots = getattr(worker, "busy", None), getattr(worker, "slots", None)
             if slots is not None:
-                where += f" ({busy}/{slots} busy)"
+                notes.append(f"{busy}/{slots} busy")
+            if notes:
+                where += f" ({', '.join(notes)})"
             found.append(where)
     return found
 
@@ -151,6 +160,19 @@ async def explain(
     panel.served.append(
         Served(record.name, "orchestration", _serving(workers, "orchestrations", record.name))
     )
+    if workers and record.version:
+        versions = {
+            getattr(w, "version", None)
+            for w in workers
+            if record.name in (getattr(w, "orchestrations", ()) or ())
+        }
+        if versions and record.version not in versions:
+            shown = ", ".join(sorted(v or "none" for v in versions))
+            panel.reasons.append(
+                f"The instance is version {record.version}; the live workers serving it run "
+                f"version(s) {shown}. Workers whose version policy does not admit it leave it "
+                "for another worker (see docs/semantics.md, Versioning)."
+            )
     for name in sorted({c.name for c in panel.pending if c.kind == "activity"}):
         panel.served.append(Served(name, "activity", _serving(workers, "activities", name)))
     panel.leases = await store.inspect_instance(record.instance_id)

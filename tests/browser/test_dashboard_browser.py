@@ -103,7 +103,7 @@ def test_act_on_an_instance(browser: Any, server: DashServer, tmp_path: Path) ->
     page = _page(browser, server, "contributor", tmp_path)
     page.goto(f"{server.base_url}/dashboard/instances/approval-1")
     page.wait_for_selector("#why")
-    _shot(page, tmp_path, "why", docs=True)
+    _shot(page, tmp_path, "act")
     page.fill("form[action$='/actions/raise-event'] input[name=event]", "Approve")
     page.fill("form[action$='/actions/raise-event'] input[name=data]", "true")
     page.click("form[action$='/actions/raise-event'] button")
@@ -119,6 +119,8 @@ def test_a_reader_sees_no_actions_and_a_forged_post_is_refused(
     page = _page(browser, server, "reader", tmp_path)
     page.goto(f"{server.base_url}/dashboard/instances/retrying-1")
     page.wait_for_selector("#why")
+    page.locator("#why").scroll_into_view_if_needed()
+    _shot(page, tmp_path, "why", docs=True)
     assert page.locator("form[action*='/actions/']").count() == 0
     assert page.locator("button:has-text('Terminate')").count() == 0
     status = page.evaluate(
@@ -185,3 +187,18 @@ def test_a_phone_in_dark_mode_with_the_keyboard(
     page.wait_for_selector("h1 .iid")
     assert page.inner_text("h1 .iid") == target
     assert page.errors == []
+
+
+UNLABELLED = """() => Array.from(document.querySelectorAll("input, select, textarea, button"))
+    .filter(e => e.type !== "hidden")
+    .filter(e => !(e.labels && e.labels.length) && !e.getAttribute("aria-label")
+                 && !(e.textContent || "").trim())
+    .map(e => e.outerHTML)"""
+
+
+def test_every_control_has_a_name(browser: Any, server: DashServer, tmp_path: Path) -> None:
+    page = _page(browser, server, "contributor", tmp_path)
+    for path in ("/dashboard/", "/dashboard/instances/approval-1", "/dashboard/instances/order-01"):
+        page.goto(server.base_url + path)
+        page.wait_for_selector("main h1")
+        assert page.evaluate(UNLABELLED) == [], path

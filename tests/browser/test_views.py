@@ -54,6 +54,12 @@ def _signed_in(browser: Any, server: DashServer, role: str) -> Any:
     return page
 
 
+def _copy_shot(page: Any, path: Path) -> None:
+    page.screenshot(path=str(path), full_page=True)
+    if DOCS.is_dir() and not (DOCS / path.name).exists():
+        shutil.copy(path, DOCS / path.name)  # the docs' picture, when missing
+
+
 def test_every_view_renders_and_an_admin_redrives(
     browser: Any, server: DashServer, tmp_path: Path
 ) -> None:
@@ -62,16 +68,17 @@ def test_every_view_renders_and_an_admin_redrives(
         page.click(f"header nav a[href$='/dashboard/{path}']")
         page.wait_for_url(f"**/dashboard/{path}")
         assert page.inner_text("h1") == title
+    page.goto(f"{server.base_url}/dashboard/workers")
+    page.wait_for_selector("#workers tr[data-worker]")  # the serve process's heartbeat
+    assert "native" in page.inner_text("#workers")
+    _copy_shot(page, tmp_path / "workers.png")
     page.goto(f"{server.base_url}/dashboard/queues")
     assert page.inner_text('tr[data-queue="approvals"] [data-poison]') == "1"
     page.click('a[href$="/dashboard/queues/approvals"]')
     page.wait_for_selector("table.poison")
     poison = page.inner_text("table.poison")
     assert "the message is marked bad" in poison and "nobody <b>" in poison  # shown as text
-    path = tmp_path / "queue.png"
-    page.screenshot(path=str(path), full_page=True)
-    if DOCS.is_dir() and not (DOCS / path.name).exists():
-        shutil.copy(path, DOCS / path.name)
+    _copy_shot(page, tmp_path / "queue.png")
     page.click("#redrive")
     page.wait_for_selector("#done")
     assert "redrove 1 message(s)" in page.inner_text("#done")

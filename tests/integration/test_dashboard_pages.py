@@ -119,11 +119,13 @@ def test_retrying_and_waiting_filters_and_the_why_panel(server: DashServer) -> N
         client.wait_for_completion("why-done", 60)
     http = server.browser("contributor")
 
-    def retry_pending() -> bool:
-        page = http.get("/dashboard/", params={"retrying": "1", "prefix": "why-"})
-        return 'data-id="why-retrying"' in page.text
+    def third_attempt_pending() -> bool:  # after the 50 ms retry, a 5000 s one
+        page = http.get("/dashboard/instances/why-retrying")
+        return "attempt 3 is the next retry" in page.text
 
-    wait_until(retry_pending, "why-retrying to wait for its third attempt")
+    wait_until(third_attempt_pending, "why-retrying to wait for its third attempt")
+    retrying = http.get("/dashboard/", params={"retrying": "1", "prefix": "why-"})
+    assert re.findall(r'data-id="(why-[a-z]+)"', retrying.text) == ["why-retrying"]
     waiting = http.get("/dashboard/", params={"waiting": "approve", "prefix": "why-"})
     assert re.findall(r'data-id="(why-[a-z]+)"', waiting.text) == ["why-approval"]
 
@@ -133,6 +135,8 @@ def test_retrying_and_waiting_filters_and_the_why_panel(server: DashServer) -> N
     assert detail.text.count("disk on fire") >= 2  # both failed attempts, with their errors
     approval = http.get("/dashboard/instances/why-approval")
     assert "<code>approve</code>" in approval.text
+    # The worker registry: the host's worker serves the orchestration.
+    assert re.search(r"orchestration <code>approval</code>:\s*served by \S+ pid \d+", approval.text)
     assert "/runtime/webhooks/durabletask/links/" in approval.text  # a signed link
     assert "Timer" in approval.text and "waiting for approval" in approval.text
     with server.client() as client:
@@ -145,6 +149,12 @@ def test_retrying_and_waiting_filters_and_the_why_panel(server: DashServer) -> N
     wait_until(poisoned, "the queue message to be poisoned and shown")
     page = http.get("/dashboard/instances/why-approval")
     assert "the message is marked bad" in page.text and "approvals-poison" in page.text
+    with server.client() as client:
+        client.start_new("approval", None, "why-versioned", version="2.0")
+    versioned = http.get("/dashboard/instances/why-versioned")
+    assert "The instance is version 2.0; the live workers serving it run version(s) none" in (
+        versioned.text
+    )
     done = http.get("/dashboard/instances/why-done")
     assert "Why is this not finished?" not in done.text
     assert 'href="/dashboard/instances/' in done.text  # the child, as a link
@@ -334,6 +344,7 @@ def test_taskloom_dashboard_runs_alone(tmp_path: Path) -> None:
         assert 'data-id="alone-1"' in http.get("/dashboard/").text
         detail = http.get("/dashboard/instances/alone-1")
         assert "Unknown: the dashboard needs the app" in detail.text
+        assert "no live worker serves it" in detail.text  # the registry is empty
         waiting = http.get("/dashboard/", params={"waiting": "approve"})
         assert waiting.status_code == 400 and "taskloom serve" in waiting.text
         with http.stream("GET", "/dashboard/events", params={"id": "alone-1"}) as stream:
@@ -389,3 +400,52 @@ def test_a_revoked_key_is_signed_out(server: DashServer) -> None:
         return reply.status_code == 303 and reply.headers["location"].endswith("/signin")
 
     wait_until(signed_out, "the revoked key to stop working")
+
+
+def test_static_files_and_headers(server: DashServer) -> None:
+    http = server.browser("reader")
+    script = http.get("/dashboard/static/dashboard.js")
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert script.headers["x-content-type-options"] == "nosniff"
+    assert http.get("/dashboard/static/../auth.py").status_code == 404
+    assert http.get("/dashboard/static/nope.js").status_code == 404
+    home = http.get("/dashboard")
+    assert home.status_code == 307 and home.headers["location"] == "/dashboard/"
+    page = http.get("/dashboard/")
+    assert "<script>" not in page.text and " style=" not in page.text  # nothing inline
+    for name in ("x-frame-options", "referrer-policy", "content-security-policy"):
+        assert name in page.headers
+    history = http.get("/dashboard/api/history", params={"id": "nobody"})
+    assert history.headers["content-security-policy"].startswith("default-src 'none'")
+
+
+def test_taskloom_dashboard_alone_with_the_app_replays(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'alone-app.db'}"
+    with Client(url, hub="withapp") as client:
+        client.start_new("approval", None, "pending-1")
+    port = free_port()
+    command = [sys.executable, "-m", "taskloom", "dashboard", "--store", url, "--app", APP,
+               "--port", str(port)]  # fmt: skip
+    env = {**os.environ, "DASH_HUB": "withapp"}  # the app's name is the hub
+    with (tmp_path / "dashboard.log").open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def answering() -> bool:
+            assert process.poll() is None, (tmp_path / "dashboard.log").read_text()
+            try:
+                return httpx.get(f"{base}/dashboard/", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(answering, "taskloom dashboard --app to answer")
+        # Pending: nothing ran yet, so the replay shows no wait; but the filter works.
+        waiting = httpx.get(f"{base}/dashboard/", params={"waiting": "approve"}, timeout=20)
+        assert waiting.status_code == 200
+        detail = httpx.get(f"{base}/dashboard/instances/pending-1", timeout=20)
+        assert "Unknown: the dashboard needs the app" not in detail.text
+    finally:
+        process.terminate()
+        process.wait(20)
