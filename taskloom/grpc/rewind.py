@@ -26,6 +26,7 @@ from taskloom import history as h
 from taskloom.grpc.convert import from_pb
 from taskloom.grpc.hubs import invalid
 from taskloom.models import Status
+from taskloom.runtime.episodes import child_instance
 from taskloom.storage.base import (
     AT_ONCE,
     EpisodeCommit,
@@ -113,28 +114,15 @@ def _recreate(
     """A purged sub-orchestration started again, as its parent first started it."""
     execution_id = uuid.uuid4().hex
     link = h.ParentInstance(parent.name, parent.instance_id, child.event_id, parent.execution_id)
-    start = h.ExecutionStarted(
-        now,
-        -1,
+    return child_instance(
+        link,
         child.name,
         child.instance_id,
         execution_id,
         child.input,
         child.version,
-        link,
+        now,
         trace_parent=child.trace_parent,
         trace_state=child.trace_state,
         tags=child.tags,
     )
-    record = InstanceRecord(
-        instance_id=child.instance_id,
-        execution_id=execution_id,
-        name=child.name,
-        status=Status.PENDING,
-        created_at=now,
-        updated_at=now,
-        version=child.version,
-        input=child.input,
-        parent_instance_id=parent.instance_id,
-    )
-    return NewInstance(record, Message(child.instance_id, start, AT_ONCE))

@@ -283,28 +283,17 @@ def _apply_action(action: Action, rec: InstanceRecord, out: _Outbox, now: dateti
     elif isinstance(action, CreateSubOrchestration):
         child_eid = uuid.uuid4().hex
         parent = h.ParentInstance(rec.name, iid, action.id, eid)
-        start = h.ExecutionStarted(
-            now,
-            -1,
-            action.name,
-            action.instance_id,
-            child_eid,
-            action.input,
-            action.version,
-            parent,
+        out.new_instances.append(
+            child_instance(
+                parent,
+                action.name,
+                action.instance_id,
+                child_eid,
+                action.input,
+                action.version,
+                now,
+            )
         )
-        record = InstanceRecord(
-            instance_id=action.instance_id,
-            execution_id=child_eid,
-            name=action.name,
-            status=Status.PENDING,
-            created_at=now,
-            updated_at=now,
-            version=action.version,
-            input=action.input,
-            parent_instance_id=iid,
-        )
-        out.new_instances.append(NewInstance(record, Message(action.instance_id, start, AT_ONCE)))
     elif isinstance(action, SendEvent):
         raised = h.EventRaised(now, name=action.name, input=action.input)
         out.messages.append(Message(action.instance_id, raised, AT_ONCE))
@@ -446,3 +435,45 @@ def plan_version_failure(
         prior_status=rec.status,
     )
     return Planned(commit)
+
+
+def child_instance(
+    parent: h.ParentInstance,
+    name: str,
+    instance_id: str,
+    execution_id: str,
+    input: str | None,
+    version: str | None,
+    now: datetime,
+    *,
+    trace_parent: str | None = None,
+    trace_state: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> NewInstance:
+    """A sub-orchestration's Pending row and its ExecutionStarted message, visible at once
+    (the episode commit creates it beside the parent's history)."""
+    start = h.ExecutionStarted(
+        now,
+        -1,
+        name,
+        instance_id,
+        execution_id,
+        input,
+        version,
+        parent,
+        trace_parent=trace_parent,
+        trace_state=trace_state,
+        tags=tags,
+    )
+    record = InstanceRecord(
+        instance_id=instance_id,
+        execution_id=execution_id,
+        name=name,
+        status=Status.PENDING,
+        created_at=now,
+        updated_at=now,
+        version=version,
+        input=input,
+        parent_instance_id=parent.instance_id,
+    )
+    return NewInstance(record, Message(instance_id, start, AT_ONCE))
