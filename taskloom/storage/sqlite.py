@@ -30,7 +30,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 from taskloom.errors import InstanceExistsError, StoreError, WrongExpectedVersionError
-from taskloom.history import HistoryEvent, dumps_event, loads_event
+from taskloom.history import dumps_event
 from taskloom.models import Status
 from taskloom.storage import large, local_bus
 from taskloom.storage import sqlite_codec as codec
@@ -43,15 +43,12 @@ from taskloom.storage.base import (
     EagerActivities,
     EagerEpisodes,
     EpisodeCommit,
-    InstanceLeases,
     InstanceQuery,
     InstanceRecord,
     LeasedEpisode,
     Message,
     NewInstance,
     NewWorkItem,
-    PendingWork,
-    QueryResult,
     Store,
     VersionFilter,
     WorkItem,
@@ -66,12 +63,12 @@ from taskloom.storage.base import (
 from taskloom.storage.doorbell import Doorbell
 from taskloom.storage.entity_rows import (
     SQLITE_KEEP_BUSY_ENTITIES,
-    SQLITE_NO_ENTITIES,
     ensure_sqlite,
 )
 from taskloom.storage.migrations import load_migrations, split_statements
 from taskloom.storage.sqlite_events import SqliteEventsMixin
 from taskloom.storage.sqlite_host import SqliteHostMixin
+from taskloom.storage.sqlite_reads import SqliteReadsMixin
 from taskloom.storage.sqlite_topics import SqliteTopicsMixin
 from taskloom.storage.sqlite_workers import SqliteWorkersMixin
 
@@ -81,37 +78,19 @@ _TERMINAL = tuple(s.value for s in Status if s.is_terminal)
 _INSTANCE_DATA = ("history", "messages", "work_items", "payloads")
 T = TypeVar("T")
 
-_RECORD_COLUMNS = (
-    "instance_id",
-    "execution_id",
-    "name",
-    "version",
-    "status",
-    "input",
-    "output",
-    "custom_status",
-    "failure",
-    "created_at",
-    "updated_at",
-    "completed_at",
-    "parent_instance_id",
-    "scheduled_start_at",
-    "history_len",
-)
-_SELECT_RECORD = f"SELECT {', '.join(_RECORD_COLUMNS)} FROM instances"
 # Inserting or replacing a row also resets its lease: token 0 matches no held lease, so
 # a worker still holding a lease on a replaced terminal instance can never commit.
 _UPSERT_RECORD = (
-    f"INSERT INTO instances (hub, {', '.join(_RECORD_COLUMNS)}) "
-    f"VALUES (:hub, {', '.join(':' + c for c in _RECORD_COLUMNS)}) "
+    f"INSERT INTO instances (hub, {', '.join(codec.RECORD_COLUMNS)}) "
+    f"VALUES (:hub, {', '.join(':' + c for c in codec.RECORD_COLUMNS)}) "
     "ON CONFLICT (hub, instance_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _RECORD_COLUMNS[1:])
+    + ", ".join(f"{c} = excluded.{c}" for c in codec.RECORD_COLUMNS[1:])
     + ", lease_owner = NULL, lease_expires = NULL, lease_token = 0"
 )
 # A fresh id (the usual start) is one statement; a taken one falls back to the upsert.
 _INSERT_RECORD = (
-    f"INSERT INTO instances (hub, {', '.join(_RECORD_COLUMNS)}) "
-    f"VALUES (:hub, {', '.join(':' + c for c in _RECORD_COLUMNS)}) "
+    f"INSERT INTO instances (hub, {', '.join(codec.RECORD_COLUMNS)}) "
+    f"VALUES (:hub, {', '.join(':' + c for c in codec.RECORD_COLUMNS)}) "
     "ON CONFLICT (hub, instance_id) DO NOTHING"
 )
 # A commit rewrites the row from the episode's view (all but the columns no episode
@@ -120,7 +99,7 @@ _INSERT_RECORD = (
 _FIXED_COLUMNS = ("instance_id", "created_at", "parent_instance_id", "scheduled_start_at")
 _UPDATE_RECORD = (
     "UPDATE instances SET "
-    + ", ".join(f"{c} = :{c}" for c in _RECORD_COLUMNS if c not in _FIXED_COLUMNS)
+    + ", ".join(f"{c} = :{c}" for c in codec.RECORD_COLUMNS if c not in _FIXED_COLUMNS)
     + ", lease_owner = NULL, lease_expires = NULL"
     " WHERE hub = :hub AND instance_id = :instance_id"
 )
@@ -128,7 +107,7 @@ _UPDATE_RECORD = (
 _LEASE_RECORD = (
     "UPDATE instances SET lease_owner = ?, lease_token = ?, lease_expires = ? "
     "WHERE hub = ? AND instance_id = ? AND (lease_expires IS NULL OR lease_expires <= ?) "
-    f"RETURNING {', '.join(_RECORD_COLUMNS)}"
+    f"RETURNING {', '.join(codec.RECORD_COLUMNS)}"
 )
 # A commit needs our token and a lease still held: after a commit or an abandon the same
 # token cannot apply again.
@@ -166,7 +145,14 @@ def _work_item(row: sqlite3.Row) -> WorkItem:
     return WorkItem(**values)
 
 
-class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteWorkersMixin, Store):
+class SqliteStore(
+    SqliteReadsMixin,
+    SqliteTopicsMixin,
+    SqliteEventsMixin,
+    SqliteHostMixin,
+    SqliteWorkersMixin,
+    Store,
+):
     """A task hub in an SQLite file (or ``":memory:"``, private to this object)."""
 
     def __init__(
@@ -475,115 +461,6 @@ class SqliteStore(SqliteTopicsMixin, SqliteEventsMixin, SqliteHostMixin, SqliteW
         with self._write("enqueue messages") as conn:
             self._insert_messages(conn, messages)
         self._notify(EPISODES + timed(messages))
-
-    async def get_instance(self, instance_id: str) -> InstanceRecord | None:
-        sql = f"{_SELECT_RECORD} WHERE hub = ? AND instance_id = ?"
-        with self._errors(f"read instance {instance_id!r}"):
-            conn = self._connection()
-            row = conn.execute(sql, (self.hub, instance_id)).fetchone()
-            return None if row is None else self._resolved(conn, [codec.record(row)])[0]
-
-    async def get_statuses(self, instance_ids: Sequence[str]) -> dict[str, Status]:
-        ids = list(dict.fromkeys(instance_ids))
-        found: dict[str, Status] = {}
-        with self._errors("read statuses"):
-            conn = self._connection()
-            for chunk in codec.chunks(ids):
-                rows = conn.execute(
-                    "SELECT instance_id, status FROM instances WHERE hub = ? AND instance_id "
-                    f"IN ({codec.marks(len(chunk))})",
-                    (self.hub, *chunk),
-                )
-                found.update((row[0], codec.STATUS[row[1]]) for row in rows)
-        return found
-
-    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
-        return (await self.load_histories([instance_id]))[instance_id]
-
-    async def load_histories(self, instance_ids: Sequence[str]) -> dict[str, list[HistoryEvent]]:
-        ids = list(dict.fromkeys(instance_ids))
-        histories: dict[str, list[HistoryEvent]] = {i: [] for i in ids}
-        with self._read("read histories") as conn:
-            for chunk in codec.chunks(ids):
-                rows = conn.execute(
-                    "SELECT instance_id, event FROM history WHERE hub = ? AND instance_id IN "
-                    f"({codec.marks(len(chunk))}) ORDER BY instance_id, seq",
-                    (self.hub, *chunk),
-                )
-                for row in rows:
-                    histories[row[0]].append(loads_event(row[1]))
-            if any(large.refs(events) for events in histories.values()):
-                flat = self._resolved(conn, [e for events in histories.values() for e in events])
-                position = 0
-                for events in histories.values():
-                    events[:] = flat[position : position + len(events)]
-                    position += len(events)
-        return histories
-
-    async def query_instances(
-        self, query: InstanceQuery, page_size: int, continuation_token: str | None
-    ) -> QueryResult:
-        if page_size < 1:
-            raise ValueError(f"page_size must be at least 1, got {page_size}")
-        clauses, params = codec.where(self.hub, query)
-        past, order = ("<", " DESC") if query.newest_first else (">", "")
-        if continuation_token:
-            created_at, instance_id = codec.decode_token(continuation_token)
-            clauses.append(f"(created_at {past} ? OR (created_at = ? AND instance_id {past} ?))")
-            params.extend([created_at, created_at, instance_id])
-        sql = (
-            f"{_SELECT_RECORD} WHERE {' AND '.join(clauses)} "
-            f"ORDER BY created_at{order}, instance_id{order}"
-        )
-        with self._errors("query instances"):
-            # One row past the page tells whether another page exists.
-            conn = self._connection()
-            rows = conn.execute(f"{sql} LIMIT ?", (*params, page_size + 1)).fetchall()
-            result = QueryResult(self._resolved(conn, [codec.record(r) for r in rows[:page_size]]))
-        if len(rows) > page_size:
-            last = rows[page_size - 1]
-            result.continuation_token = codec.encode_token(last["created_at"], last["instance_id"])
-        return result
-
-    async def inspect_instance(self, instance_id: str) -> InstanceLeases | None:
-        key = (self.hub, instance_id)
-        with self._errors("inspect an instance"):
-            conn = self._connection()
-            row = conn.execute(
-                "SELECT lease_owner, lease_expires FROM instances "
-                "WHERE hub = ? AND instance_id = ?",
-                key,
-            ).fetchone()
-            if row is None:
-                return None
-            work = conn.execute(
-                "SELECT task_id, name, attempt, visible_at, lease_owner, lease_expires "
-                "FROM work_items WHERE hub = ? AND instance_id = ? ORDER BY id",
-                key,
-            ).fetchall()
-            inbox = conn.execute(
-                "SELECT COUNT(*), MIN(visible_at) FROM messages WHERE hub = ? AND instance_id = ?",
-                key,
-            ).fetchone()
-        return InstanceLeases(
-            row[0],
-            codec.dt_or_none(row[1]),
-            [
-                PendingWork(w[0], w[1], w[2], codec.dt(w[3]), w[4], codec.dt_or_none(w[5]))
-                for w in work
-            ],
-            inbox[0],
-            codec.dt_or_none(inbox[1]),
-        )
-
-    async def count_instances(self) -> dict[Status, int]:
-        sql = (
-            f"SELECT status, COUNT(*) FROM instances WHERE hub = ? AND {SQLITE_NO_ENTITIES} "
-            "GROUP BY status"
-        )
-        with self._errors("count instances"):
-            rows = self._connection().execute(sql, (self.hub,)).fetchall()
-        return {Status(row[0]): row[1] for row in rows}
 
     async def purge_instances(
         self, query: InstanceQuery, instance_ids: Sequence[str] | None = None

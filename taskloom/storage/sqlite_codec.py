@@ -160,3 +160,23 @@ def where(hub: str, query: InstanceQuery) -> tuple[list[str], list[Any]]:
     if not wants_entities(query.instance_id_prefix):
         clauses.append(SQLITE_NO_ENTITIES)  # entities (@name@key) are not orchestrations
     return clauses, params
+
+
+#: The columns of an instance row, in :func:`record`'s order.
+RECORD_COLUMNS = (
+    "instance_id",
+    "execution_id",
+    "name",
+    "version",
+    "status",
+    "input",
+    "output",
+    "custom_status",
+    "failure",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "parent_instance_id",
+    "scheduled_start_at",
+    "history_len",
+)
