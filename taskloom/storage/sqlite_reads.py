@@ -95,8 +95,9 @@ class SqliteReadsMixin:
         past, order = ("<", " DESC") if query.newest_first else (">", "")
         if continuation_token:
             created_at, instance_id = codec.decode_token(continuation_token)
-            clauses.append(f"(created_at {past} ? OR (created_at = ? AND instance_id {past} ?))")
-            params.extend([created_at, created_at, instance_id])
+            # A row value, which SQLite seeks as one index range (an OR it walks).
+            clauses.append(f"(created_at, instance_id) {past} (?, ?)")
+            params.extend([created_at, instance_id])
         sql = (
             f"{_SELECT_RECORD} WHERE {' AND '.join(clauses)} "
             f"ORDER BY created_at{order}, instance_id{order}"
