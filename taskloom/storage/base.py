@@ -216,6 +216,65 @@ class EagerEpisodes:
     names: Collection[str] | None = None
 
 
+@dataclass
+class InlineEpisodes:
+    """Inline episodes: the next episode of an instance, planned by the worker from its
+    sticky cache with the results it is committing as the inbox, and committed by
+    :meth:`Store.complete_activities` in the results' own transaction instead of
+    enqueuing them (one transaction, no message written or read, no lease).
+
+    ``commits[instance_id]`` applies only if every result of the call for that instance
+    applied, and the instance is still as that worker's last commit left it: unleased,
+    with the lease token ``commit.lease_token`` (no one leased it since), the history
+    length the commit started from, the same execution, and no other visible message.
+    Otherwise its results are enqueued as usual (and ``eager`` may lease them). Commits
+    that consume messages, create instances or replace the history are not applied
+    inline (the worker does not plan them so); work items of applied commits are
+    leased as ``activities`` says. ``applied`` receives the ids committed inline.
+    """
+
+    commits: dict[str, EpisodeCommit]
+    #: How many of the call's results each commit was planned with.
+    expected: dict[str, int] = field(default_factory=dict)
+    activities: EagerActivities | None = None
+    applied: set[str] = field(default_factory=set)
+
+    def prior_len(self, commit: EpisodeCommit) -> int:
+        """The stored history length the commit was planned from (its fence)."""
+        return commit.instance.history_len - len(commit.history)
+
+    def usable(
+        self, given: Sequence[ActivityResult], stored: Sequence[ActivityResult]
+    ) -> dict[str, EpisodeCommit]:
+        """The commits still valid for the results as the store will write them
+        (``stored``: after the payload limit turned oversized ones into failures): not
+        for instances whose results carry appends or were changed."""
+        bad = {b.message.instance_id for a, b in zip(given, stored, strict=True) if a is not b} | {
+            r.message.instance_id for r in stored if r.appends
+        }
+        return {
+            iid: c
+            for iid, c in self.commits.items()
+            if iid not in bad and not (c.consumed or c.new_instances or c.replace_history)
+        }
+
+
+def inline_kinds(inline: InlineEpisodes | None) -> str:
+    """The wake-up kinds of the applied inline episodes (as :func:`commit_kinds`)."""
+    if inline is None or not inline.applied:
+        return ""
+    done = [c for iid, c in inline.commits.items() if iid in inline.applied]
+    return commit_kinds(done, [True] * len(done), inline.activities)
+
+
+def inline_changes(inline: InlineEpisodes | None) -> list[str]:
+    """The instances whose status the applied inline episodes changed."""
+    if inline is None:
+        return []
+    done = [c for iid, c in inline.commits.items() if iid in inline.applied]
+    return status_changes(done, [True] * len(done))
+
+
 @dataclass(frozen=True)
 class VersionFilter:
     """Which instances :meth:`Store.lease_episodes` may lease, by their version (``None``
@@ -479,10 +538,14 @@ class Store(abc.ABC):
         results: Sequence[ActivityResult],
         now: datetime,
         eager: EagerEpisodes | None = None,
+        *,
+        inline: InlineEpisodes | None = None,
     ) -> list[bool]:
         """Delete each work item still leased with its token and enqueue its result.
 
-        With ``eager``, also lease the receiving instances as :class:`EagerEpisodes` says.
+        With ``inline``, apply the planned episodes of :class:`InlineEpisodes` in place
+        of enqueuing their results; with ``eager``, also lease the (other) receiving
+        instances as :class:`EagerEpisodes` says.
         """
 
     @abc.abstractmethod

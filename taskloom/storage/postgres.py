@@ -80,7 +80,6 @@ from taskloom.storage.base import (
     NewInstance,
     Store,
     VersionFilter,
-    WorkItem,
     child_conflict_message,
     commit_kinds,
     status_changes,
@@ -96,6 +95,7 @@ from taskloom.storage.postgres_batch import (
     commit_sql,
     create_params,
     create_sql,
+    eager_items,
     history_rows,
     insert_history_sql,
     lease_episodes_sql,
@@ -580,29 +580,8 @@ class PostgresStore(
             ids = {row[0] for row in rows if row[1] is None}
             for k in batch:
                 applied[k] = commits[k].instance.instance_id in ids
-            if eager is None:
-                continue
-            scheduled = {
-                (w.instance_id, w.task_id): w for k in batch for w in commits[k].work_items
-            }
-            for iid, item_id, task_id in rows:
-                if item_id is None:
-                    continue
-                w = scheduled[iid, task_id]
-                eager.leased.append(
-                    WorkItem(
-                        item_id,
-                        iid,
-                        w.execution_id,
-                        task_id,
-                        w.name,
-                        w.input,
-                        1,
-                        w.prior_attempts + 1,
-                        w.trace_parent,
-                        w.scheduled_at,
-                    )
-                )
+            if eager is not None:
+                eager.leased.extend(eager_items(rows, [commits[k] for k in batch]))
 
     async def _finish_commits(
         self, conn: Conn, done: Sequence[EpisodeCommit], now: datetime

@@ -29,6 +29,7 @@ from taskloom.storage.base import (
     Message,
     NewInstance,
     VersionFilter,
+    WorkItem,
 )
 
 INSTANCE_COLUMNS = (
@@ -66,12 +67,22 @@ def commit_rounds(commits: Sequence[EpisodeCommit]) -> list[list[int]]:
     return rounds
 
 
-def commit_sql(s: str) -> str:
+#: The fence of a leased episode (see the store's docstring): the instance's token equals
+#: the commit's and a lease is still recorded. The commit releases the lease, so a retry
+#: finds none.
+LEASE_FENCE = "i.lease_token = c.lease_token AND i.lease_expires_at IS NOT NULL"
+
+
+def commit_sql(
+    s: str, fence: str = LEASE_FENCE, inputs: str = "", tail: str = "", returning: str = ""
+) -> str:
     """Fence and apply a round of episode commits; returns the applied instance ids
     (``id, NULL, NULL``) and the work items leased eagerly (``instance, id, task``).
 
-    The fence (see the store's docstring): the instance's token equals the commit's and a
-    lease is still recorded. The commit releases the lease, so a retry finds none.
+    ``fence`` is the condition on the instance row ``i`` and the commit ``c``; ``inputs``
+    adds CTEs after ``c``, ``tail`` CTEs after ``fenced`` (both start with a comma) and
+    ``returning`` rows to the result (``UNION ALL ...``), for the inline episodes of
+    :mod:`taskloom.storage.postgres_inline`.
     """
     return f"""
 WITH c AS (
@@ -80,20 +91,20 @@ WITH c AS (
         %(input)s::text[], %(custom_status)s::text[], %(failure)s::text[],
         %(execution_id)s::text[], %(completed_at)s::timestamptz[],
         %(updated_at)s::timestamptz[], %(history_len)s::int[], %(name)s::text[],
-        %(version)s::text[]
+        %(version)s::text[], %(prior_len)s::int[], %(results)s::int[]
     ) AS c(instance_id, lease_token, status, output, input, custom_status, failure,
-           execution_id, completed_at, updated_at, history_len, name, version)
-), fenced AS (
+           execution_id, completed_at, updated_at, history_len, name, version,
+           prior_len, results)
+){inputs}, fenced AS (
     UPDATE {s}.instances i SET status = c.status, output = c.output, input = c.input,
         custom_status = c.custom_status, failure = c.failure,
         execution_id = c.execution_id, completed_at = c.completed_at,
         updated_at = c.updated_at, history_len = c.history_len, name = c.name,
         version = c.version, lease_owner = NULL, lease_expires_at = NULL
     FROM c
-    WHERE i.hub = %(hub)s AND i.instance_id = c.instance_id
-        AND i.lease_token = c.lease_token AND i.lease_expires_at IS NOT NULL
+    WHERE i.hub = %(hub)s AND i.instance_id = c.instance_id AND {fence}
     RETURNING i.instance_id
-), consumed AS (
+){tail}, consumed AS (
     DELETE FROM {s}.messages m
     USING unnest(%(consumed_owner)s::text[], %(consumed_id)s::bigint[]) AS u(owner, id)
     WHERE m.id = u.id AND m.hub = %(hub)s AND m.instance_id = u.owner
@@ -140,7 +151,35 @@ WITH c AS (
 )
 SELECT instance_id, NULL::bigint, NULL::int FROM fenced
 UNION ALL
-SELECT instance_id, id, task_id FROM work WHERE lease_owner IS NOT NULL"""
+SELECT instance_id, id, task_id FROM work WHERE lease_owner IS NOT NULL{returning}"""
+
+
+def eager_items(
+    rows: Sequence[tuple[Any, ...]], commits: Sequence[EpisodeCommit]
+) -> list[WorkItem]:
+    """The work items leased eagerly, from the ``(instance, id, task)`` rows of
+    :func:`commit_sql` (rows without an id are fenced instances, not items)."""
+    scheduled = {(w.instance_id, w.task_id): w for c in commits for w in c.work_items}
+    items: list[WorkItem] = []
+    for iid, item_id, task_id in rows:
+        if iid is None or item_id is None:
+            continue
+        w = scheduled[iid, task_id]
+        items.append(
+            WorkItem(
+                item_id,
+                iid,
+                w.execution_id,
+                task_id,
+                w.name,
+                w.input,
+                1,
+                w.prior_attempts + 1,
+                w.trace_parent,
+                w.scheduled_at,
+            )
+        )
+    return items
 
 
 def history_rows(commits: Sequence[EpisodeCommit]) -> dict[str, list[Any]]:
@@ -195,6 +234,10 @@ def commit_params(
         "history_len": [r.history_len for r in records],
         "name": [r.name for r in records],
         "version": [r.version for r in records],
+        "prior_len": [
+            r.history_len - len(c.history) for r, c in zip(records, commits, strict=True)
+        ],
+        "results": [0] * len(commits),
         "consumed_owner": [owner for owner, _ in consumed],
         "consumed_id": [mid for _, mid in consumed],
         **history_rows([c for c in commits if not c.replace_history]),
