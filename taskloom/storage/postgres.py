@@ -329,7 +329,7 @@ class PostgresStore(
             return
         await cur.execute(
             f"INSERT INTO {self._s}.payloads (hub, instance_id, id, size, data) "
-            "SELECT %s, u.* FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bytea[]) "
+            "SELECT %s, u.* FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::bytea[]) "
             "AS u(instance_id, id, size, data) ON CONFLICT DO NOTHING",
             [
                 self.hub,
@@ -349,8 +349,8 @@ class PostgresStore(
         await cur.execute(
             f"INSERT INTO {self._s}.messages "
             "(hub, instance_id, execution_id, visible_at, event, dedup_key) "
-            "SELECT %s, u.* FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[], "
-            "%s::text[]) AS u(instance_id, execution_id, visible_at, event, dedup_key) "
+            "SELECT %s, u.* FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::text[], "
+            "%b::text[]) AS u(instance_id, execution_id, visible_at, event, dedup_key) "
             # Messages for instances that do not exist are dropped: they could never be
             # consumed (Durable Functions drops events sent to unknown instances too).
             f"WHERE EXISTS (SELECT 1 FROM {self._s}.instances i "
@@ -591,7 +591,7 @@ class PostgresStore(
         replaced = [c for c in done if c.replace_history]
         if replaced:
             await conn.execute(
-                f"DELETE FROM {s}.history WHERE hub = %s AND instance_id = ANY(%s::text[])",
+                f"DELETE FROM {s}.history WHERE hub = %s AND instance_id = ANY(%b::text[])",
                 [self.hub, [c.instance.instance_id for c in replaced]],
             )
             await conn.execute(insert_history_sql(s), {"hub": self.hub, **history_rows(replaced)})
@@ -666,8 +666,8 @@ class PostgresStore(
         async def op(conn: Conn) -> bool:
             cur = await conn.execute(
                 f"SELECT EXISTS (SELECT 1 FROM {s}.work_items WHERE hub = %(hub)s "
-                "AND ready_at <= %(now)s AND (%(activities)s::text[] IS NULL "
-                "OR name = ANY(%(activities)s::text[]))) OR EXISTS (SELECT 1 FROM "
+                "AND ready_at <= %(now)s AND (%(activities)b::text[] IS NULL "
+                "OR name = ANY(%(activities)b::text[]))) OR EXISTS (SELECT 1 FROM "
                 f"{s}.messages m JOIN {s}.instances i "
                 "ON i.hub = m.hub AND i.instance_id = m.instance_id "
                 "WHERE m.hub = %(hub)s AND m.visible_at <= %(now)s "

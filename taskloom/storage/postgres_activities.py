@@ -82,8 +82,8 @@ class PostgresActivitiesMixin:
         async def op(conn: Conn) -> list[WorkItem]:
             cur = await conn.execute(
                 f"WITH picked AS (SELECT id FROM {s}.work_items "
-                "WHERE hub = %(hub)s AND ready_at <= %(now)s AND (%(names)s::text[] IS NULL "
-                "OR name = ANY(%(names)s::text[])) ORDER BY ready_at, id "
+                "WHERE hub = %(hub)s AND ready_at <= %(now)s AND (%(names)b::text[] IS NULL "
+                "OR name = ANY(%(names)b::text[])) ORDER BY ready_at, id "
                 "LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
                 f"UPDATE {s}.work_items w SET lease_token = w.lease_token + 1, "
                 "attempt = w.attempt + 1, lease_owner = %(owner)s, "
@@ -268,7 +268,7 @@ class PostgresActivitiesMixin:
         """Free instance leases given as (instance id, token) that found no messages."""
         await conn.execute(
             f"UPDATE {self._s}.instances i SET lease_owner = NULL, lease_expires_at = NULL "
-            "FROM unnest(%s::text[], %s::bigint[]) AS u(id, token) "
+            "FROM unnest(%b::text[], %b::bigint[]) AS u(id, token) "
             "WHERE i.hub = %s AND i.instance_id = u.id AND i.lease_token = u.token",
             [[e[0] for e in leases], [e[1] for e in leases], self.hub],
         )
@@ -283,7 +283,7 @@ class PostgresActivitiesMixin:
         async def op(conn: Conn) -> set[int]:
             cur = await conn.execute(
                 f"UPDATE {self._s}.work_items w SET lease_expires_at = %s, ready_at = %s "
-                "FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, token) "
+                "FROM unnest(%b::bigint[], %b::bigint[]) AS u(id, token) "
                 "WHERE w.id = u.id AND w.lease_token = u.token AND w.hub = %s RETURNING w.id",
                 [expires, expires, [i for i, _ in leases], [t for _, t in leases], self.hub],
             )

@@ -87,11 +87,11 @@ def commit_sql(
     return f"""
 WITH c AS (
     SELECT * FROM unnest(
-        %(id)s::text[], %(token)s::bigint[], %(status)s::text[], %(output)s::text[],
-        %(input)s::text[], %(custom_status)s::text[], %(failure)s::text[],
-        %(execution_id)s::text[], %(completed_at)s::timestamptz[],
-        %(updated_at)s::timestamptz[], %(history_len)s::int[], %(name)s::text[],
-        %(version)s::text[], %(prior_len)s::int[], %(results)s::int[]
+        %(id)b::text[], %(token)b::bigint[], %(status)b::text[], %(output)b::text[],
+        %(input)b::text[], %(custom_status)b::text[], %(failure)b::text[],
+        %(execution_id)b::text[], %(completed_at)b::timestamptz[],
+        %(updated_at)b::timestamptz[], %(history_len)b::int[], %(name)b::text[],
+        %(version)b::text[], %(prior_len)b::int[], %(results)b::int[]
     ) AS c(instance_id, lease_token, status, output, input, custom_status, failure,
            execution_id, completed_at, updated_at, history_len, name, version,
            prior_len, results)
@@ -106,13 +106,13 @@ WITH c AS (
     RETURNING i.instance_id
 ){tail}, consumed AS (
     DELETE FROM {s}.messages m
-    USING unnest(%(consumed_owner)s::text[], %(consumed_id)s::bigint[]) AS u(owner, id)
+    USING unnest(%(consumed_owner)b::text[], %(consumed_id)b::bigint[]) AS u(owner, id)
     WHERE m.id = u.id AND m.hub = %(hub)s AND m.instance_id = u.owner
         AND u.owner IN (SELECT instance_id FROM fenced)
 ), history AS (
     INSERT INTO {s}.history (hub, instance_id, seq, event)
     SELECT %(hub)s, u.owner, u.seq, u.event
-    FROM unnest(%(history_owner)s::text[], %(history_seq)s::int[], %(history_event)s::text[])
+    FROM unnest(%(history_owner)b::text[], %(history_seq)b::int[], %(history_event)b::text[])
         AS u(owner, seq, event)
     WHERE u.owner IN (SELECT instance_id FROM fenced)
 ), work AS (
@@ -125,11 +125,11 @@ WITH c AS (
         u.attempt + (u.holder IS NOT NULL)::int, u.holder, (u.holder IS NOT NULL)::int,
         u.expires, u.trace_parent, u.scheduled_at
     FROM unnest(
-        %(work_owner)s::text[], %(work_instance)s::text[], %(work_execution)s::text[],
-        %(work_task)s::int[], %(work_name)s::text[], %(work_input)s::text[],
-        %(work_visible)s::timestamptz[], %(work_attempt)s::int[],
-        %(work_holder)s::text[], %(work_expires)s::timestamptz[], %(work_trace)s::text[],
-        %(work_scheduled)s::timestamptz[]
+        %(work_owner)b::text[], %(work_instance)b::text[], %(work_execution)b::text[],
+        %(work_task)b::int[], %(work_name)b::text[], %(work_input)b::text[],
+        %(work_visible)b::timestamptz[], %(work_attempt)b::int[],
+        %(work_holder)b::text[], %(work_expires)b::timestamptz[], %(work_trace)b::text[],
+        %(work_scheduled)b::timestamptz[]
     ) WITH ORDINALITY AS u(owner, instance_id, execution_id, task_id, name, input,
                            visible_at, attempt, holder, expires, trace_parent, scheduled_at,
                            ord)
@@ -140,9 +140,9 @@ WITH c AS (
     INSERT INTO {s}.messages (hub, instance_id, execution_id, visible_at, event)
     SELECT %(hub)s, u.instance_id, u.execution_id, u.visible_at, u.event
     FROM unnest(
-        %(message_owner)s::text[], %(message_instance)s::text[],
-        %(message_execution)s::text[], %(message_visible)s::timestamptz[],
-        %(message_event)s::text[]
+        %(message_owner)b::text[], %(message_instance)b::text[],
+        %(message_execution)b::text[], %(message_visible)b::timestamptz[],
+        %(message_event)b::text[]
     ) WITH ORDINALITY AS u(owner, instance_id, execution_id, visible_at, event, ord)
     WHERE u.owner IN (SELECT instance_id FROM fenced)
         AND EXISTS (SELECT 1 FROM {s}.instances t
@@ -266,15 +266,15 @@ def commit_params(
 VERSION_ADMITS = (
     "(left({alias}.instance_id, 1) = '@' OR ("
     "(%(only)s::text IS NULL OR COALESCE({alias}.version, '') = %(only)s::text) "
-    "AND COALESCE({alias}.version, '') <> ALL(%(excluded)s::text[])))"
+    "AND COALESCE({alias}.version, '') <> ALL(%(excluded)b::text[])))"
 )
 
 
 #: The name condition of the episode leases: ``%(names)s`` NULL admits every name, else
 #: orchestration names and, for entities (ids ``@name@key``), ``@name``.
 NAMES_ADMIT = (
-    "(%(names)s::text[] IS NULL OR (CASE WHEN left({alias}.instance_id, 1) = '@' "
-    "THEN '@' || {alias}.name ELSE {alias}.name END) = ANY(%(names)s::text[]))"
+    "(%(names)b::text[] IS NULL OR (CASE WHEN left({alias}.instance_id, 1) = '@' "
+    "THEN '@' || {alias}.name ELSE {alias}.name END) = ANY(%(names)b::text[]))"
 )
 
 
@@ -341,7 +341,7 @@ def eager_lease_sql(s: str) -> str:
     return f"""
 WITH picked AS (
     SELECT o.instance_id FROM {s}.instances o
-    WHERE o.hub = %(hub)s AND o.instance_id = ANY(%(ids)s::text[])
+    WHERE o.hub = %(hub)s AND o.instance_id = ANY(%(ids)b::text[])
         AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= %(now)s)
         AND {VERSION_ADMITS.format(alias="o")} AND {NAMES_ADMIT.format(alias="o")}
         AND EXISTS (SELECT 1 FROM {s}.messages v WHERE v.hub = %(hub)s
@@ -368,7 +368,7 @@ def insert_history_sql(s: str) -> str:
     return (
         f"INSERT INTO {s}.history (hub, instance_id, seq, event) "
         "SELECT %(hub)s, * FROM unnest("
-        "%(history_owner)s::text[], %(history_seq)s::int[], %(history_event)s::text[])"
+        "%(history_owner)b::text[], %(history_seq)b::int[], %(history_event)b::text[])"
     )
 
 
@@ -384,9 +384,9 @@ def activity_sql(s: str) -> str:
     return f"""
 WITH r AS (
     SELECT * FROM unnest(
-        %(id)s::bigint[], %(token)s::bigint[], %(result_instance)s::text[],
-        %(result_execution)s::text[], %(result_visible)s::timestamptz[],
-        %(result_event)s::text[]
+        %(id)b::bigint[], %(token)b::bigint[], %(result_instance)b::text[],
+        %(result_execution)b::text[], %(result_visible)b::timestamptz[],
+        %(result_event)b::text[]
     ) WITH ORDINALITY AS r(id, token, instance_id, execution_id, visible_at, event, ord)
 ), done AS (
     DELETE FROM {s}.work_items w USING r

@@ -40,9 +40,9 @@ def inline_sql(s: str) -> str:
     them; returns :func:`commit_sql`'s rows and ``NULL, ord, NULL`` per applied result."""
     inputs = f""", r AS (
     SELECT * FROM unnest(
-        %(rid)s::bigint[], %(rtoken)s::bigint[], %(result_instance)s::text[],
-        %(result_execution)s::text[], %(result_visible)s::timestamptz[],
-        %(result_event)s::text[]
+        %(rid)b::bigint[], %(rtoken)b::bigint[], %(result_instance)b::text[],
+        %(result_execution)b::text[], %(result_visible)b::timestamptz[],
+        %(result_event)b::text[]
     ) WITH ORDINALITY AS r(id, token, instance_id, execution_id, visible_at, event, ord)
 ), done AS (
     DELETE FROM {s}.work_items w USING r
