@@ -17,7 +17,6 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ from taskloom.runtime.activities import run_activity
 from taskloom.runtime.episodes import Planned, plan_episode, plan_version_failure
 from taskloom.runtime.heartbeat import Heartbeat, WorkerShape
 from taskloom.runtime.inline import CachedRun, InlinePlan, plan_inline, settle_inline
+from taskloom.runtime.threads import ActivityThreads
 from taskloom.runtime.tracing import Emit, EpisodeTraces, emit_all, trace_batch
 from taskloom.storage.base import (
     ACTIVITIES,
@@ -137,7 +137,7 @@ class Worker:
         self._saturated = False
         self._eager_tasks: set[asyncio.Task[None]] = set()
         self._leasing = 0
-        self._pool = ThreadPoolExecutor(self.options.activity_threads, "taskloom-activity")
+        self._pool = ActivityThreads(self.options.activity_threads, "taskloom-activity")
         self._traces = EpisodeTraces(self.options.cache_size)
         self._episodes_in_hand = 0
         #: Instances in an episode batch of this worker (leased, planned or committing).
@@ -210,7 +210,7 @@ class Worker:
             await self._flush()
         if self._eager_tasks:  # episodes leased with the last results: let them commit
             await asyncio.wait(list(self._eager_tasks), timeout=max(1.0, drain_timeout))
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         if self._heartbeat is not None:
             await self._heartbeat.stop()
         measure.untrack_slots(self)

@@ -267,10 +267,11 @@ def inline_kinds(inline: InlineEpisodes | None) -> str:
     return commit_kinds(done, [True] * len(done), inline.activities)
 
 
-def inline_changes(inline: InlineEpisodes | None) -> list[str]:
-    """The instances whose status the applied inline episodes changed."""
+def inline_changes(inline: InlineEpisodes | None) -> dict[str, Status]:
+    """The instances whose status the applied inline episodes changed, with their new
+    statuses."""
     if inline is None:
-        return []
+        return {}
     done = [c for iid, c in inline.commits.items() if iid in inline.applied]
     return status_changes(done, [True] * len(done))
 
@@ -336,9 +337,11 @@ class InstanceLeases:
 
 
 Listener = Callable[[], None]
-#: Called with the ids of instances whose status this store object's own writes changed,
-#: or with None when statuses may have changed without saying which (another process,
-#: another store object on the same database, a write that does not list them).
+#: Called with the ids of instances whose status this store object's own writes changed
+#: (a mapping of each to its new status when the writer knows it: listeners waiting for
+#: other statuses then need not look), or with None when statuses may have changed
+#: without saying which (another process, another store object on the same database, a
+#: write that does not list them).
 StatusListener = Callable[[Collection[str] | None], None]
 
 #: What a wake-up is about, one letter each; a listener names the kinds it cares for, so a
@@ -597,14 +600,14 @@ def commit_kinds(
     return kinds + timed(m for c in done for m in c.messages)
 
 
-def status_changes(commits: Sequence[EpisodeCommit], applied: Sequence[bool]) -> list[str]:
+def status_changes(commits: Sequence[EpisodeCommit], applied: Sequence[bool]) -> dict[str, Status]:
     """The instances whose status a batch of episode commits changed (the ids that
-    :func:`commit_kinds`' :data:`STATUS` is about)."""
-    return [
-        c.instance.instance_id
+    :func:`commit_kinds`' :data:`STATUS` is about), with their new statuses."""
+    return {
+        c.instance.instance_id: c.instance.status
         for c, ok in zip(commits, applied, strict=True)
         if ok and c.prior_status is not c.instance.status
-    ]
+    }
 
 
 def result_kinds(results: Sequence[ActivityResult], eager: EagerEpisodes | None) -> str:

@@ -463,7 +463,9 @@ class PostgresStore(
                 f"with status {blocking.value}; wait for it to finish, terminate or purge it, "
                 "or choose another instance_id"
             )
-        self._notify(EPISODES + STATUS + timed([new.start]), [new.record.instance_id])
+        self._notify(
+            EPISODES + STATUS + timed([new.start]), {new.record.instance_id: new.record.status}
+        )
 
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if not messages:

@@ -461,7 +461,7 @@ class SqliteStore(
             return
         made = [new for (new, _), b in zip(starts, blocking, strict=True) if b is None]
         if made:
-            started = [new.record.instance_id for new in made]
+            started = {new.record.instance_id: new.record.status for new in made}
             self._notify(EPISODES + STATUS + timed(new.start for new in made), started)
         for (_, created), status in zip(starts, blocking, strict=True):
             if not created.done():
