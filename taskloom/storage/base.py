@@ -600,6 +600,19 @@ def commit_kinds(
     return kinds + timed(m for c in done for m in c.messages)
 
 
+def likely_commit_kinds(commits: Sequence[EpisodeCommit], eager: EagerActivities | None) -> str:
+    """:func:`commit_kinds` as it will be if every commit applies and ``eager`` leases
+    all it has room for (what a commit may notify before it knows its outcome)."""
+    room = 0 if eager is None else max(0, eager.limit - len(eager.leased))
+    changed = any(c.prior_status is not c.instance.status for c in commits)
+    kinds = STATUS if changed else ""
+    if any(c.messages or c.new_instances for c in commits):
+        kinds += EPISODES
+    if sum(len(c.work_items) for c in commits) > room:
+        kinds += ACTIVITIES
+    return kinds + timed(m for c in commits for m in c.messages)
+
+
 def status_changes(commits: Sequence[EpisodeCommit], applied: Sequence[bool]) -> dict[str, Status]:
     """The instances whose status a batch of episode commits changed (the ids that
     :func:`commit_kinds`' :data:`STATUS` is about), with their new statuses."""

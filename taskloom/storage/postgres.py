@@ -82,6 +82,7 @@ from taskloom.storage.base import (
     VersionFilter,
     child_conflict_message,
     commit_kinds,
+    likely_commit_kinds,
     status_changes,
     timed,
 )
@@ -307,6 +308,26 @@ class PostgresStore(
         if self._announcer is not None:
             self._announcer.announce(kinds)
 
+    def _claim(self, kinds: str) -> str:
+        """The kinds a commit about to start may notify in its own transaction (see
+        :class:`Announcer`), or "" (then it announces as usual). A non-empty answer
+        must be :meth:`_settled`."""
+        announcer = self._announcer
+        return kinds if kinds and announcer is not None and announcer.claim() else ""
+
+    async def _notify_within(self, conn: Conn, kinds: str) -> None:
+        """Queue the ``pg_notify`` of a claimed commit in its transaction's pipeline."""
+        if kinds:
+            payload = f"{self._token}:{kinds}"
+            await conn.execute("SELECT pg_notify(%s, %s)", [self._channel, payload])
+
+    def _settled(self, sent: str, kinds: str, changed: Collection[str] | None = None) -> None:
+        """After a commit that claimed the announcer (``sent``: what it notified; ""
+        when it failed): wake local listeners of ``kinds``, announce what is left."""
+        self._wake_locally(kinds, changed)
+        if self._announcer is not None:
+            self._announcer.settle(sent, kinds)
+
     async def _send_notification(self, kinds: str) -> None:
         async def op(conn: Conn) -> None:
             payload = f"{self._token}:{kinds}"
@@ -434,17 +455,20 @@ class PostgresStore(
         payloads = self.payloads.fork()
         new = NewInstance(payloads.record(new.record), payloads.message(new.start))
         pending = payloads.pending
+        kinds = EPISODES + STATUS + timed([new.start])
 
         async def op(conn: Conn) -> Status | None:
             nonlocal attempts
             attempts += 1
             async with conn.pipeline():
                 # A free id (the usual case) costs one round trip: BEGIN, the create
-                # statement and COMMIT go out together. A taken id changes nothing
-                # there and takes the slow path in a second transaction.
+                # statement, the notification (when claimed) and COMMIT go out together.
+                # A taken id changes nothing there and takes the slow path in a second
+                # transaction.
                 created = conn.cursor()
                 async with conn.transaction():
                     await created.execute(create_sql(self._s), create_params(self.hub, new))
+                    await self._notify_within(conn, sent)
                     if pending:  # large payloads go in the same transaction, if created
                         row = await created.fetchone()
                         if row is not None and row[0]:
@@ -456,16 +480,26 @@ class PostgresStore(
                 async with conn.transaction(), conn.cursor() as cur:
                     return await self._replace(cur, new, attempts > 1, pending)
 
-        blocking = await self._run(op)
+        sent = self._claim(kinds)
+        try:
+            blocking = await self._run(op)
+        except BaseException:
+            if sent:
+                self._settled("", "")
+            raise
         if blocking is not None:
+            if sent:
+                self._settled(sent, "")
             raise InstanceExistsError(
                 f"instance {new.record.instance_id!r} already exists in task hub {self.hub!r} "
                 f"with status {blocking.value}; wait for it to finish, terminate or purge it, "
                 "or choose another instance_id"
             )
-        self._notify(
-            EPISODES + STATUS + timed([new.start]), {new.record.instance_id: new.record.status}
-        )
+        changed = {new.record.instance_id: new.record.status}
+        if sent:
+            self._settled(sent, kinds, changed)
+        else:
+            self._notify(kinds, changed)
 
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if not messages:
@@ -543,8 +577,9 @@ class PostgresStore(
                 eager.leased.clear()  # a retried attempt starts over
             async with conn.pipeline():
                 async with conn.transaction():
-                    sent = [m for c in commits for m in c.messages]
-                    await ensure_postgres(conn, self._s, self.hub, sent)
+                    messages = [m for c in commits for m in c.messages]
+                    await ensure_postgres(conn, self._s, self.hub, messages)
+                    await self._notify_within(conn, sent)
                     fenced: list[tuple[list[int], Cur]] = []
                     for n, batch in enumerate(rounds):
                         cur = conn.cursor()
@@ -565,8 +600,17 @@ class PostgresStore(
                     await self._mark_applied(fenced, commits, applied, eager)
             return applied
 
-        applied = await self._run(op)
-        if any(applied) and (kinds := commit_kinds(commits, applied, eager)):
+        sent = self._claim(likely_commit_kinds(commits, eager))
+        try:
+            applied = await self._run(op)
+        except BaseException:
+            if sent:
+                self._settled("", "")
+            raise
+        kinds = commit_kinds(commits, applied, eager) if any(applied) else ""
+        if sent:
+            self._settled(sent, kinds, status_changes(commits, applied))
+        elif kinds:
             self._notify(kinds, status_changes(commits, applied))
         return applied
 

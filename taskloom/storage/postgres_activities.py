@@ -14,6 +14,7 @@ from psycopg import AsyncConnection, AsyncCursor
 from taskloom.history import loads_event
 from taskloom.storage import large
 from taskloom.storage.base import (
+    EPISODES,
     ActivityResult,
     EagerEpisodes,
     EpisodeCommit,
@@ -23,6 +24,7 @@ from taskloom.storage.base import (
     WorkItem,
     inline_changes,
     inline_kinds,
+    likely_commit_kinds,
     result_kinds,
 )
 from taskloom.storage.entity_rows import ensure_postgres
@@ -55,6 +57,14 @@ class PostgresActivitiesMixin:
         async def _run(self, op: Callable[[Conn], Awaitable[T]]) -> T: ...
 
         def _notify(self, kinds: str = ..., changed: Collection[str] | None = ...) -> None: ...
+
+        def _claim(self, kinds: str) -> str: ...
+
+        async def _notify_within(self, conn: Conn, kinds: str) -> None: ...
+
+        def _settled(
+            self, sent: str, kinds: str, changed: Collection[str] | None = ...
+        ) -> None: ...
 
         async def _put_payloads(self, cur: Cur, pending: dict[tuple[str, str], str]) -> None: ...
 
@@ -163,6 +173,7 @@ class PostgresActivitiesMixin:
                 cur, icur = conn.cursor(), conn.cursor()
                 lease, inboxes = conn.cursor(), conn.cursor()
                 async with conn.transaction():
+                    await self._notify_within(conn, noted)
                     if rest:
                         await cur.execute(activity_sql(self._s), params)
                     if iparams:
@@ -188,7 +199,16 @@ class PostgresActivitiesMixin:
                     eager.leased.extend(await self._with_inboxes(conn, leased, rows))
             return done, outcome
 
-        done, outcome = await self._run(op)
+        # What to notify inside the transaction: the inline episodes' wake-ups as if all
+        # apply, and the results' if no eager lease is asked for (one usually takes them).
+        likely = likely_commit_kinds(commits, None if inline is None else inline.activities)
+        noted = self._claim(likely + (EPISODES if rest and eager is None else ""))
+        try:
+            done, outcome = await self._run(op)
+        except BaseException:
+            if noted:
+                self._settled("", "")
+            raise
         if inline is not None:
             inline.applied |= outcome.committed
             if inline.activities is not None:
@@ -199,7 +219,9 @@ class PostgresActivitiesMixin:
         rest_took = [r for r in took if r.message.instance_id not in outcome.committed]
         if rest_took:
             kinds += result_kinds(rest_took, eager)
-        if kinds:
+        if noted:
+            self._settled(noted, kinds, inline_changes(inline))
+        elif kinds:
             self._notify(kinds, inline_changes(inline))
         return applied
 
