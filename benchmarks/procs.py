@@ -46,7 +46,7 @@ async def prepare(url: str) -> None:
 
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             for table in CHURNED:
-                await conn.execute(f"VACUUM ANALYZE taskloom.{table}")
+                await conn.execute(f"VACUUM taskloom.{table}")
 
 
 def taskloom_worker(url: str) -> list[str]:

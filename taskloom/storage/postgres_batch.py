@@ -79,6 +79,10 @@ def commit_sql(
     """Fence and apply a round of episode commits; returns the applied instance ids
     (``id, NULL, NULL``) and the work items leased eagerly (``instance, id, task``).
 
+    The instances are also named by ``= ANY`` of the ids, so the row look-up is an index
+    condition whatever the planner's estimates (statistics taken while a hub was empty
+    otherwise make it scan the hub's instances once per commit).
+
     ``fence`` is the condition on the instance row ``i`` and the commit ``c``; ``inputs``
     adds CTEs after ``c``, ``tail`` CTEs after ``fenced`` (both start with a comma) and
     ``returning`` rows to the result (``UNION ALL ...``), for the inline episodes of
@@ -102,7 +106,8 @@ WITH c AS (
         updated_at = c.updated_at, history_len = c.history_len, name = c.name,
         version = c.version, lease_owner = NULL, lease_expires_at = NULL
     FROM c
-    WHERE i.hub = %(hub)s AND i.instance_id = c.instance_id AND {fence}
+    WHERE i.hub = %(hub)s AND i.instance_id = ANY(%(id)b::text[])
+        AND i.instance_id = c.instance_id AND {fence}
     RETURNING i.instance_id
 ){tail}, consumed AS (
     DELETE FROM {s}.messages m

@@ -25,14 +25,12 @@ from taskloom.storage.postgres_batch import commit_params, commit_sql, eager_ite
 __all__ = ["InlineOutcome", "inline_params", "inline_sql", "read_outcome"]
 
 
-def _fence(s: str) -> str:
-    return (
-        "i.lease_token = c.lease_token AND i.lease_expires_at IS NULL "
-        "AND i.history_len = c.prior_len AND i.execution_id = c.execution_id "
-        "AND c.results = (SELECT count(*) FROM done d WHERE d.instance_id = c.instance_id) "
-        f"AND NOT EXISTS (SELECT 1 FROM {s}.messages v WHERE v.hub = %(hub)s "
-        "AND v.instance_id = c.instance_id AND v.visible_at <= %(now)s)"
-    )
+#: The row as the planner's last commit left it, for the commits in ``ok``.
+_FENCE = (
+    "i.lease_token = c.lease_token AND i.lease_expires_at IS NULL "
+    "AND i.history_len = c.prior_len AND i.execution_id = c.execution_id "
+    "AND c.instance_id IN (SELECT instance_id FROM ok)"
+)
 
 
 def inline_sql(s: str) -> str:
@@ -48,6 +46,16 @@ def inline_sql(s: str) -> str:
     DELETE FROM {s}.work_items w USING r
     WHERE w.id = r.id AND w.lease_token = r.token AND w.hub = %(hub)s
     RETURNING r.ord, r.instance_id
+), ok AS MATERIALIZED (
+    -- Every result counted applied, and no other message is visible (looked up by the
+    -- ids, so an index condition whatever the estimates).
+    SELECT c.instance_id FROM c
+    JOIN (SELECT instance_id, count(*) AS n FROM done GROUP BY instance_id) k
+        ON k.instance_id = c.instance_id AND k.n = c.results
+    WHERE c.instance_id NOT IN (
+        SELECT v.instance_id FROM {s}.messages v
+        WHERE v.hub = %(hub)s AND v.instance_id = ANY(%(id)b::text[])
+            AND v.visible_at <= %(now)s)
 )"""
     tail = f""", kept AS (
     INSERT INTO {s}.messages (hub, instance_id, execution_id, visible_at, event)
@@ -57,7 +65,7 @@ def inline_sql(s: str) -> str:
     ORDER BY r.ord
 )"""
     returning = "\nUNION ALL\nSELECT NULL, ord, NULL FROM done"
-    return commit_sql(s, _fence(s), inputs, tail, returning)
+    return commit_sql(s, _FENCE, inputs, tail, returning)
 
 
 def inline_params(
