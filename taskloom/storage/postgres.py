@@ -120,6 +120,7 @@ from taskloom.storage.postgres_notify import (
     validate_schema,
 )
 from taskloom.storage.postgres_reads import PostgresReadsMixin
+from taskloom.storage.postgres_starts import Started, StartGroup, starts_params, starts_sql
 from taskloom.storage.postgres_topics import PostgresTopicsMixin
 from taskloom.storage.postgres_workers import PostgresWorkersMixin
 
@@ -178,6 +179,7 @@ class PostgresStore(
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener: NotifyListener | None = None
         self._announcer: Announcer | None = None
+        self._start_group = StartGroup(self._start_batch)
         # Our NOTIFY payload: the listener skips its own store's notifications.
         self._token = uuid.uuid4().hex
         self._open_lock = asyncio.Lock()
@@ -451,55 +453,93 @@ class PostgresStore(
     # -- clients --------------------------------------------------------------------
 
     async def create_instance(self, new: NewInstance) -> None:
-        attempts = 0
         payloads = self.payloads.fork()
         new = NewInstance(payloads.record(new.record), payloads.message(new.start))
-        pending = payloads.pending
-        kinds = EPISODES + STATUS + timed([new.start])
-
-        async def op(conn: Conn) -> Status | None:
-            nonlocal attempts
-            attempts += 1
-            async with conn.pipeline():
-                # A free id (the usual case) costs one round trip: BEGIN, the create
-                # statement, the notification (when claimed) and COMMIT go out together.
-                # A taken id changes nothing there and takes the slow path in a second
-                # transaction.
-                created = conn.cursor()
-                async with conn.transaction():
-                    await created.execute(create_sql(self._s), create_params(self.hub, new))
-                    await self._notify_within(conn, sent)
-                    if pending:  # large payloads go in the same transaction, if created
-                        row = await created.fetchone()
-                        if row is not None and row[0]:
-                            await self._put_payloads(created, pending)
-                if not pending:
-                    row = await created.fetchone()
-                if row is not None and row[0]:
-                    return None
-                async with conn.transaction(), conn.cursor() as cur:
-                    return await self._replace(cur, new, attempts > 1, pending)
-
-        sent = self._claim(kinds)
-        try:
-            blocking = await self._run(op)
-        except BaseException:
-            if sent:
-                self._settled("", "")
-            raise
+        if payloads.pending:  # large payloads: a transaction of its own
+            blocking = await self._create_alone(new, payloads.pending)
+        else:
+            started = await self._start_group.submit(new)
+            blocking = None if started.created else await self._create_taken(new, started)
         if blocking is not None:
-            if sent:
-                self._settled(sent, "")
             raise InstanceExistsError(
                 f"instance {new.record.instance_id!r} already exists in task hub {self.hub!r} "
                 f"with status {blocking.value}; wait for it to finish, terminate or purge it, "
                 "or choose another instance_id"
             )
-        changed = {new.record.instance_id: new.record.status}
+
+    async def _start_batch(self, news: list[NewInstance]) -> tuple[set[str], bool]:
+        """One batch of :class:`StartGroup`: one statement, one transaction."""
+        attempts = 0
+        kinds = EPISODES + STATUS + timed(n.start for n in news)
+        params = starts_params(self.hub, news)
+
+        async def op(conn: Conn) -> set[str]:
+            nonlocal attempts
+            attempts += 1
+            async with conn.pipeline():
+                cur = conn.cursor()
+                async with conn.transaction():
+                    await cur.execute(starts_sql(self._s), params)
+                    await self._notify_within(conn, sent)
+                return {row[0] for row in await cur.fetchall()}
+
+        sent = self._claim(kinds)
+        try:
+            created = await self._run(op)
+        except BaseException:
+            if sent:
+                self._settled("", "")
+            raise
+        changed = {
+            n.record.instance_id: n.record.status for n in news if n.record.instance_id in created
+        }
         if sent:
-            self._settled(sent, kinds, changed)
-        else:
+            self._settled(sent, kinds if created else "", changed)
+        elif created:
             self._notify(kinds, changed)
+        return created, attempts > 1
+
+    async def _create_taken(self, new: NewInstance, started: Started) -> Status | None:
+        """The slow path of a start whose id was taken: replace a finished instance."""
+
+        async def op(conn: Conn) -> Status | None:
+            async with conn.transaction(), conn.cursor() as cur:
+                return await self._replace(cur, new, started.retried)
+
+        blocking = await self._run(op)
+        if blocking is None:
+            self._notify(
+                EPISODES + STATUS + timed([new.start]), {new.record.instance_id: new.record.status}
+            )
+        return blocking
+
+    async def _create_alone(
+        self, new: NewInstance, pending: dict[tuple[str, str], str]
+    ) -> Status | None:
+        """A start with large payloads, in a transaction of its own."""
+        attempts = 0
+
+        async def op(conn: Conn) -> Status | None:
+            nonlocal attempts
+            attempts += 1
+            async with conn.pipeline():
+                created = conn.cursor()
+                async with conn.transaction():
+                    await created.execute(create_sql(self._s), create_params(self.hub, new))
+                    row = await created.fetchone()
+                    if row is not None and row[0]:
+                        await self._put_payloads(created, pending)
+                if row is not None and row[0]:
+                    return None
+                async with conn.transaction(), conn.cursor() as cur:
+                    return await self._replace(cur, new, attempts > 1, pending)
+
+        blocking = await self._run(op)
+        if blocking is None:
+            self._notify(
+                EPISODES + STATUS + timed([new.start]), {new.record.instance_id: new.record.status}
+            )
+        return blocking
 
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if not messages:
