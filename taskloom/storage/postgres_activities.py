@@ -164,6 +164,8 @@ class PostgresActivitiesMixin:
                 now,
             )
 
+        leasing = eager is not None and bool(rest)
+
         async def op(conn: Conn) -> tuple[set[int], InlineOutcome]:
             # One round trip: BEGIN, the fenced delete-and-enqueue, the inline episodes,
             # the eager lease of the receiving instances (it sees the messages just
@@ -180,9 +182,12 @@ class PostgresActivitiesMixin:
                         messages = [m for c in commits for m in c.messages]
                         await ensure_postgres(conn, self._s, self.hub, messages)
                         await icur.execute(inline_sql(self._s), iparams)
-                    if eager is not None:
+                    if leasing:
+                        assert eager is not None
                         eager.leased.clear()  # a retried attempt starts over
-                        ids = [results[k].message.instance_id for k in sent]
+                        # Not the inline instances: their episodes are in this commit
+                        # (one whose fence fails is leased by the worker's own loop).
+                        ids = [results[k].message.instance_id for k in rest]
                         lease_params = self._eager_params(eager, ids)
                         await lease.execute(eager_lease_sql(self._s), lease_params)
                         await inboxes.execute(leased_inboxes_sql(self._s), lease_params)
@@ -193,7 +198,8 @@ class PostgresActivitiesMixin:
                 if iparams:
                     outcome = read_outcome(await icur.fetchall(), commits)
                     done |= {inlined[n] for n in outcome.results}
-                if eager is not None:
+                if leasing:
+                    assert eager is not None
                     leased = await lease.fetchall()
                     rows = await inboxes.fetchall()
                     eager.leased.extend(await self._with_inboxes(conn, leased, rows))
@@ -202,7 +208,7 @@ class PostgresActivitiesMixin:
         # What to notify inside the transaction: the inline episodes' wake-ups as if all
         # apply, and the results' if no eager lease is asked for (one usually takes them).
         likely = likely_commit_kinds(commits, None if inline is None else inline.activities)
-        noted = self._claim(likely + (EPISODES if rest and eager is None else ""))
+        noted = self._claim(likely + (EPISODES if rest and not leasing else ""))
         try:
             done, outcome = await self._run(op)
         except BaseException:
