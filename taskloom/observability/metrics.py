@@ -54,13 +54,21 @@ class Metric:
         self.name = name
         self.help = help
         self.label_names = tuple(labels)
+        # Keys seen before, by the label values as given: most observations repeat a
+        # handful of label combinations, several times per episode.
+        self._keys: dict[tuple[object, ...], Labels] = {}
 
     def _key(self, labels: Sequence[str]) -> Labels:
-        if len(labels) != len(self.label_names):
-            raise ValueError(
-                f"metric {self.name} takes labels {self.label_names}, got {tuple(labels)}"
-            )
-        return tuple(str(v) for v in labels)
+        given = tuple(labels)
+        key = self._keys.get(given)
+        if key is not None:
+            return key
+        if len(given) != len(self.label_names):
+            raise ValueError(f"metric {self.name} takes labels {self.label_names}, got {given}")
+        key = tuple(str(v) for v in given)
+        if len(self._keys) < 10_000:
+            self._keys[given] = key
+        return key
 
     def samples(self) -> Iterable[str]:
         raise NotImplementedError
