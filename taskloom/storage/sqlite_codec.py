@@ -7,14 +7,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from typing import Any
 
 from taskloom.history import loads_event
 from taskloom.models import FailureDetails, Status
-from taskloom.storage.base import InstanceQuery, InstanceRecord, Message
+from taskloom.storage.base import InstanceQuery, InstanceRecord, Message, VersionFilter, names_json
 from taskloom.storage.entity_rows import SQLITE_NO_ENTITIES, wants_entities
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -180,3 +182,30 @@ RECORD_COLUMNS = (
     "scheduled_start_at",
     "history_len",
 )
+
+
+def _load_queries() -> dict[str, str]:
+    """The ``-- name: NAME`` blocks of ``sql/sqlite/queries.sql``."""
+    text = resources.files("taskloom.storage").joinpath("sql", "sqlite", "queries.sql")
+    queries: dict[str, str] = {}
+    for block in re.split(r"^-- name: ", text.read_text("utf-8"), flags=re.MULTILINE)[1:]:
+        name, _, sql = block.partition("\n")
+        queries[name.strip()] = sql.strip()
+    return queries
+
+
+#: The ``-- name: NAME`` blocks of ``sql/sqlite/queries.sql``, by name.
+QUERIES = _load_queries()
+
+
+def version_params(versions: VersionFilter | None) -> tuple[str | None, str | None, str]:
+    """The parameters of a query's version condition (see ``episode_candidates``)."""
+    if versions is None:
+        return None, None, "[]"
+    return versions.only, versions.only, json.dumps(sorted(versions.excluded))
+
+
+def name_params(names: Collection[str] | None) -> tuple[str | None, str | None]:
+    """The parameters of a query's name condition (see ``episode_candidates``)."""
+    text = names_json(names)
+    return text, text
