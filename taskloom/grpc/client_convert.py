@@ -84,6 +84,7 @@ def failure(details: FailureDetails) -> pb.TaskFailureDetails:
         errorType=details.error_type,
         errorMessage=details.message,
         stackTrace=text(details.stack_trace),
+        isNonRetriable=details.non_retriable,
     )
     if details.inner is not None:
         out.innerFailure.CopyFrom(failure(details.inner))
