@@ -147,9 +147,6 @@ class SidecarBase:
         self.stopping = False
         #: Work items out with SDK workers, by completion token.
         self.inflight = InFlight(keep_for=lease_for * 2)
-        #: The orchestration trace context (span id, start) each SDK worker last reported
-        #: per (hub, instance id), sent back with the next episode (kept in memory only).
-        self.trace_contexts: dict[tuple[str, str], Any] = {}
 
     async def caller(self, context: Any, permission: str) -> Caller:
         """The hub and role of this call; raises unless the role has ``permission``."""

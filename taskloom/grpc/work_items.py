@@ -33,7 +33,7 @@ from taskloom.entities.records import is_entity_id
 from taskloom.grpc import tokens
 from taskloom.grpc.base import SidecarBase, rpc, stream_rpc
 from taskloom.grpc.client_convert import text
-from taskloom.grpc.convert import request_events
+from taskloom.grpc.convert import request_events, span_context, trace_context
 from taskloom.grpc.hubs import Hub
 from taskloom.runtime.episodes import current_messages, plan_without_code, rewind_due
 from taskloom.runtime.heartbeat import Heartbeat, WorkerShape
@@ -297,7 +297,7 @@ class WorkStream:
         request = pb.OrchestratorRequest(
             instanceId=iid, executionId=text(rec.execution_id), pastEvents=past_pb, newEvents=new_pb
         )
-        trace = sidecar.trace_contexts.get((self.hub.name, iid))
+        trace = span_context(history)  # recorded by CompleteOrchestratorTask
         if trace is not None:
             request.orchestrationTraceContext.CopyFrom(trace)
         text_token = self._track(token, work)
@@ -321,6 +321,8 @@ class WorkStream:
             orchestrationInstance=pb.OrchestrationInstance(
                 instanceId=work.instance_id, executionId=text(work.execution_id)
             ),
+            # The scheduling action's trace context (the work item keeps its traceparent).
+            parentTraceContext=trace_context(work.trace_parent, None),
         )
         return pb.WorkItem(completionToken=text_token, activityRequest=request)
 

@@ -5,7 +5,6 @@ stream re-dispatched after the lease, abandons, malformed requests and keys."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,47 +13,12 @@ import grpc
 import pytest
 from durabletask.internal import orchestrator_service_pb2 as pb
 from google.protobuf import empty_pb2, wrappers_pb2
-from grpc_worker_env import Sidecar, serving, wait_until
+from grpc_worker_env import Sidecar, Stream, serving
 
 import taskloom as tl
 from taskloom.models import Status
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Stream:
-    """A GetWorkItems call read on a thread, so the test can wait with deadlines."""
-
-    def __init__(self, sidecar: Sidecar, role: str = "worker", **request: Any) -> None:
-        self.channel, stub = sidecar.stub()
-        self.call = stub.GetWorkItems(
-            pb.GetWorkItemsRequest(**request), metadata=sidecar.metadata(role)
-        )
-        self.items: list[pb.WorkItem] = []
-        self.error: grpc.RpcError | None = None
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for item in self.call:
-                if not item.HasField("healthPing"):
-                    self.items.append(item)
-        except grpc.RpcError as exc:
-            self.error = exc
-
-    def take(self, kind: str, timeout: float = 30) -> pb.WorkItem:
-        """The next work item of ``kind`` (``orchestratorRequest``, ``activityRequest``)."""
-        found = wait_until(
-            lambda: next((i for i in self.items if i.HasField(kind)), None),
-            timeout,
-            f"a {kind} work item",
-        )
-        self.items.remove(found)
-        return found  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self.call.cancel()
-        self.channel.close()
 
 
 @pytest.fixture
