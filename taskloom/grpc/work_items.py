@@ -9,9 +9,10 @@ messages as ``newEvents`` (after an ``orchestratorStarted``), or an ``ActivityRe
 It waits on the store's wake-ups (:meth:`Store.add_listener`), not by polling, with
 timers as the store's :meth:`~Store.next_wakeup` says; an idle stream gets a
 ``healthPing`` every ``ping_interval`` seconds. While the stream lives it renews the
-leases of its activities (the protocol has no renew call, and an open stream shows the
-worker is alive); when it ends, what it sent stays leased until the lease lapses, so a
-worker that reconnects can still complete it, and otherwise another worker gets it.
+leases of what it sent, activities, orchestration episodes and entity batches (the
+protocol has no renew call, and an open stream shows the worker is alive); when it
+ends, what it sent stays leased until the lease lapses, so a worker that reconnects can
+still complete it, and otherwise another worker gets it.
 """
 
 from __future__ import annotations
@@ -160,7 +161,9 @@ class WorkStream:
     orchestration_limit: int
     activity_limit: int
     owner: str = field(default_factory=lambda: f"grpc-{uuid.uuid4().hex[:12]}")
-    orchestrations_out: int = 0
+    #: Orchestration episodes and entity batches out with the worker, by completion
+    #: token: (instance id, lease token), for their slots and lease renewals.
+    episodes: dict[str, tuple[str, int]] = field(default_factory=dict)
     activities: dict[str, WorkItem] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -169,7 +172,7 @@ class WorkStream:
         if item.token.kind == tokens.ACTIVITY:
             self.activities.pop(item.token.encode(), None)
         elif item.token.kind == tokens.ORCHESTRATION or item.token.kind == tokens.ENTITY:
-            self.orchestrations_out = max(0, self.orchestrations_out - 1)
+            self.episodes.pop(item.token.encode(), None)
         self.wake.set()
 
     async def run(self) -> AsyncIterator[pb.WorkItem]:
@@ -187,13 +190,13 @@ class WorkStream:
                     sent += 1
                     yield item
                 now_mono = time.monotonic()
+                renew_every = sidecar.lease_for / 3
+                if now_mono - last_renewal >= renew_every:  # busy or not
+                    await self._renew()
+                    last_renewal = now_mono
                 if sent:
                     last_sent = now_mono
                     continue
-                renew_every = sidecar.lease_for / 3
-                if now_mono - last_renewal >= renew_every:
-                    await self._renew()
-                    last_renewal = now_mono
                 if now_mono - last_sent >= sidecar.ping_interval:
                     yield pb.WorkItem(healthPing=pb.HealthPing())
                     last_sent = now_mono
@@ -228,7 +231,7 @@ class WorkStream:
     async def _lease(self) -> AsyncIterator[pb.WorkItem]:
         sidecar, store, f = self.sidecar, self.hub.store, self.filters
         sidecar.inflight.sweep(time.monotonic())
-        free = self.orchestration_limit - self.orchestrations_out
+        free = self.orchestration_limit - len(self.episodes)
         if free > 0:
             now = sidecar.clock.now()
             episodes = await store.lease_episodes(
@@ -304,8 +307,11 @@ class WorkStream:
         return pb.WorkItem(completionToken=text_token, orchestratorRequest=request)
 
     def _track(self, token: tokens.Token, payload: Any) -> str:
-        self.orchestrations_out += 1
-        return self.sidecar.inflight.add(tokens.Dispatched(token, payload, self, time.monotonic()))
+        text_token = self.sidecar.inflight.add(
+            tokens.Dispatched(token, payload, self, time.monotonic())
+        )
+        self.episodes[text_token] = (token.item, token.lease_token)
+        return text_token
 
     def _activity_item(self, work: WorkItem) -> pb.WorkItem:
         detail = (work.instance_id, work.execution_id, work.task_id)
@@ -327,15 +333,29 @@ class WorkStream:
         return pb.WorkItem(completionToken=text_token, activityRequest=request)
 
     async def _renew(self) -> None:
-        """Extend the leases of this stream's activities still out with the worker."""
-        if not self.activities:
-            return
-        leases = [(w.id, w.lease_token) for w in self.activities.values()]
-        now = self.sidecar.clock.now()
-        kept = await self.hub.store.renew_activities(leases, now, self.sidecar.lease_for)
-        for key, ok in zip(list(self.activities), kept, strict=True):
-            if not ok:  # taken over elsewhere: its completion will be refused
-                self.activities.pop(key, None)
+        """Extend the leases of what this stream has out with the worker (activities,
+        orchestration episodes, entity batches): an open stream shows the worker is alive,
+        so a long activity or entity batch is not sent to another worker meanwhile."""
+        store, now, lease_for = self.hub.store, self.sidecar.clock.now(), self.sidecar.lease_for
+        if self.activities:
+            keys = list(self.activities)  # completions may land during the await
+            leases = [(w.id, w.lease_token) for w in self.activities.values()]
+            kept = await store.renew_activities(leases, now, lease_for)
+            for key, ok in zip(keys, kept, strict=True):
+                if not ok:  # taken over elsewhere: its completion will be refused
+                    self.activities.pop(key, None)
+        if self.episodes:
+            keys = list(self.episodes)
+            held = await store.renew_episodes(list(self.episodes.values()), now, lease_for)
+            for key, ok in zip(keys, held, strict=True):
+                if not ok:
+                    self.episodes.pop(key, None)
+        # Renewed items stay in the in-flight table (it forgets items whose lease lapsed).
+        renewed = self.activities.keys() | self.episodes.keys()
+        at = time.monotonic()
+        for item in self.sidecar.inflight.of_stream(self):
+            if item.token.encode() in renewed:
+                item.sent_at = at
 
 
 class WorkItemRpcs(SidecarBase):

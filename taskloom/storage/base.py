@@ -467,6 +467,15 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def renew_episodes(
+        self, leases: Sequence[tuple[str, int]], now: datetime, lease_for: float
+    ) -> list[bool]:
+        """Extend episode leases given as (instance_id, lease_token) to ``now +
+        lease_for``; False where the lease is no longer held (lapsed and taken, committed,
+        abandoned). For work held outside the store's own workers (the gRPC sidecar's SDK
+        workers), whose holder shows it is alive."""
+
+    @abc.abstractmethod
     async def abandon_episode(self, instance_id: str, lease_token: int) -> None:
         """Release a lease without changes, so the episode can be retried at once."""
 

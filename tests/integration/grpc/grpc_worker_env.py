@@ -142,6 +142,7 @@ def sdk_worker(
     orchestrators: list[Callable[..., Any]] = (),  # type: ignore[assignment]
     activities: list[Callable[..., Any]] = (),  # type: ignore[assignment]
     *,
+    entities: list[Callable[..., Any]] = (),  # type: ignore[assignment]
     filters: bool = False,
     versioning: sdk.VersioningOptions | None = None,
 ) -> Iterator[sdk.TaskHubGrpcWorker]:
@@ -152,6 +153,8 @@ def sdk_worker(
         w.add_orchestrator(fn)
     for fn in activities:
         w.add_activity(fn)
+    for fn in entities:
+        w.add_entity(fn)
     if filters:
         w.use_work_item_filters()
     if versioning is not None:

@@ -1,6 +1,8 @@
-"""``Store.load_start_events``: each instance's ``ExecutionStarted`` (its tags, version,
-trace context) without loading its history: from history once an episode ran, from the
-inbox before; large inputs resolved."""
+"""Store operations the gRPC sidecar relies on: ``load_start_events`` (each instance's
+``ExecutionStarted``, its tags, version and trace context, without loading its history:
+from history once an episode ran, from the inbox before; large inputs resolved) and
+``renew_episodes`` (a lease held by an SDK worker's open stream is extended, fenced on
+its token)."""
 
 from __future__ import annotations
 
@@ -43,3 +45,28 @@ async def test_a_large_start_input_is_resolved(pstore: Store) -> None:  # noqa: 
     episode = (await lease_all(pstore))["big"]
     assert await pstore.complete_episodes([commit(episode)], T0)
     assert (await pstore.load_start_events(["big"]))["big"].input == value
+
+
+async def test_renewed_episode_leases_last_and_lost_ones_are_refused(store: Store) -> None:
+    await store.create_instance(new_instance("held"))
+    episode = (await lease_all(store, T0, lease_for=30))["held"]
+    token = episode.lease_token
+    assert await store.renew_episodes([("held", token), ("held", token + 1)], at(20), 30) == [
+        True,
+        False,
+    ]
+    assert await store.renew_episodes([], at(20), 30) == []
+    # Past the first lease's end (30 s) but within the renewed one (50 s): still held.
+    assert await store.lease_episodes(at(40), 10, 30, "other") == []
+    assert await store.next_wakeup(at(40)) == at(50)
+    assert list(await lease_all(store, at(51))) == ["held"]  # lapsed: another takes it
+    # The first holder's lease is gone: renewing and committing are refused.
+    assert await store.renew_episodes([("held", token)], at(52), 30) == [False]
+    assert await store.complete_episodes([commit(episode)], at(52)) == [False]
+
+
+async def test_a_committed_episode_is_not_renewed(store: Store) -> None:
+    await store.create_instance(new_instance("done"))
+    episode = (await lease_all(store))["done"]
+    assert await store.complete_episodes([commit(episode)], T0) == [True]
+    assert await store.renew_episodes([("done", episode.lease_token)], at(1), 30) == [False]
