@@ -229,3 +229,20 @@ def test_keys_and_roles(sidecar: Sidecar) -> None:
         assert _code(lambda: stub.Hello(empty_pb2.Empty())) is grpc.StatusCode.UNAUTHENTICATED
     finally:
         channel.close()
+
+
+def test_a_cancelled_stream_takes_no_more_work(tmp_path: Path, store_url: str, hub: str) -> None:
+    """Work that arrives after a worker cancelled its stream goes to a live stream at
+    once, never to the dead one (whose lease would hold it for ``--lease-for``)."""
+    with serving(tmp_path, store_url, hub) as sidecar, tl.Client(store_url, hub=hub) as client:
+        dead = [Stream(sidecar) for _ in range(3)]
+        for stream in dead:
+            stream.close()
+        live = Stream(sidecar)
+        try:
+            ids = {client.start_new("raw", n) for n in range(5)}
+            # Well within the 30 s lease a dead stream would have held them for.
+            got = {live.take("orchestratorRequest", 20).orchestratorRequest.instanceId for _ in ids}
+            assert got == ids
+        finally:
+            live.close()
