@@ -706,7 +706,7 @@ class PostgresStore(
         async def op(conn: Conn) -> set[tuple[str, int]]:
             cur = await conn.execute(
                 f"UPDATE {self._s}.instances i SET lease_expires_at = %s "
-                "FROM unnest(%s::text[], %s::bigint[]) AS u(id, token) "
+                "FROM unnest(%b::text[], %b::bigint[]) AS u(id, token) "
                 "WHERE i.hub = %s AND i.instance_id = u.id AND i.lease_token = u.token "
                 "AND i.lease_expires_at IS NOT NULL RETURNING i.instance_id, i.lease_token",
                 [expires, [i for i, _ in leases], [t for _, t in leases], self.hub],

@@ -160,10 +160,10 @@ class PostgresReadsMixin:
             # none (not started yet), the first one in the inbox.
             cur = await conn.execute(
                 "WITH h AS (SELECT DISTINCT ON (instance_id) instance_id, event "
-                f"FROM {self._s}.history WHERE hub = %s AND instance_id = ANY(%s::text[]) "
+                f"FROM {self._s}.history WHERE hub = %s AND instance_id = ANY(%b::text[]) "
                 "AND left(event, %s) = %s ORDER BY instance_id, seq), "
                 "m AS (SELECT DISTINCT ON (instance_id) instance_id, event "
-                f"FROM {self._s}.messages WHERE hub = %s AND instance_id = ANY(%s::text[]) "
+                f"FROM {self._s}.messages WHERE hub = %s AND instance_id = ANY(%b::text[]) "
                 "AND left(event, %s) = %s AND instance_id NOT IN (SELECT instance_id FROM h) "
                 "ORDER BY instance_id, id) "
                 "SELECT instance_id, event FROM h UNION ALL SELECT instance_id, event FROM m",
