@@ -104,6 +104,12 @@ class ContinueAsNew(HistoryEvent):
 @dataclass(frozen=True)
 class OrchestratorStarted(HistoryEvent):
     kind: ClassVar[str] = "OrchestratorStarted"
+    # The orchestration's own span, as the Durable Task SDK worker that ran the episode
+    # reported it (the protocol's OrchestrationTraceContext), on the first event of the
+    # episode that reported it, and only when it changed; the gRPC sidecar sends the
+    # latest one back with the execution's next episodes. None in native histories.
+    span_id: str | None = None
+    span_started_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -259,7 +265,9 @@ def _encode_field(value: Any) -> Any:
     return value
 
 
-_DATETIME_FIELDS = frozenset({"timestamp", "fire_at", "scheduled_start", "started_at"})
+_DATETIME_FIELDS = frozenset(
+    {"timestamp", "fire_at", "scheduled_start", "started_at", "span_started_at"}
+)
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     **{name: datetime.fromisoformat for name in _DATETIME_FIELDS},
     "status": Status,

@@ -42,12 +42,17 @@ del _member
 
 @dataclass(frozen=True)
 class FailureDetails:
-    """Why a task or orchestration failed: the error's type, message and stack trace."""
+    """Why a task or orchestration failed: the error's type, message and stack trace.
+
+    ``non_retriable`` says retrying cannot help (the Durable Task protocol's
+    ``isNonRetriable``, set by the SDK workers, e.g. on a version mismatch); it is kept
+    in histories and instance rows only when true, so older records read as false."""
 
     error_type: str
     message: str
     stack_trace: str | None = None
     inner: FailureDetails | None = None
+    non_retriable: bool = False
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> FailureDetails:
@@ -69,6 +74,8 @@ class FailureDetails:
             data["stack_trace"] = self.stack_trace
         if self.inner is not None:
             data["inner"] = self.inner.to_dict()
+        if self.non_retriable:
+            data["non_retriable"] = True
         return data
 
     @classmethod
@@ -79,6 +86,7 @@ class FailureDetails:
             data["message"],
             data.get("stack_trace"),
             cls.from_dict(inner) if inner else None,
+            bool(data.get("non_retriable", False)),
         )
 
     def is_caused_by(self, error_type: type[BaseException] | str) -> bool:

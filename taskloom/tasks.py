@@ -196,6 +196,8 @@ class RetryableTask(Task[Any]):
         policy = self._policy
         if self.attempt >= policy.max_number_of_attempts:
             return False
+        if isinstance(exc, TaskFailedError) and exc.details.non_retriable:
+            return False  # the worker that ran it said retrying cannot help
         elapsed = self._ctx.current_utc_datetime - self._first_at
         if policy.retry_timeout is not None and elapsed >= policy.retry_timeout:
             return False

@@ -13,9 +13,11 @@ client's mistake; :func:`rpc` turns those, and taskloom's own errors, into statu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -77,8 +79,9 @@ def stream_rpc(method: F) -> F:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
-            async for item in method(self, request, context):
-                yield item
+            async with contextlib.aclosing(method(self, request, context)) as items:
+                async for item in items:
+                    yield item
         except (RpcError, errors.TaskloomError, ValueError) as exc:
             await _abort(context, exc, method.__name__)
         except Exception as exc:
@@ -147,14 +150,27 @@ class SidecarBase:
         self.stopping = False
         #: Work items out with SDK workers, by completion token.
         self.inflight = InFlight(keep_for=lease_for * 2)
-        #: The orchestration trace context (span id, start) each SDK worker last reported
-        #: per (hub, instance id), sent back with the next episode (kept in memory only).
-        self.trace_contexts: dict[tuple[str, str], Any] = {}
+        #: Tasks started by :meth:`spawn`, kept until they finish.
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def caller(self, context: Any, permission: str) -> Caller:
         """The hub and role of this call; raises unless the role has ``permission``."""
         return await self.hubs.caller(context, permission)
 
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background (cleanup that must not wait for, or be
+        cancelled with, the call that needed it); failures are logged."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background work of the sidecar failed", exc_info=task.exception())
+
     async def close(self) -> None:
         for callback in self.on_close:
             await callback()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)

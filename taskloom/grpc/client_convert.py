@@ -84,15 +84,19 @@ def failure(details: FailureDetails) -> pb.TaskFailureDetails:
         errorType=details.error_type,
         errorMessage=details.message,
         stackTrace=text(details.stack_trace),
+        isNonRetriable=details.non_retriable,
     )
     if details.inner is not None:
         out.innerFailure.CopyFrom(failure(details.inner))
     return out
 
 
-def instance_state(rec: InstanceRecord, with_payloads: bool) -> pb.OrchestrationState:
+def instance_state(
+    rec: InstanceRecord, with_payloads: bool, tags: dict[str, str] | None = None
+) -> pb.OrchestrationState:
     """``rec`` as the protocol's ``OrchestrationState``; inputs and outputs only with
-    ``with_payloads`` (custom status and failure details always, as the SDK expects)."""
+    ``with_payloads`` (custom status, failure details and ``tags``, the start's, always,
+    as the SDK expects)."""
     state = pb.OrchestrationState(
         instanceId=rec.instance_id,
         name=rec.name,
@@ -110,6 +114,8 @@ def instance_state(rec: InstanceRecord, with_payloads: bool) -> pb.Orchestration
         state.completedTimestamp.CopyFrom(timestamp(rec.completed_at))
     if rec.failure is not None:
         state.failureDetails.CopyFrom(failure(rec.failure))
+    if tags:
+        state.tags.update(tags)
     if with_payloads:
         if rec.input is not None:
             state.input.value = rec.input

@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -118,10 +118,21 @@ async def _check_reuse(hub: Hub, iid: str, policy: pb.OrchestrationIdReusePolicy
 # -- reading ---------------------------------------------------------------------------
 
 
-def _found(record: InstanceRecord | None, with_payloads: bool) -> pb.GetInstanceResponse:
+async def _tags(hub: Hub, records: Sequence[InstanceRecord]) -> dict[str, dict[str, str]]:
+    """The tags of each record's execution (kept on its ``ExecutionStarted``)."""
+    if not records:
+        return {}
+    starts = await hub.store.load_start_events([r.instance_id for r in records])
+    return {iid: start.tags for iid, start in starts.items() if start.tags}
+
+
+async def _found(
+    hub: Hub, record: InstanceRecord | None, with_payloads: bool
+) -> pb.GetInstanceResponse:
     if record is None:
         return pb.GetInstanceResponse(exists=False)
-    state = cv.instance_state(record, with_payloads)
+    tags = (await _tags(hub, [record])).get(record.instance_id)
+    state = cv.instance_state(record, with_payloads, tags)
     return pb.GetInstanceResponse(exists=True, orchestrationState=state)
 
 
@@ -129,7 +140,7 @@ async def get_instance(
     hub: Hub, request: pb.GetInstanceRequest, context: Any
 ) -> pb.GetInstanceResponse:
     record = await hub.store.get_instance(_instance_id(request))
-    return _found(record, request.getInputsAndOutputs)
+    return await _found(hub, record, request.getInputsAndOutputs)
 
 
 def _deadline(context: Any) -> float:
@@ -150,7 +161,7 @@ async def _wait(hub: Hub, request: pb.GetInstanceRequest, context: Any, start: b
     except TimeoutError as exc:
         raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
     # Read again: the watcher's record may predate a payload written in the same commit.
-    return _found(await hub.store.get_instance(iid), request.getInputsAndOutputs)
+    return await _found(hub, await hub.store.get_instance(iid), request.getInputsAndOutputs)
 
 
 async def wait_for_instance_start(
@@ -191,10 +202,10 @@ async def query_instances(
         created_to=cv.optional_time(q, "createdTimeTo"),
     )
     found = await hub.store.query_instances(query, _page_size(q.maxInstanceCount, MAX_PAGE), token)
+    records = [r for r in found.records if not is_entity_id(r.instance_id)]
+    tags = await _tags(hub, records)  # one more read per page
     states = [
-        cv.instance_state(r, q.fetchInputsAndOutputs)
-        for r in found.records
-        if not is_entity_id(r.instance_id)
+        cv.instance_state(r, q.fetchInputsAndOutputs, tags.get(r.instance_id)) for r in records
     ]
     return pb.QueryInstancesResponse(
         orchestrationState=states, continuationToken=cv.text(found.continuation_token)

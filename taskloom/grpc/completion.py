@@ -23,7 +23,7 @@ from taskloom import history as h
 from taskloom.grpc import tokens
 from taskloom.grpc.base import SidecarBase, rpc
 from taskloom.grpc.client_convert import optional_text
-from taskloom.grpc.convert import failure_from_pb
+from taskloom.grpc.convert import failure_from_pb, with_span
 from taskloom.grpc.hubs import Hub, invalid
 from taskloom.grpc.orchestrator_actions import execution_result, traced
 from taskloom.grpc.rewind import rewind_action, rewind_commit
@@ -82,8 +82,12 @@ class CompletionRpcs(SidecarBase):
             commit = await rewind_commit(hub.store, work.episode, rewind, reason, now)
             return await self._commit(hub, token, commit, request)
         rec = work.episode.instance
+        new = list(work.new)
+        if request.HasField("orchestrationTraceContext"):
+            # Kept in history, so any sidecar process sends it with the next episode.
+            new = with_span(work.past, new, request.orchestrationTraceContext)
         translated = execution_result(
-            request, _status_after(work), list(work.new), work.past, now, rec.execution_id
+            request, _status_after(work), new, work.past, now, rec.execution_id
         )
         commit = commit_result(work.episode, work.past, translated.result, now)
         commit = traced(commit, translated)
@@ -103,12 +107,6 @@ class CompletionRpcs(SidecarBase):
         [applied] = await hub.store.complete_episodes([commit], self.clock.now())
         if not applied:
             log.info("ignored the completion of %r: its lease was lost", token.item)
-        elif request.HasField("orchestrationTraceContext"):
-            key = (hub.name, token.item)
-            if commit.instance.status.is_terminal:
-                self.trace_contexts.pop(key, None)
-            else:
-                self.trace_contexts[key] = request.orchestrationTraceContext
         return pb.CompleteTaskResponse()
 
     @rpc

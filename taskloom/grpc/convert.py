@@ -11,8 +11,10 @@ convert to None and are left out.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -31,7 +33,16 @@ from taskloom.grpc.client_convert import (
 from taskloom.grpc.hubs import invalid
 from taskloom.models import FailureDetails, Status
 
-__all__ = ["failure", "failure_from_pb", "from_pb", "history_event", "to_pb", "trace_context"]
+__all__ = [
+    "failure",
+    "failure_from_pb",
+    "from_pb",
+    "history_event",
+    "span_context",
+    "to_pb",
+    "trace_context",
+    "with_span",
+]
 
 
 def trace_context(parent: str | None, state: str | None) -> pb.TraceContext | None:
@@ -41,6 +52,43 @@ def trace_context(parent: str | None, state: str | None) -> pb.TraceContext | No
     parts = parent.split("-")
     span = parts[2] if len(parts) == 4 else ""
     return pb.TraceContext(traceParent=parent, spanID=span, traceState=text(state))
+
+
+def _last_span(history: Sequence[h.HistoryEvent]) -> tuple[str | None, datetime | None] | None:
+    for event in reversed(history):
+        if isinstance(event, h.OrchestratorStarted) and (event.span_id or event.span_started_at):
+            return event.span_id, event.span_started_at
+    return None
+
+
+def span_context(history: Sequence[h.HistoryEvent]) -> pb.OrchestrationTraceContext | None:
+    """The ``orchestrationTraceContext`` an SDK worker last reported for this execution
+    (kept on an ``OrchestratorStarted`` of its history), or None."""
+    span = _last_span(history)
+    if span is None:
+        return None
+    ctx = pb.OrchestrationTraceContext(spanID=text(span[0]))
+    if span[1] is not None:
+        ctx.spanStartTime.CopyFrom(timestamp(span[1]))
+    return ctx
+
+
+def with_span(
+    past: Sequence[h.HistoryEvent],
+    new: list[h.HistoryEvent],
+    reported: pb.OrchestrationTraceContext,
+) -> list[h.HistoryEvent]:
+    """``new`` (the episode's events, an ``OrchestratorStarted`` first) with the span the
+    worker ``reported`` recorded on that first event, unless the history already records
+    the same span (so it is written once per execution, not once per episode)."""
+    span = optional_text(reported, "spanID") or None, optional_time(reported, "spanStartTime")
+    if span == (None, None) or span == _last_span(past):
+        return new
+    for i, event in enumerate(new):
+        if isinstance(event, h.OrchestratorStarted):
+            stamped = dataclasses.replace(event, span_id=span[0], span_started_at=span[1])
+            return [*new[:i], stamped, *new[i + 1 :]]
+    return new
 
 
 def _trace_of(message: Any) -> tuple[str | None, str | None]:
@@ -57,6 +105,7 @@ def failure_from_pb(details: pb.TaskFailureDetails) -> FailureDetails:
         details.errorMessage,
         optional_text(details, "stackTrace"),
         inner,
+        details.isNonRetriable,
     )
 
 

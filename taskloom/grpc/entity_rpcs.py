@@ -20,9 +20,8 @@ operations, so that one path commits every entity episode.
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -64,7 +63,6 @@ class EntityPlan:
     ops: list[_Op]
     #: The reply body each marker result became (as the recording run encoded it).
     markers: list[str]
-    sent_at: float = field(default_factory=time.monotonic)
 
 
 def _recorder(ops: list[_Op]) -> Any:
@@ -185,9 +183,9 @@ class EntityWork(SidecarBase):
         return pb.WorkItem(completionToken=token, entityRequestV2=request)
 
     def _sweep_plans(self) -> None:
-        keep_for = self.lease_for * 2
-        now = time.monotonic()
-        for key in [k for k, v in self.entity_plans.items() if now - v.sent_at > keep_for]:
+        """Forget the plans of batches the in-flight table forgot (their lease lapsed; a
+        batch's stream renews its lease, and its entry, while it lives)."""
+        for key in [k for k in self.entity_plans if k not in self.inflight]:
             del self.entity_plans[key]
 
     @rpc

@@ -197,6 +197,13 @@ def traced(commit: EpisodeCommit, translated: Translated) -> EpisodeCommit:
     if not traces:
         return commit
     history = [_with_trace(e, traces) for e in commit.history]
+    # The activity's work item carries the scheduling action's traceparent to its worker.
+    work_items = [
+        dataclasses.replace(w, trace_parent=trace[0])
+        if (trace := traces.get(w.task_id)) is not None and trace[0]
+        else w
+        for w in commit.work_items
+    ]
     children = []
     for new in commit.new_instances:
         start = new.start.event
@@ -208,7 +215,9 @@ def traced(commit: EpisodeCommit, translated: Translated) -> EpisodeCommit:
             )
             new = dataclasses.replace(new, start=dataclasses.replace(new.start, event=event))
         children.append(new)
-    return dataclasses.replace(commit, history=history, new_instances=children)
+    return dataclasses.replace(
+        commit, history=history, work_items=work_items, new_instances=children
+    )
 
 
 def _delay(commit: EpisodeCommit, delayed: dict[int, datetime]) -> EpisodeCommit:

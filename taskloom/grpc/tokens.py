@@ -67,6 +67,7 @@ class Dispatched:
     token: Token
     payload: Any
     stream: Any
+    #: When it was sent, or its lease last renewed (:meth:`InFlight.sweep`).
     sent_at: float
 
 
@@ -97,10 +98,14 @@ class InFlight:
         return [d for d in self._items.values() if d.stream is stream]
 
     def sweep(self, now: float) -> None:
-        """Forget items sent longer than ``keep_for`` ago (their leases have lapsed)."""
+        """Forget items sent (or renewed, ``sent_at``) longer than ``keep_for`` ago:
+        their leases have lapsed."""
         old = [k for k, d in self._items.items() if now - d.sent_at > self.keep_for]
         for key in old:
             self.pop(key)
+
+    def __contains__(self, text: object) -> bool:
+        return text in self._items
 
     def __len__(self) -> int:
         return len(self._items)

@@ -9,9 +9,10 @@ messages as ``newEvents`` (after an ``orchestratorStarted``), or an ``ActivityRe
 It waits on the store's wake-ups (:meth:`Store.add_listener`), not by polling, with
 timers as the store's :meth:`~Store.next_wakeup` says; an idle stream gets a
 ``healthPing`` every ``ping_interval`` seconds. While the stream lives it renews the
-leases of its activities (the protocol has no renew call, and an open stream shows the
-worker is alive); when it ends, what it sent stays leased until the lease lapses, so a
-worker that reconnects can still complete it, and otherwise another worker gets it.
+leases of what it sent, activities, orchestration episodes and entity batches (the
+protocol has no renew call, and an open stream shows the worker is alive); when it
+ends, what it sent stays leased until the lease lapses, so a worker that reconnects can
+still complete it, and otherwise another worker gets it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -33,7 +35,8 @@ from taskloom.entities.records import is_entity_id
 from taskloom.grpc import tokens
 from taskloom.grpc.base import SidecarBase, rpc, stream_rpc
 from taskloom.grpc.client_convert import text
-from taskloom.grpc.convert import request_events
+from taskloom.grpc.convert import request_events, span_context, trace_context
+from taskloom.grpc.episode_events import fresh_events, start_order
 from taskloom.grpc.hubs import Hub
 from taskloom.runtime.episodes import current_messages, plan_without_code, rewind_due
 from taskloom.runtime.heartbeat import Heartbeat, WorkerShape
@@ -42,7 +45,6 @@ from taskloom.storage.base import (
     EPISODES,
     TIMERS,
     LeasedEpisode,
-    Message,
     VersionFilter,
     WorkItem,
 )
@@ -94,62 +96,6 @@ class ActivityWork:
     item: WorkItem
 
 
-def fresh_events(
-    past: Sequence[h.HistoryEvent], events: Sequence[h.HistoryEvent]
-) -> list[h.HistoryEvent]:
-    """``events`` without duplicates (a result delivered twice, a second start), so
-    history records each once. The SDKs reuse an action's id for its retries, so a
-    result is a duplicate when its id already has as many results as schedulings."""
-    open_ids: dict[tuple[str, int], int] = {}
-    started = False
-    for e in past:
-        started = _count(e, open_ids) or started
-    out: list[h.HistoryEvent] = []
-    for e in events:
-        key = _result_key(e)
-        if key is not None and open_ids.get(key, 0) <= 0:
-            continue
-        if isinstance(e, h.ExecutionStarted) and started:
-            continue
-        started = _count(e, open_ids) or started
-        out.append(e)
-    return out
-
-
-def _count(event: h.HistoryEvent, open_ids: dict[tuple[str, int], int]) -> bool:
-    """Track scheduled-but-unanswered action ids; True for a start."""
-    if isinstance(event, h.TaskScheduled | h.SubOrchestrationInstanceCreated):
-        key = ("task", event.event_id)
-        open_ids[key] = open_ids.get(key, 0) + 1
-    elif isinstance(event, h.TimerCreated):
-        key = ("timer", event.event_id)
-        open_ids[key] = open_ids.get(key, 0) + 1
-    else:
-        result = _result_key(event)
-        if result is not None:
-            open_ids[result] = open_ids.get(result, 0) - 1
-    return isinstance(event, h.ExecutionStarted)
-
-
-def _start_order(message: Message, execution_id: str) -> int:
-    """The order of a new execution's first messages: its start, then the events carried
-    over by continue-as-new (addressed to the execution), then the events that arrived
-    meanwhile (the SDKs ignore events before an executionStarted; the carried ones were
-    received first)."""
-    if isinstance(message.event, h.ExecutionStarted):
-        return 0
-    return 1 if message.execution_id == execution_id else 2
-
-
-def _result_key(event: h.HistoryEvent) -> tuple[str, int] | None:
-    if isinstance(event, h.TimerFired):
-        return "timer", event.timer_id
-    task = getattr(event, "task_scheduled_id", None)
-    if task is not None:
-        return "task", task
-    return None
-
-
 @dataclass
 class WorkStream:
     """One GetWorkItems call (see the module docstring)."""
@@ -160,19 +106,27 @@ class WorkStream:
     orchestration_limit: int
     activity_limit: int
     owner: str = field(default_factory=lambda: f"grpc-{uuid.uuid4().hex[:12]}")
-    orchestrations_out: int = 0
+    #: Orchestration episodes and entity batches out with the worker, by completion
+    #: token: (instance id, lease token), for their slots and lease renewals.
+    episodes: dict[str, tuple[str, int]] = field(default_factory=dict)
     activities: dict[str, WorkItem] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set when the call ended (the worker cancelled it or went away): lease no more.
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
 
     def finished(self, item: tokens.Dispatched) -> None:
         """An item this stream sent was completed or abandoned: its slot is free."""
         if item.token.kind == tokens.ACTIVITY:
             self.activities.pop(item.token.encode(), None)
         elif item.token.kind == tokens.ORCHESTRATION or item.token.kind == tokens.ENTITY:
-            self.orchestrations_out = max(0, self.orchestrations_out - 1)
+            self.episodes.pop(item.token.encode(), None)
         self.wake.set()
 
-    async def run(self) -> AsyncIterator[pb.WorkItem]:
+    async def run(self) -> AsyncGenerator[pb.WorkItem, None]:
         store = self.hub.store
         store.add_listener(self.wake.set, EPISODES + ACTIVITIES + TIMERS)
         beat = Heartbeat(store, self.owner, self._shape, kind="grpc-sdk")
@@ -180,20 +134,24 @@ class WorkStream:
         sidecar = self.sidecar
         last_sent = last_renewal = time.monotonic()
         try:
-            while not sidecar.stopping:
+            while not sidecar.stopping and not self.closed:
                 self.wake.clear()
-                sent = 0
-                async for item in self._lease():
-                    sent += 1
-                    yield item
+                items = [item async for item in self._lease()]
+                for i, item in enumerate(items):
+                    try:
+                        yield item
+                    except BaseException:  # the call is gone (closed or cancelled)
+                        self._put_back(items[i:])
+                        raise
+                sent = len(items)
                 now_mono = time.monotonic()
+                renew_every = sidecar.lease_for / 3
+                if now_mono - last_renewal >= renew_every:  # busy or not
+                    await self._renew()
+                    last_renewal = now_mono
                 if sent:
                     last_sent = now_mono
                     continue
-                renew_every = sidecar.lease_for / 3
-                if now_mono - last_renewal >= renew_every:
-                    await self._renew()
-                    last_renewal = now_mono
                 if now_mono - last_sent >= sidecar.ping_interval:
                     yield pb.WorkItem(healthPing=pb.HealthPing())
                     last_sent = now_mono
@@ -205,8 +163,11 @@ class WorkStream:
                 wakeup = await store.next_wakeup(now)
                 if wakeup is not None:
                     timeout = min(timeout, (wakeup - now).total_seconds() + 0.001)
+                # asyncio.timeout, not wait_for: wait_for can swallow the call's
+                # cancellation when the wake-up comes at the same moment (Python 3.11).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), max(0.001, timeout))
+                    async with asyncio.timeout(max(0.001, timeout)):
+                        await self.wake.wait()
         finally:
             store.remove_listener(self.wake.set)
             await beat.stop()
@@ -228,7 +189,7 @@ class WorkStream:
     async def _lease(self) -> AsyncIterator[pb.WorkItem]:
         sidecar, store, f = self.sidecar, self.hub.store, self.filters
         sidecar.inflight.sweep(time.monotonic())
-        free = self.orchestration_limit - self.orchestrations_out
+        free = self.orchestration_limit - len(self.episodes)
         if free > 0:
             now = sidecar.clock.now()
             episodes = await store.lease_episodes(
@@ -289,7 +250,7 @@ class WorkStream:
                 if not isinstance(m.event, h.OrchestratorStarted)
             ]
             if any(isinstance(m.event, h.ExecutionStarted) for m in messages):
-                messages.sort(key=lambda m: _start_order(m, rec.execution_id))
+                messages.sort(key=lambda m: start_order(m, rec.execution_id))
             new = [h.OrchestratorStarted(now), *fresh_events(history, [m.event for m in messages])]
         token = tokens.Token(self.hub.name, tokens.ORCHESTRATION, iid, episode.lease_token)
         work = OrchestrationWork(self.hub, episode, past, new, rewinding)
@@ -297,15 +258,26 @@ class WorkStream:
         request = pb.OrchestratorRequest(
             instanceId=iid, executionId=text(rec.execution_id), pastEvents=past_pb, newEvents=new_pb
         )
-        trace = sidecar.trace_contexts.get((self.hub.name, iid))
+        trace = span_context(history)  # recorded by CompleteOrchestratorTask
         if trace is not None:
             request.orchestrationTraceContext.CopyFrom(trace)
         text_token = self._track(token, work)
         return pb.WorkItem(completionToken=text_token, orchestratorRequest=request)
 
+    def _put_back(self, items: Sequence[pb.WorkItem]) -> None:
+        """Release at once the leases of items the stream could not send (the one being
+        written when the call ended may have reached the worker: if so its completion
+        is refused by the fence and the work done again, never lost for a lease term)."""
+        dispatched = [d for i in items if (d := self.sidecar.inflight.pop(i.completionToken))]
+        if dispatched:
+            self.sidecar.spawn(_release(self.hub, dispatched, self.sidecar.clock.now()))
+
     def _track(self, token: tokens.Token, payload: Any) -> str:
-        self.orchestrations_out += 1
-        return self.sidecar.inflight.add(tokens.Dispatched(token, payload, self, time.monotonic()))
+        text_token = self.sidecar.inflight.add(
+            tokens.Dispatched(token, payload, self, time.monotonic())
+        )
+        self.episodes[text_token] = (token.item, token.lease_token)
+        return text_token
 
     def _activity_item(self, work: WorkItem) -> pb.WorkItem:
         detail = (work.instance_id, work.execution_id, work.task_id)
@@ -321,19 +293,48 @@ class WorkStream:
             orchestrationInstance=pb.OrchestrationInstance(
                 instanceId=work.instance_id, executionId=text(work.execution_id)
             ),
+            # The scheduling action's trace context (the work item keeps its traceparent).
+            parentTraceContext=trace_context(work.trace_parent, None),
         )
         return pb.WorkItem(completionToken=text_token, activityRequest=request)
 
     async def _renew(self) -> None:
-        """Extend the leases of this stream's activities still out with the worker."""
-        if not self.activities:
-            return
-        leases = [(w.id, w.lease_token) for w in self.activities.values()]
-        now = self.sidecar.clock.now()
-        kept = await self.hub.store.renew_activities(leases, now, self.sidecar.lease_for)
-        for key, ok in zip(list(self.activities), kept, strict=True):
-            if not ok:  # taken over elsewhere: its completion will be refused
-                self.activities.pop(key, None)
+        """Extend the leases of what this stream has out with the worker (activities,
+        orchestration episodes, entity batches): an open stream shows the worker is alive,
+        so a long activity or entity batch is not sent to another worker meanwhile."""
+        store, now, lease_for = self.hub.store, self.sidecar.clock.now(), self.sidecar.lease_for
+        if self.activities:
+            keys = list(self.activities)  # completions may land during the await
+            leases = [(w.id, w.lease_token) for w in self.activities.values()]
+            kept = await store.renew_activities(leases, now, lease_for)
+            for key, ok in zip(keys, kept, strict=True):
+                if not ok:  # taken over elsewhere: its completion will be refused
+                    self.activities.pop(key, None)
+        if self.episodes:
+            keys = list(self.episodes)
+            held = await store.renew_episodes(list(self.episodes.values()), now, lease_for)
+            for key, ok in zip(keys, held, strict=True):
+                if not ok:
+                    self.episodes.pop(key, None)
+        # Renewed items stay in the in-flight table (it forgets items whose lease lapsed).
+        renewed = self.activities.keys() | self.episodes.keys()
+        at = time.monotonic()
+        for item in self.sidecar.inflight.of_stream(self):
+            if item.token.encode() in renewed:
+                item.sent_at = at
+
+
+async def _release(hub: Hub, items: list[tokens.Dispatched], now: datetime) -> None:
+    store = hub.store
+    activities = [
+        (int(d.token.item), d.token.lease_token) for d in items if d.token.kind == tokens.ACTIVITY
+    ]
+    if activities:  # a lease renewed for no time ends now
+        await store.renew_activities(activities, now, 0)
+    for d in items:
+        if d.token.kind != tokens.ACTIVITY:
+            await store.abandon_episode(d.token.item, d.token.lease_token)
+    log.info("put back %d work item(s) a closed stream could not send", len(items))
 
 
 class WorkItemRpcs(SidecarBase):
@@ -359,9 +360,12 @@ class WorkItemRpcs(SidecarBase):
         if request.worker_instance_id:  # the SDK's own name for the worker, if it sends one
             stream.owner = f"grpc-{request.worker_instance_id[:60]}-{stream.owner[5:]}"
         log.info("SDK worker connected to hub %r (%s)", caller.hub.name, stream.owner)
+        if hasattr(context, "add_done_callback"):  # ends the stream even if the cancel is lost
+            context.add_done_callback(lambda _: stream.close())
         try:
-            async for item in stream.run():
-                yield item
+            async with contextlib.aclosing(stream.run()) as items:
+                async for item in items:
+                    yield item
         finally:
             log.info("SDK worker stream %s ended", stream.owner)
 

@@ -46,7 +46,7 @@ def _failure(failure: FailureDetails | None) -> dict[str, Any] | None:
         "ErrorMessage": failure.message,
         "StackTrace": failure.stack_trace,
         "InnerFailure": _failure(failure.inner),
-        "IsNonRetriable": False,
+        "IsNonRetriable": failure.non_retriable,
     }
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from taskloom.history import HistoryEvent, TaskFailed
+from taskloom.history import ExecutionStarted, HistoryEvent, TaskFailed
 from taskloom.models import FailureDetails, Status
 
 if TYPE_CHECKING:
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 #: which is in every clock's past, so a sender whose clock runs ahead of a worker's (another
 #: host, or a virtual clock standing still) never hides work from it.
 AT_ONCE = datetime(1970, 1, 1, tzinfo=UTC)
+#: How the stored text of every ``ExecutionStarted`` begins (``history.dumps_event``
+#: writes the kind first): stores find start events by it without decoding the others.
+START_PREFIX = '{"kind":"ExecutionStarted"'
 
 
 @dataclass(frozen=True)
@@ -452,6 +455,14 @@ class Store(abc.ABC):
         """The stored history, oldest first (empty for an unknown instance)."""
 
     @abc.abstractmethod
+    async def load_start_events(self, instance_ids: Sequence[str]) -> dict[str, ExecutionStarted]:
+        """The ``ExecutionStarted`` of each instance's current execution, in one round
+        trip: the first in its history or, before its first episode, the one waiting in
+        its inbox (instances with neither are left out). Reads the rows whose text starts
+        with that kind, so the rest of a long history is not decoded; callers want the
+        start's metadata (tags, version, trace context) without loading the history."""
+
+    @abc.abstractmethod
     async def query_instances(
         self, query: InstanceQuery, page_size: int, continuation_token: str | None
     ) -> QueryResult:
@@ -516,6 +527,15 @@ class Store(abc.ABC):
         A child in ``new_instances`` whose id is held by a non-terminal instance is not
         created; instead the parent receives ``SubOrchestrationInstanceFailed``.
         """
+
+    @abc.abstractmethod
+    async def renew_episodes(
+        self, leases: Sequence[tuple[str, int]], now: datetime, lease_for: float
+    ) -> list[bool]:
+        """Extend episode leases given as (instance_id, lease_token) to ``now +
+        lease_for``; False where the lease is no longer held (lapsed and taken, committed,
+        abandoned). For work held outside the store's own workers (the gRPC sidecar's SDK
+        workers), whose holder shows it is alive."""
 
     @abc.abstractmethod
     async def abandon_episode(self, instance_id: str, lease_token: int) -> None:

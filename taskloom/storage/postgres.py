@@ -700,6 +700,26 @@ class PostgresStore(
                             messages.append(conflict)
             await self._insert_messages(cur, messages)
 
+    async def renew_episodes(
+        self, leases: Sequence[tuple[str, int]], now: datetime, lease_for: float
+    ) -> list[bool]:
+        if not leases:
+            return []
+        expires = now + timedelta(seconds=lease_for)
+
+        async def op(conn: Conn) -> set[tuple[str, int]]:
+            cur = await conn.execute(
+                f"UPDATE {self._s}.instances i SET lease_expires_at = %s "
+                "FROM unnest(%b::text[], %b::bigint[]) AS u(id, token) "
+                "WHERE i.hub = %s AND i.instance_id = u.id AND i.lease_token = u.token "
+                "AND i.lease_expires_at IS NOT NULL RETURNING i.instance_id, i.lease_token",
+                [expires, [i for i, _ in leases], [t for _, t in leases], self.hub],
+            )
+            return {(row[0], row[1]) for row in await cur.fetchall()}
+
+        renewed = await self._run(op)
+        return [(iid, token) in renewed for iid, token in leases]
+
     async def abandon_episode(self, instance_id: str, lease_token: int) -> None:
         async def op(conn: Conn) -> bool:
             async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg import AsyncConnection
 
-from taskloom.history import HistoryEvent, loads_event
+from taskloom.history import ExecutionStarted, HistoryEvent, loads_event
 from taskloom.models import FailureDetails, Status
 from taskloom.storage import large
 from taskloom.storage.base import (
+    START_PREFIX,
     InstanceLeases,
     InstanceQuery,
     InstanceRecord,
@@ -148,6 +149,34 @@ class PostgresReadsMixin:
         for instance_id, event in await self._run(op):
             found[instance_id].append(event)
         return found
+
+    async def load_start_events(self, instance_ids: Sequence[str]) -> dict[str, ExecutionStarted]:
+        ids = list(dict.fromkeys(instance_ids))
+        if not ids:
+            return {}
+
+        async def op(conn: Conn) -> dict[str, ExecutionStarted]:
+            # The first start in each history; then, for instances whose history has
+            # none (not started yet), the first one in the inbox.
+            cur = await conn.execute(
+                "WITH h AS (SELECT DISTINCT ON (instance_id) instance_id, event "
+                f"FROM {self._s}.history WHERE hub = %s AND instance_id = ANY(%b::text[]) "
+                "AND left(event, %s) = %s ORDER BY instance_id, seq), "
+                "m AS (SELECT DISTINCT ON (instance_id) instance_id, event "
+                f"FROM {self._s}.messages WHERE hub = %s AND instance_id = ANY(%b::text[]) "
+                "AND left(event, %s) = %s AND instance_id NOT IN (SELECT instance_id FROM h) "
+                "ORDER BY instance_id, id) "
+                "SELECT instance_id, event FROM h UNION ALL SELECT instance_id, event FROM m",
+                [self.hub, ids, len(START_PREFIX), START_PREFIX] * 2,
+            )
+            rows = await cur.fetchall()
+            starts = {
+                row[0]: e for row in rows if isinstance(e := loads_event(row[1]), ExecutionStarted)
+            }
+            resolved = await self._resolved(conn, list(starts.values()))
+            return dict(zip(starts, resolved, strict=True))
+
+        return await self._run(op)
 
     def _filters(self, query: InstanceQuery) -> tuple[str, list[Any]]:
         """WHERE conditions (after ``hub = %s``) and their parameters for a query."""

@@ -629,6 +629,16 @@ class SqliteStore(
                 )
             )
 
+    async def renew_episodes(
+        self, leases: Sequence[tuple[str, int]], now: datetime, lease_for: float
+    ) -> list[bool]:
+        expires = codec.us(now) + codec.seconds_to_us(lease_for)
+        with self._write("renew episode leases") as conn:
+            return [
+                conn.execute(_Q["renew_episode"], (expires, self.hub, i, t)).rowcount == 1
+                for i, t in leases
+            ]
+
     async def abandon_episode(self, instance_id: str, lease_token: int) -> None:
         with self._write(f"abandon the episode of {instance_id!r}") as conn:
             released = conn.execute(_Q["abandon"], (self.hub, instance_id, lease_token)).rowcount

@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, TypeVar
 
-from taskloom.history import HistoryEvent, loads_event
+from taskloom.history import ExecutionStarted, HistoryEvent, loads_event
 from taskloom.models import Status
 from taskloom.storage import large
 from taskloom.storage import sqlite_codec as codec
 from taskloom.storage.base import (
+    START_PREFIX,
     InstanceLeases,
     InstanceQuery,
     InstanceRecord,
@@ -85,6 +86,28 @@ class SqliteReadsMixin:
                     events[:] = flat[position : position + len(events)]
                     position += len(events)
         return histories
+
+    async def load_start_events(self, instance_ids: Sequence[str]) -> dict[str, ExecutionStarted]:
+        ids = list(dict.fromkeys(instance_ids))
+        found: dict[str, ExecutionStarted] = {}
+        with self._read("read start events") as conn:
+            for table, order in (("history", "seq"), ("messages", "id")):
+                wanted = [i for i in ids if i not in found]
+                for chunk in codec.chunks(wanted):
+                    rows = conn.execute(
+                        f"SELECT instance_id, event FROM {table} WHERE hub = ? AND instance_id "
+                        f"IN ({codec.marks(len(chunk))}) AND substr(event, 1, ?) = ? "
+                        f"ORDER BY instance_id, {order}",
+                        (self.hub, *chunk, len(START_PREFIX), START_PREFIX),
+                    )
+                    for iid, text in rows:
+                        event = loads_event(text)
+                        if iid not in found and isinstance(event, ExecutionStarted):
+                            found[iid] = event
+            if large.refs(list(found.values())):
+                resolved = self._resolved(conn, list(found.values()))
+                found = dict(zip(found, resolved, strict=True))
+        return found
 
     async def query_instances(
         self, query: InstanceQuery, page_size: int, continuation_token: str | None

@@ -26,6 +26,7 @@ from history_builders import (
 )
 
 import taskloom as tl
+from taskloom import history as h
 from taskloom.core.actions import CreateSubOrchestration, CreateTimer, ScheduleTask
 from taskloom.core.executor import execute
 from taskloom.models import FailureDetails, Status
@@ -147,6 +148,18 @@ def test_handle_returning_false_stops_retries() -> None:
     assert result.actions == []
     assert [d.error_type for d in seen] == ["KeyError"]
     assert seen[0].message == "permanent"
+
+
+def test_a_non_retriable_failure_is_not_retried() -> None:
+    # An SDK worker marks a failure isNonRetriable: no policy retries it, handle or not.
+    policy = tl.RetryPolicy(timedelta(seconds=1), 5, handle=lambda d: True)
+    past = [*episode(T0, started("main", "in")), scheduled(0, "flaky", "in")]
+    final = h.TaskFailed(
+        at(1), task_scheduled_id=0, failure=FailureDetails("E", "no", non_retriable=True)
+    )
+    result = execute("i", resolver(main=retrying(policy)), past, episode(at(1), final))
+    assert result.status is Status.FAILED
+    assert result.actions == []
 
 
 def test_handle_returning_true_retries() -> None:

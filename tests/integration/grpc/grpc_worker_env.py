@@ -4,7 +4,8 @@
 and hub (API keys created first: the shared PostgreSQL database holds other tests' keys,
 so a keyless hub would be refused), waits with a deadline until the sidecar answers
 Hello, and stops it with SIGTERM. :func:`sdk_worker` runs a
-``durabletask.worker.TaskHubGrpcWorker`` in this process with a ``worker`` key.
+``durabletask.worker.TaskHubGrpcWorker`` in this process with a ``worker`` key. :class:`Stream`
+speaks the work-item protocol directly (no SDK worker).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from typing import Any
 
 import grpc
 from durabletask import worker as sdk
+from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from google.protobuf import empty_pb2
 
@@ -49,8 +53,9 @@ def create_keys(store_url: str, hub: str) -> dict[str, str]:
         await store.open()
         try:
             now = datetime.now(UTC)
+            tag = uuid.uuid4().hex[:6]  # one set of keys per sidecar started on the hub
             return {
-                role: (await manage.create_key(store, role, f"{hub}-{role}", now)).key
+                role: (await manage.create_key(store, role, f"{hub}-{role}-{tag}", now)).key
                 for role in ROLES
             }
         finally:
@@ -137,17 +142,23 @@ def sdk_worker(
     orchestrators: list[Callable[..., Any]] = (),  # type: ignore[assignment]
     activities: list[Callable[..., Any]] = (),  # type: ignore[assignment]
     *,
+    entities: list[Callable[..., Any]] = (),  # type: ignore[assignment]
     filters: bool = False,
+    versioning: sdk.VersioningOptions | None = None,
 ) -> Iterator[sdk.TaskHubGrpcWorker]:
     """An SDK worker in this process; ``filters``: send work item filters (only what it
-    registered), as a worker sharing a hub must."""
+    registered), as a worker sharing a hub must; ``versioning``: the worker's options."""
     w = sdk.TaskHubGrpcWorker(host_address=sidecar.address, metadata=sidecar.metadata())
     for fn in orchestrators:
         w.add_orchestrator(fn)
     for fn in activities:
         w.add_activity(fn)
+    for fn in entities:
+        w.add_entity(fn)
     if filters:
         w.use_work_item_filters()
+    if versioning is not None:
+        w.use_versioning(versioning)
     w.start()
     try:
         yield w
@@ -165,3 +176,38 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
+
+
+class Stream:
+    """A GetWorkItems call read on a thread, so the test can wait with deadlines."""
+
+    def __init__(self, sidecar: Sidecar, role: str = "worker", **request: Any) -> None:
+        self.channel, stub = sidecar.stub()
+        self.call = stub.GetWorkItems(
+            pb.GetWorkItemsRequest(**request), metadata=sidecar.metadata(role)
+        )
+        self.items: list[pb.WorkItem] = []
+        self.error: grpc.RpcError | None = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for item in self.call:
+                if not item.HasField("healthPing"):
+                    self.items.append(item)
+        except grpc.RpcError as exc:
+            self.error = exc
+
+    def take(self, kind: str, timeout: float = 30) -> pb.WorkItem:
+        """The next work item of ``kind`` (``orchestratorRequest``, ``activityRequest``)."""
+        found = wait_until(
+            lambda: next((i for i in self.items if i.HasField(kind)), None),
+            timeout,
+            f"a {kind} work item",
+        )
+        self.items.remove(found)
+        return found  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.channel.close()

@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from durabletask import entities as dte
 from durabletask import task
 
 
@@ -63,10 +64,32 @@ def slow(ctx: task.ActivityContext, key: str) -> str:
     """Marks that it started, then blocks until a ``release-KEY`` file appears (a
     worker killed meanwhile never finishes it; another worker's copy is released)."""
     (_state() / f"started-{key}-{os.getpid()}").write_text("")
+    _count_run(key)
     release = _state() / f"release-{key}"
     while not release.exists():
         time.sleep(0.05)
     return f"slow done by {os.getpid()}"
+
+
+def _count_run(key: str) -> None:
+    runs = _state() / f"runs-{key}"
+    runs.write_text(str(int(runs.read_text()) + 1 if runs.exists() else 1))
+
+
+def runs(key: str) -> int:
+    """How many times ``slow`` or ``slow_entity`` started for ``key``."""
+    path = _state() / f"runs-{key}"
+    return int(path.read_text()) if path.exists() else 0
+
+
+def slow_entity(ctx: dte.EntityContext, key: str) -> None:
+    """An SDK entity whose operations count their runs, then block (as ``slow`` does)
+    until a ``release-KEY`` file appears, and add one to the state."""
+    _count_run(key)
+    release = _state() / f"release-{key}"
+    while not release.exists():
+        time.sleep(0.05)
+    ctx.set_state(ctx.get_state(int, 0) + 1)
 
 
 def child(ctx: task.OrchestrationContext, n: int) -> Any:

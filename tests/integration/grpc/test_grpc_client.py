@@ -125,6 +125,22 @@ def test_version_tags_trace_and_scheduled_start(sidecar: SidecarEnv, stub: Any) 
     state = stub.GetInstance(pb.GetInstanceRequest(instanceId="tagged-1")).orchestrationState
     assert state.version.value == "1.2"
     assert state.HasField("scheduledStartTimestamp") and state.HasField("completedTimestamp")
+    assert dict(state.tags) == {"team": "a"}  # read from the history's ExecutionStarted
+    # Before its first episode, the tags come from the start waiting in the inbox.
+    later = pb.CreateInstanceRequest(name="chain", instanceId="tagged-2", tags={"team": "b"})
+    later.scheduledStartTimestamp.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+    stub.StartInstance(later)
+    pending = stub.GetInstance(pb.GetInstanceRequest(instanceId="tagged-2")).orchestrationState
+    assert pending.orchestrationStatus == pb.ORCHESTRATION_STATUS_PENDING
+    assert dict(pending.tags) == {"team": "b"}
+    stub.StartInstance(pb.CreateInstanceRequest(name="chain", instanceId="tagged-3"))
+    query = pb.InstanceQuery(instanceIdPrefix=_sv("tagged-"), maxInstanceCount=10)
+    page = stub.QueryInstances(pb.QueryInstancesRequest(query=query))
+    assert {s.instanceId: dict(s.tags) for s in page.orchestrationState} == {
+        "tagged-1": {"team": "a"},
+        "tagged-2": {"team": "b"},
+        "tagged-3": {},
+    }
 
 
 def _sv(value: str) -> Any:

@@ -276,8 +276,9 @@ def test_duplicate_and_stale_completions_are_ignored(store_url: str, hub: str) -
 
 
 def test_abandoned_and_lapsed_entity_batches_come_back(store_url: str, hub: str) -> None:
-    """An abandoned batch is sent again at once; a batch whose lease lapsed is sent
-    again, and the completion of the lapsed one is then ignored."""
+    """An abandoned batch is sent again at once; a batch whose stream ended is sent
+    again once its lease lapses (an open stream renews it), and the completion of the
+    lapsed one is then ignored."""
     env = SidecarEnv(store_url, hub, native_worker=False, lease_for=1.0).start()
     try:
         with grpc.insecure_channel(env.address) as channel:
@@ -292,7 +293,9 @@ def test_abandoned_and_lapsed_entity_batches_come_back(store_url: str, hub: str)
             )
             second = worker.next_entity_item()  # at once: no lease to wait out
             assert second.completionToken != first.completionToken
-            third = worker.next_entity_item()  # never completed: its lease lapses
+            worker.close()  # gone with the batch: its lease is no longer renewed
+            worker = _WorkerStub(channel, env.worker_metadata)
+            third = worker.next_entity_item()  # once the lease lapsed
             assert third.completionToken != second.completionToken
 
             def result(item: Any, state: str) -> Any:

@@ -9,11 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sdk_orchestrations as o
+from durabletask import client as dt
+from durabletask import entities as dte
 from grpc_worker_env import HERE, sdk_worker, serving, wait_until
 
 import taskloom as tl
@@ -117,6 +119,67 @@ def test_native_and_sdk_workers_share_a_hub(tmp_path: Path, store_url: str, hub:
             assert sorted(state.output) == sorted(
                 [f"native ran {key} in {server}", f"sdk ran {key} in {me}"]
             )
+
+
+def _lease_expiry(store_url: str, hub: str, iid: str) -> datetime | None:
+    async def read() -> datetime | None:
+        store = open_store(store_url, hub=hub)
+        await store.open()
+        try:
+            leases = await store.inspect_instance(iid)
+            return None if leases is None else leases.lease_expires
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_long_activities_and_entity_batches_keep_their_leases(
+    tmp_path: Path, store_url: str, hub: str
+) -> None:
+    """An activity and an entity batch that run for several lease periods (``--lease-for
+    1``) stay leased to the worker's open stream: neither is sent again meanwhile."""
+    with (
+        serving(tmp_path, store_url, hub, args=("--lease-for", "1")) as sidecar,
+        sdk_worker(sidecar, [o.waits_slowly], [o.slow], entities=[o.slow_entity]),
+        tl.Client(store_url, hub=hub) as client,
+    ):
+        iid = client.start_new("waits_slowly", "act")
+        c = dt.TaskHubGrpcClient(host_address=sidecar.address, metadata=sidecar.metadata("admin"))
+        try:
+            c.signal_entity(dte.EntityInstanceId("slow_entity", "e"), "work", input="ent")
+            wait_until(lambda: o.runs("act") and o.runs("ent"), 30, "both to start")
+            first = wait_until(
+                lambda: _lease_expiry(store_url, hub, "@slow_entity@e"), 30, "the batch lease"
+            )
+            # Renewed past its first term, and held for over three lease periods (the
+            # in-flight table forgets items after two unless they are renewed).
+            wait_until(
+                lambda: (
+                    (now := _lease_expiry(store_url, hub, "@slow_entity@e"))
+                    and now > first + timedelta(seconds=3.5)
+                ),
+                30,
+                "the batch lease to be renewed for over 3 s",
+            )
+            assert (o.runs("act"), o.runs("ent")) == (1, 1)  # neither was sent again
+            (tmp_path / "release-act").write_text("")
+            (tmp_path / "release-ent").write_text("")
+            state = client.wait_for_completion(iid, timeout=60)
+            assert state.runtime_status is Status.COMPLETED, state
+            entity = wait_until(
+                lambda: (
+                    (e := c.get_entity(dte.EntityInstanceId("slow_entity", "e")))
+                    and e.get_state(int) == 1
+                    and e
+                ),
+                30,
+                "the entity's batch to commit",
+            )
+            assert entity.get_state(int) == 1
+            assert (o.runs("act"), o.runs("ent")) == (1, 1)
+        finally:
+            c.close()
 
 
 def test_killed_sdk_worker_work_is_finished_by_another(

@@ -5,7 +5,6 @@ stream re-dispatched after the lease, abandons, malformed requests and keys."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,47 +13,12 @@ import grpc
 import pytest
 from durabletask.internal import orchestrator_service_pb2 as pb
 from google.protobuf import empty_pb2, wrappers_pb2
-from grpc_worker_env import Sidecar, serving, wait_until
+from grpc_worker_env import Sidecar, Stream, serving
 
 import taskloom as tl
 from taskloom.models import Status
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Stream:
-    """A GetWorkItems call read on a thread, so the test can wait with deadlines."""
-
-    def __init__(self, sidecar: Sidecar, role: str = "worker", **request: Any) -> None:
-        self.channel, stub = sidecar.stub()
-        self.call = stub.GetWorkItems(
-            pb.GetWorkItemsRequest(**request), metadata=sidecar.metadata(role)
-        )
-        self.items: list[pb.WorkItem] = []
-        self.error: grpc.RpcError | None = None
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for item in self.call:
-                if not item.HasField("healthPing"):
-                    self.items.append(item)
-        except grpc.RpcError as exc:
-            self.error = exc
-
-    def take(self, kind: str, timeout: float = 30) -> pb.WorkItem:
-        """The next work item of ``kind`` (``orchestratorRequest``, ``activityRequest``)."""
-        found = wait_until(
-            lambda: next((i for i in self.items if i.HasField(kind)), None),
-            timeout,
-            f"a {kind} work item",
-        )
-        self.items.remove(found)
-        return found  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self.call.cancel()
-        self.channel.close()
 
 
 @pytest.fixture
@@ -265,3 +229,20 @@ def test_keys_and_roles(sidecar: Sidecar) -> None:
         assert _code(lambda: stub.Hello(empty_pb2.Empty())) is grpc.StatusCode.UNAUTHENTICATED
     finally:
         channel.close()
+
+
+def test_a_cancelled_stream_takes_no_more_work(tmp_path: Path, store_url: str, hub: str) -> None:
+    """Work that arrives after a worker cancelled its stream goes to a live stream at
+    once, never to the dead one (whose lease would hold it for ``--lease-for``)."""
+    with serving(tmp_path, store_url, hub) as sidecar, tl.Client(store_url, hub=hub) as client:
+        dead = [Stream(sidecar) for _ in range(3)]
+        for stream in dead:
+            stream.close()
+        live = Stream(sidecar)
+        try:
+            ids = {client.start_new("raw", n) for n in range(5)}
+            # Well within the 30 s lease a dead stream would have held them for.
+            got = {live.take("orchestratorRequest", 20).orchestratorRequest.instanceId for _ in ids}
+            assert got == ids
+        finally:
+            live.close()

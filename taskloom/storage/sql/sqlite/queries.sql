@@ -82,6 +82,10 @@ ORDER BY visible_at, id LIMIT ?
 -- name: complete_activity
 DELETE FROM work_items WHERE hub = ? AND id = ? AND lease_token = ?
 
+-- name: renew_episode
+UPDATE instances SET lease_expires = ?
+WHERE hub = ? AND instance_id = ? AND lease_token = ? AND lease_expires IS NOT NULL
+
 -- name: renew_activity
 UPDATE work_items SET lease_expires = ?, visible_at = ?
 WHERE hub = ? AND id = ? AND lease_token = ?
