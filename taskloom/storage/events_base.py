@@ -42,6 +42,7 @@ from taskloom.storage.base import Message, NewInstance
 __all__ = [
     "BUCKETS",
     "REPLAY",
+    "STREAM_AFTER",
     "VIEW_OPS",
     "AppendHook",
     "ConsumerState",
@@ -429,6 +430,41 @@ class EventLogStore(abc.ABC):
     @abc.abstractmethod
     async def view_drop(self, view: str) -> None:
         """Remove every document of a physical view."""
+
+
+# Events of one stream after a log position, by the (hub, stream_id, version) index alone
+# (``:hub``, ``:stream``, ``:after``; the backends put in their placeholders and their
+# table for ``{events}``). Within a
+# stream, positions rise with versions (an append takes both under the stream's lock and
+# the head's), so "position > after" is "version > v", v being the version of the
+# stream's last event at or below ``after``. Reads keep "position > after" beside it, so
+# any v up to that one gives the same events; v is found, cheapest first:
+# - the event at ``after`` itself, when it is in the stream (a consumer's checkpoint, the
+#   last event of a reader's page): one seek;
+# - 0 when the stream's first event lies above ``after`` (a read from the start);
+# - else a binary search over the stream's versions, one seek per halving, from just
+#   below its first version (a truncated stream starts above 1): ``lo`` only ever takes
+#   a version whose position is at most ``after``, and a missing version counts as
+#   above it, so the search never passes v.
+_AT = "hub = :hub AND stream_id = :stream"
+_MID = "(lo + hi + 1) / 2"
+_UP = "p <= :after"
+_LO = f"CASE WHEN {_UP} THEN {_MID} ELSE lo END"
+_HI = f"CASE WHEN {_UP} THEN hi ELSE {_MID} - 1 END"
+STREAM_AFTER = (
+    f"stream_id = :stream AND version > coalesce("
+    f"(SELECT version FROM events WHERE hub = :hub AND position = :after "
+    f"AND stream_id = :stream), "
+    f"(SELECT 0 WHERE :after < (SELECT position FROM events WHERE {_AT} "
+    f"ORDER BY version LIMIT 1)), "
+    f"(WITH RECURSIVE b(lo, hi, p) AS ("
+    f"SELECT t.lo, t.hi, (SELECT position FROM events WHERE {_AT} AND "
+    f"version = (t.lo + t.hi + 1) / 2) FROM (SELECT (SELECT min(version) FROM events WHERE "
+    f"{_AT}) - 1 AS lo, (SELECT max(version) FROM events WHERE {_AT}) AS hi) AS t "
+    f"UNION ALL SELECT {_LO}, {_HI}, (SELECT position FROM events WHERE {_AT} AND "
+    f"version = ({_LO} + {_HI} + 1) / 2) FROM b WHERE lo < hi"
+    f") SELECT max(lo) FROM b))"
+).replace("FROM events", "FROM {events}")
 
 
 def view_name(name: str, generation: int) -> str:

@@ -20,6 +20,7 @@ indexes apply.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,6 +40,7 @@ from taskloom.storage.base import (
 )
 from taskloom.storage.events_base import (
     REPLAY,
+    STREAM_AFTER,
     AppendHook,
     ConsumerState,
     EventLogStore,
@@ -70,6 +72,9 @@ __all__ = ["PostgresEventsMixin"]
 Conn = AsyncConnection[tuple[Any, ...]]
 Cur = AsyncCursor[tuple[Any, ...]]
 T = TypeVar("T")
+
+# See STREAM_AFTER, in psycopg's named placeholders.
+_STREAM_AFTER = re.sub(r":(hub|stream|after)\b", r"%(\1)s", STREAM_AFTER)
 
 _EVENT_COLUMNS = "position, stream_id, version, event_id, type, data, metadata, recorded_at"
 _CONSUMER_COLUMNS = (
@@ -222,21 +227,23 @@ class PostgresEventsMixin(EventLogStore):
         partition: tuple[int, int] | None,
         stream: str | None = None,
     ) -> list[StoredEvent]:
-        clauses = ["hub = %s", "position > %s"]
-        params: list[Any] = [self.hub, after]
+        clauses = ["hub = %(hub)s", "position > %(after)s"]
+        params: dict[str, Any] = {"hub": self.hub, "after": after, "limit": limit}
         if types is not None:
-            clauses.append("type = ANY(%s)")
-            params.append(list(types))
+            clauses.append("type = ANY(%(types)s)")
+            params["types"] = list(types)
         if partition is not None and partition[1] > 1:
-            clauses.append("bucket %% %s = %s")
-            params += [partition[1], partition[0]]
+            clauses.append("bucket %% %(partitions)s = %(partition)s")
+            params.update(partitions=partition[1], partition=partition[0])
+        order = "position"
         if stream is not None:
-            clauses.append("stream_id = %s")
-            params.append(stream)
+            clauses.append(_STREAM_AFTER.replace("{events}", f"{self._s}.events"))
+            params["stream"] = stream
+            order = "version"
         await cur.execute(
             f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events WHERE {' AND '.join(clauses)} "
-            "ORDER BY position LIMIT %s",
-            [*params, limit],
+            f"ORDER BY {order} LIMIT %(limit)s",
+            params,
         )
         return [_event(r) for r in await cur.fetchall()]
 

@@ -26,6 +26,7 @@ from taskloom.storage.base import (
 )
 from taskloom.storage.events_base import (
     REPLAY,
+    STREAM_AFTER,
     AppendHook,
     ConsumerState,
     EventLogStore,
@@ -90,6 +91,11 @@ _HEAD = (
     "ON CONFLICT (hub) DO UPDATE SET position = position + excluded.position "
     "RETURNING position"
 )
+
+
+# See STREAM_AFTER: the main read is forced onto the index, since SQLite might otherwise
+# take the primary key's range of positions.
+_STREAM_AFTER = STREAM_AFTER.replace("{events}", "events")
 
 
 @functools.lru_cache(maxsize=64)
@@ -311,21 +317,24 @@ class SqliteEventsMixin(EventLogStore):
         partition: tuple[int, int] | None,
         stream: str | None = None,
     ) -> list[StoredEvent]:
-        clauses = ["hub = ?", "position > ?"]
-        params: list[Any] = [self.hub, after]
+        clauses = ["hub = :hub", "position > :after"]
+        params: dict[str, Any] = {"hub": self.hub, "after": after, "limit": limit}
         if types is not None:
-            clauses.append(f"type IN ({codec.marks(len(types))})" if types else "0")
-            params += list(types)
+            names = {f"t{i}": t for i, t in enumerate(types)}
+            clauses.append(f"type IN ({', '.join(':' + n for n in names)})" if types else "0")
+            params.update(names)
         if partition is not None and partition[1] > 1:
-            clauses.append("bucket % ? = ?")
-            params += [partition[1], partition[0]]
+            clauses.append("bucket % :partitions = :partition")
+            params.update(partitions=partition[1], partition=partition[0])
+        source, order = "events", "position"
         if stream is not None:
-            clauses.append("stream_id = ?")
-            params.append(stream)
+            clauses.append(_STREAM_AFTER)
+            params["stream"] = stream
+            source, order = "events INDEXED BY events_stream_version", "version"
         rows = conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
-            "ORDER BY position LIMIT ?",
-            (*params, limit),
+            f"SELECT {_EVENT_COLUMNS} FROM {source} WHERE {' AND '.join(clauses)} "
+            f"ORDER BY {order} LIMIT :limit",
+            params,
         ).fetchall()
         return [_event(r) for r in rows]
 

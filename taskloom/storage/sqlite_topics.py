@@ -335,9 +335,10 @@ class SqliteTopicsMixin(TopicStore):
 
     async def position_at(self, stream_id: str, at: datetime) -> int:
         with self._read("find a position by time") as conn:
+            # By version: within a stream, positions rise with versions.
             row = conn.execute(
-                "SELECT min(position) FROM events WHERE hub = ? AND stream_id = ? AND "
-                "recorded_at >= ?",
+                "SELECT position FROM events INDEXED BY events_stream_version WHERE hub = ? "
+                "AND stream_id = ? AND recorded_at >= ? ORDER BY version LIMIT 1",
                 (self.hub, stream_id, codec.us(at)),
             ).fetchone()
             if row is not None and row[0] is not None:
