@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from taskloom.storage import sqlite_codec as codec
 from taskloom.storage.base import DELIVERIES, SUBSCRIPTIONS
 from taskloom.storage.events_base import StoredEvent
-from taskloom.storage.sqlite_events import _event
+from taskloom.storage.sqlite_events import HEAD, _event
 from taskloom.storage.sqlite_events_tx import SqliteEventTx
 from taskloom.storage.topics_base import (
     DeadLetterRecord,
@@ -343,7 +343,5 @@ class SqliteTopicsMixin(TopicStore):
             ).fetchone()
             if row is not None and row[0] is not None:
                 return int(row[0]) - 1
-            head = conn.execute(
-                "SELECT position FROM event_log_head WHERE hub = ?", (self.hub,)
-            ).fetchone()
+            head = conn.execute(HEAD, {"hub": self.hub}).fetchone()
         return 0 if head is None else int(head[0])

@@ -396,6 +396,23 @@ async def test_positions_are_never_reused_after_purging_the_tail(log: EventLogSt
     assert await log.log_head() == after[1]
 
 
+async def test_positions_are_never_reused_after_truncating_or_purging_everything(
+    log: EventLogStore,
+) -> None:
+    (first,) = await log.append_events([app("s", "a", "b", "c")], T0)
+    assert await log.truncate_stream("s", 10) == 3
+    assert await log.log_head() == first[1]
+    _, second = await log.append_events([app("s", "d"), app("t", "e")], T0)
+    assert second[1] == first[1] + 2
+    await log.delete_stream("s", ANY, True)
+    await log.delete_stream("t", ANY, True)
+    assert await log.read_log(0, 10) == []
+    assert await log.log_head() == second[1]
+    (third,) = await log.append_events([app("s", "f")], at(1))
+    assert third == (1, second[1] + 1)
+    assert await log.log_head() == third[1]
+
+
 async def test_truncate_stream(log: EventLogStore) -> None:
     await log.append_events([app("s", "e1", "e2", "e3", "e4", "e5"), app("t", "x")], T0)
     assert await log.truncate_stream("s", 3) == 2

@@ -3,3 +3,8 @@
 -- version (storage/sqlite_events.py, _STREAM_AFTER). Their (hub, stream_id, position)
 -- index is redundant, and one index fewer is one page fewer written per append.
 DROP INDEX IF EXISTS events_stream_position;
+
+-- From here, appends no longer write event_log_head: the last position assigned is the
+-- larger of the log's highest and the head row's, which only purges and truncations
+-- raise (to the log's highest, before they delete). A row written before this version
+-- holds a position once assigned, so it remains a valid floor.
