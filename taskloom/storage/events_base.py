@@ -30,7 +30,7 @@ from __future__ import annotations
 import abc
 import re
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -233,6 +233,15 @@ class EventTx(abc.ABC):
 
     @abc.abstractmethod
     def view_delete(self, view: str, key: str) -> None: ...
+
+    def view_write(self, view: str, docs: Mapping[str, str | None]) -> None:
+        """Put each document (``None``: delete its key); backends may do it in fewer
+        statements."""
+        for key, doc in docs.items():
+            if doc is None:
+                self.view_delete(view, key)
+            else:
+                self.view_put(view, key, doc)
 
     @abc.abstractmethod
     def append(self, appends: Sequence[StreamAppend]) -> list[tuple[int, int]]:

@@ -25,7 +25,7 @@ sorts), so appends to several streams never deadlock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -428,6 +428,22 @@ class PgEventTx(EventTx):
             "DELETE FROM {s}.event_views WHERE hub = %s AND view = %s AND key = %s",
             [self._store.hub, view, key],
         )
+
+    def view_write(self, view: str, docs: Mapping[str, str | None]) -> None:
+        puts = {k: d for k, d in docs.items() if d is not None}
+        gone = [k for k, d in docs.items() if d is None]
+        if puts:
+            self._q(
+                "INSERT INTO {s}.event_views (hub, view, key, doc) SELECT %s, %s, k, d::jsonb "
+                "FROM unnest(%s::text[], %s::text[]) AS u(k, d) "
+                "ON CONFLICT (hub, view, key) DO UPDATE SET doc = excluded.doc",
+                [self._store.hub, view, list(puts), list(puts.values())],
+            )
+        if gone:
+            self._q(
+                "DELETE FROM {s}.event_views WHERE hub = %s AND view = %s AND key = ANY(%s)",
+                [self._store.hub, view, gone],
+            )
 
     def append(self, appends: Sequence[StreamAppend]) -> list[tuple[int, int]]:
         # In a savepoint: a hook that catches a refused append keeps none of its appends.
