@@ -194,11 +194,12 @@ class ConsumerRunner:
                 if replays:
                     self._replays_at = time.monotonic()
                 for consumer, held in self._leases.items():
+                    self._busy = 1
+                    head, batches = await self._read_held(held, replays)
                     for partition in list(held):
-                        self._busy = 1
                         if replays:
                             progressed |= await self._replay(consumer, partition)
-                        progressed |= await self._work(consumer, partition, replays)
+                        progressed |= await self._work(consumer, partition, head, batches)
             except Exception:
                 log.exception("consumer runner %s failed a round; retrying", self.owner)
             finally:
@@ -243,14 +244,36 @@ class ConsumerRunner:
         del self._retry_at[(lease.consumer, lease.partition)]
         return False
 
-    async def _work(self, consumer: str, partition: int, advance: bool) -> bool:
-        lease = self._leases[consumer][partition]
+    async def _read_held(
+        self, held: dict[int, PartitionLease], advance: bool
+    ) -> tuple[int, dict[tuple[int, int], list[StoredEvent]]]:
+        """The head (when idle partitions may advance to it; else 0), then the next batch
+        of every held partition in one read, keyed by (partition, position read after).
+        Every position up to a head read first is committed and visible to the read that
+        follows (positions are assigned in commit order)."""
+        head = await self.log.log_head() if advance and held else 0
+        if not held:
+            return head, {}
+        count = next(iter(held.values())).partitions
+        after = {p: lease.position for p, lease in held.items()}
+        found = await self.log.read_partitions(after, count, self.batch)
+        return head, {(p, after[p]): events for p, events in found.items()}
+
+    async def _work(
+        self,
+        consumer: str,
+        partition: int,
+        head: int,
+        batches: dict[tuple[int, int], list[StoredEvent]],
+    ) -> bool:
+        lease = self._leases[consumer].get(partition)
+        if lease is None:  # lost by a replay's commit
+            return False
         spec = self.specs[consumer]
-        part = (partition, lease.partitions)
-        # Every position up to a head read first is committed and visible to the read
-        # that follows (positions are assigned in commit order).
-        head = await self.log.log_head() if advance else 0
-        events = await self.log.read_log(lease.position, self.batch, partition=part)
+        events = batches.get((partition, lease.position))
+        if events is None:  # the checkpoint moved since the read (a replay's commit)
+            part = (partition, lease.partitions)
+            events = await self.log.read_log(lease.position, self.batch, partition=part)
         if not events:
             if head > lease.position:
                 # A partition with nothing new moves to the head now and then, so its

@@ -331,6 +331,16 @@ class EventLogStore(abc.ABC):
         ``(index, count)``: only streams whose bucket is ``index`` modulo ``count``;
         ``stream``: only that stream's events."""
 
+    async def read_partitions(
+        self, after: Mapping[int, int], count: int, limit: int
+    ) -> dict[int, list[StoredEvent]]:
+        """:meth:`read_log` of several partitions of ``count``, each after its own
+        position (``{index: after}``); backends may make it one query."""
+        return {
+            index: await self.read_log(position, limit, partition=(index, count))
+            for index, position in after.items()
+        }
+
     @abc.abstractmethod
     async def log_head(self) -> int:
         """The last position ever assigned in the hub's log (0 for none)."""

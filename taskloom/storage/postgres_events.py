@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -260,6 +260,22 @@ class PostgresEventsMixin(EventLogStore):
                 return await self._read_log(cur, after, limit, types, partition, stream)
 
         return await self._run(op)
+
+    async def read_partitions(
+        self, after: Mapping[int, int], count: int, limit: int
+    ) -> dict[int, list[StoredEvent]]:
+        # One query: a lateral read per partition, each its own range of positions.
+        rows = await self._fetch(
+            f"SELECT p.part, {_EVENT_COLUMNS} FROM unnest(%s::int[], %s::bigint[]) AS "
+            "p(part, after) CROSS JOIN LATERAL (SELECT * FROM {s}.events WHERE hub = %s "
+            "AND position > p.after AND bucket %% %s = p.part ORDER BY position LIMIT %s) "
+            "AS e ORDER BY p.part, position",
+            [list(after), list(after.values()), self.hub, count, limit],
+        )
+        out: dict[int, list[StoredEvent]] = {index: [] for index in after}
+        for row in rows:
+            out[row[0]].append(_event(row[1:]))
+        return out
 
     async def log_head(self) -> int:
         rows = await self._fetch(

@@ -311,6 +311,23 @@ async def test_read_log_partitions_follow_stream_buckets(log: EventLogStore) -> 
     assert "stream-3/1" in ids(part)
 
 
+async def test_read_partitions_reads_each_after_its_own_position(log: EventLogStore) -> None:
+    streams = [f"stream-{i}" for i in range(24)]
+    for k in range(3):
+        await log.append_events([app(s, f"{s}/{k}") for s in streams], T0)
+    count = 4
+    everything = await log.read_log(0, 1000)
+    after = {0: 0, 1: everything[30].position, 3: everything[-1].position}
+    for limit in (1, 5, 1000):
+        got = await log.read_partitions(after, count, limit)
+        assert set(got) == set(after)
+        for index, position in after.items():
+            want = await log.read_log(position, limit, partition=(index, count))
+            assert got[index] == want, (index, limit)
+    assert (await log.read_partitions(after, count, 1000))[3] == []
+    assert await log.read_partitions({}, count, 10) == {}
+
+
 async def test_stream_bucket_is_stable() -> None:
     # Hosts must agree: the bucket is a fixed function of the stream id.
     assert stream_bucket("order-1") == stream_bucket("order-1")
