@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg import AsyncCursor
+from psycopg.errors import UniqueViolation
 from psycopg.pq import TransactionStatus
 
 from taskloom.errors import WrongExpectedVersionError
@@ -155,8 +156,9 @@ class AppendGroup:
 async def append_together(cur: Cur, s: str, hub: str, members: Sequence[Member]) -> list[Outcome]:
     """Several callers' appends (no hooks) in one event_append call, so one transaction
     and one round trip; each member still succeeds or fails on its own. A member refused
-    for its expected version gets its error and the others go again without it; when
-    the function leaves a call to the Python path, every member left is None."""
+    for its expected version is left to the Python path (None) and the others go again
+    without it; when the function leaves a call to the Python path, every member left is
+    None."""
     outcomes: list[Outcome] = [None] * len(members)
     live = [m for m, (appends, _) in enumerate(members) if appends]
     for m in range(len(members)):
@@ -168,9 +170,17 @@ async def append_together(cur: Cur, s: str, hub: str, members: Sequence[Member])
         if codes is None:
             return [o if o == [] else None for o in outcomes]
         nows = [members[m][1] for m in live for _ in members[m][0]]
-        out = await _call(cur, s, hub, flat, codes, nows)
+        try:
+            # Its own transaction: an id already in its stream fails the insert, which
+            # undoes the call (see event_append's p_check).
+            out = await _call(cur, s, hub, flat, codes, nows, check=False)
+        except UniqueViolation as exc:
+            if exc.diag.constraint_name != "events_stream_event":
+                raise
+            out = [_IDS_FOUND]
         if out[0] == _IDS_FOUND:
-            # Earlier refusals counted on members that may now fail alone: all go alone.
+            # An id already in its stream: all go alone (the Python path tells a repeat
+            # from a refusal).
             return [o if o == [] else None for o in outcomes]
         if out[0] == _OK:
             results = _pairs(out)
@@ -178,13 +188,11 @@ async def append_together(cur: Cur, s: str, hub: str, members: Sequence[Member])
                 n = len(members[m][0])
                 outcomes[m], results = results[:n], results[n:]
             return outcomes
+        # A refused member goes alone: the call did not look its ids up, and a repeat
+        # of an earlier append is no refusal, whatever its expected version says.
         index = out[1] - 1
         for m in live:
             if index < len(members[m][0]):
-                refused = members[m][0][index]
-                outcomes[m] = WrongExpectedVersionError(
-                    refused.stream_id, refused.expected, int(out[2])
-                )
                 live.remove(m)
                 break
             index -= len(members[m][0])
@@ -220,6 +228,7 @@ async def _call(
     appends: Sequence[StreamAppend],
     codes: list[int],
     nows: list[datetime],
+    check: bool = True,
 ) -> list[int]:
     ev_append: list[int] = []
     ev_offset: list[int] = []
@@ -239,7 +248,7 @@ async def _call(
         # Binary parameters (%b): arrays dump several times faster than as text.
         f"SELECT {s}.event_append(%b, %b::timestamptz[], %b::text[], %b::bigint[], "
         "%b::int[], %b::int[], %b::int[], %b::int[], %b::text[], %b::text[], %b::text[], "
-        "%b::text[])",
+        "%b::text[], %b)",
         [
             hub,
             nows,
@@ -253,6 +262,7 @@ async def _call(
             types,
             data,
             meta,
+            check,
         ],
     )
     row = await cur.fetchone()
