@@ -193,13 +193,21 @@ class ConsumerRunner:
                 replays = time.monotonic() - self._replays_at >= self.poll_interval
                 if replays:
                     self._replays_at = time.monotonic()
-                for consumer, held in self._leases.items():
-                    self._busy = 1
-                    head, batches = await self._read_held(held, replays)
-                    for partition in list(held):
-                        if replays:
-                            progressed |= await self._replay(consumer, partition)
-                        progressed |= await self._work(consumer, partition, head, batches)
+                self._busy = 1
+                # Consumers are independent: each takes its round at once, so a
+                # subscription's handler does not wait for a projection's commit.
+                rounds = [self._round(c, held, replays) for c, held in self._leases.items()]
+                for outcome in await asyncio.gather(*rounds, return_exceptions=True):
+                    if isinstance(outcome, KeyboardInterrupt | SystemExit):
+                        raise outcome
+                    if isinstance(outcome, BaseException):
+                        log.error(
+                            "consumer runner %s failed a round; retrying",
+                            self.owner,
+                            exc_info=outcome,
+                        )
+                    else:
+                        progressed |= outcome
             except Exception:
                 log.exception("consumer runner %s failed a round; retrying", self.owner)
             finally:
@@ -207,6 +215,16 @@ class ConsumerRunner:
             if not progressed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def _round(self, consumer: str, held: dict[int, PartitionLease], replays: bool) -> bool:
+        """One consumer's round: every held partition's next batch, read in one go."""
+        progressed = False
+        head, batches = await self._read_held(held, replays)
+        for partition in list(held):
+            if replays:
+                progressed |= await self._replay(consumer, partition)
+            progressed |= await self._work(consumer, partition, head, batches)
+        return progressed
 
     async def _balance(self) -> None:
         """Renew what we hold, then take or give back partitions to hold a fair share."""
