@@ -20,12 +20,10 @@ class Status(enum.Enum):
     SUSPENDED = "Suspended"
     CONTINUED_AS_NEW = "ContinuedAsNew"
 
-    @property
-    def is_terminal(self) -> bool:
-        """True for the statuses an instance does not leave by itself."""
-        # Identity tests: hashing an enum member runs Python code, and this is asked
-        # several times for every episode.
-        return self is Status.COMPLETED or self is Status.FAILED or self is Status.TERMINATED
+    #: True for the statuses an instance does not leave by itself. A plain attribute of
+    #: each member, set below: it is asked several times for every episode, and a
+    #: property (or hashing a member for a set look-up) runs Python code each time.
+    is_terminal: bool
 
     @classmethod
     def parse(cls, text: str) -> Status:
@@ -35,6 +33,11 @@ class Status(enum.Enum):
                 return member
         names = ", ".join(m.value for m in cls)
         raise ValueError(f"unknown runtime status {text!r}; use one of: {names}")
+
+
+for _member in Status:
+    _member.is_terminal = _member.value in ("Completed", "Failed", "Terminated")
+del _member
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ A client that waits for 2,000 instances at once (``asyncio.gather`` over
 changed. The watcher keeps the awaited ids and listens for status changes
 (:meth:`Store.add_status_listener`). When the store's own writes changed some statuses
 (a worker sharing the client's store object), it says which, and the next check reads
-only those of them that are awaited, plus the ids awaited since the last check. When a
+only those of them that are awaited and whose new status ends a wait (a start that
+made an instance Running wakes nobody waiting for its completion), plus the ids awaited
+since the last check. When a
 change came from elsewhere (doorbells of other processes on SQLite, ``LISTEN/NOTIFY`` on
 PostgreSQL, another store object on the same file), it reads all awaited statuses in one
 :meth:`Store.get_statuses` call. Either way it resolves the waiters whose condition holds,
@@ -22,7 +24,7 @@ virtual time (an idle hook, as :class:`taskloom.testing.TestEnv` sets) it backs 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from taskloom.errors import InstanceNotFoundError
@@ -110,6 +112,18 @@ class InstanceWatcher:
     def _status_changed(self, changed: Collection[str] | None) -> None:
         if changed is None:
             self._all = True
+        elif isinstance(changed, Mapping):
+            # The new statuses are known: look again only where a waiter would be done.
+            wanted = False
+            for iid, status in changed.items():
+                waiters = self._waiters.get(iid, ())
+                for waiter in waiters:
+                    waiter.last = status
+                if any(waiter.done(status) for waiter in waiters):
+                    self._dirty.add(iid)
+                    wanted = True
+            if not wanted:
+                return
         else:
             self._dirty.update(changed)
         self._changed.set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from concurrent.futures import Executor
+import functools
 from typing import TYPE_CHECKING, Any
 
 from taskloom import history as h
@@ -17,6 +17,7 @@ from taskloom.events.store import EventStore
 from taskloom.models import FailureDetails
 from taskloom.observability import spans
 from taskloom.observability.context import TraceContext
+from taskloom.runtime.threads import ActivityThreads
 from taskloom.storage.base import AT_ONCE, ActivityResult, Message, WorkItem
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ async def run_activity(
     app: App,
     item: WorkItem,
     clock: Clock,
-    pool: Executor,
+    pool: ActivityThreads,
     clients: tuple[AsyncClient, Client] | None = None,
 ) -> ActivityResult:
     """Call the activity (sync ones in ``pool``) and wrap its result or failure;
@@ -91,7 +92,7 @@ class ActivityNotFoundError(LookupError):
 async def _call(
     app: App,
     item: WorkItem,
-    pool: Executor,
+    pool: ActivityThreads,
     clients: tuple[AsyncClient, Client] | None,
     effects: Effects,
 ) -> Any:
@@ -129,9 +130,6 @@ async def _call(
         if activity.is_async:
             return await activity.fn(*args, **kwargs)
         context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            pool, lambda: context.run(lambda: activity.fn(*args, **kwargs))
-        )
+        return await pool.run(functools.partial(context.run, activity.fn, *args, **kwargs))
     finally:
         _activity_info.reset(token)

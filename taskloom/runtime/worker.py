@@ -17,7 +17,6 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,9 @@ from taskloom.runtime import measure
 from taskloom.runtime.activities import run_activity
 from taskloom.runtime.episodes import Planned, plan_episode, plan_version_failure
 from taskloom.runtime.heartbeat import Heartbeat, WorkerShape
-from taskloom.runtime.tracing import EpisodeTraces, emit_all, trace_batch
+from taskloom.runtime.inline import CachedRun, InlinePlan, plan_inline, settle_inline
+from taskloom.runtime.threads import ActivityThreads
+from taskloom.runtime.tracing import Emit, EpisodeTraces, emit_all, trace_batch
 from taskloom.storage.base import (
     ACTIVITIES,
     EPISODES,
@@ -81,13 +82,6 @@ class WorkerOptions:
     registered_only: bool = False
 
 
-@dataclass
-class _Cached:
-    execution_id: str
-    run: OrchestrationRun
-    history: list[h.HistoryEvent]
-
-
 class Worker:
     """Runs one app's orchestrations and activities against one store."""
 
@@ -124,7 +118,7 @@ class Worker:
         self._clients: tuple[AsyncClient, Client] | None = None
         self.options = options or WorkerOptions()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._cache: OrderedDict[str, CachedRun] = OrderedDict()
         self._episode_wake = asyncio.Event()
         self._activity_wake = asyncio.Event()
         self._results_ready = asyncio.Event()
@@ -143,9 +137,11 @@ class Worker:
         self._saturated = False
         self._eager_tasks: set[asyncio.Task[None]] = set()
         self._leasing = 0
-        self._pool = ThreadPoolExecutor(self.options.activity_threads, "taskloom-activity")
+        self._pool = ActivityThreads(self.options.activity_threads, "taskloom-activity")
         self._traces = EpisodeTraces(self.options.cache_size)
         self._episodes_in_hand = 0
+        #: Instances in an episode batch of this worker (leased, planned or committing).
+        self._held: set[str] = set()
         self._heartbeat: Heartbeat | None = None
         if self.options.heartbeat_every < 0:
             raise ConfigurationError(
@@ -214,7 +210,7 @@ class Worker:
             await self._flush()
         if self._eager_tasks:  # episodes leased with the last results: let them commit
             await asyncio.wait(list(self._eager_tasks), timeout=max(1.0, drain_timeout))
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         if self._heartbeat is not None:
             await self._heartbeat.stop()
         measure.untrack_slots(self)
@@ -286,6 +282,8 @@ class Worker:
     async def _run_or_release(self, episodes: list[LeasedEpisode]) -> None:
         measure.leased(episodes, self.clock.now())
         self._episodes_in_hand += len(episodes)
+        held = [e.instance.instance_id for e in episodes]
+        self._held.update(held)  # no inline episode for these meanwhile
         try:
             await self._run_episodes(episodes)
             self._after_batch()
@@ -302,6 +300,7 @@ class Worker:
             raise
         finally:
             self._episodes_in_hand -= len(episodes)
+            self._held.difference_update(held)
 
     async def _run_eager(self, episodes: list[LeasedEpisode]) -> None:
         """Episodes leased with activity results: run now, as a batch of their own."""
@@ -425,7 +424,7 @@ class Worker:
                 loaded[episode.instance.instance_id] = cached.history
         return loaded
 
-    def _cached(self, episode: LeasedEpisode) -> _Cached | None:
+    def _cached(self, episode: LeasedEpisode) -> CachedRun | None:
         rec = episode.instance
         cached = self._cache.get(rec.instance_id)
         if cached is None:
@@ -511,7 +510,10 @@ class Worker:
             self._cache.pop(iid, None)
             return
         eid = plan.commit.instance.execution_id
-        self._cache[iid] = _Cached(eid, plan.run, plan.history)
+        commit = plan.commit
+        self._cache[iid] = CachedRun(
+            eid, plan.run, plan.history, commit.instance, commit.lease_token
+        )
         self._cache.move_to_end(iid)
         while len(self._cache) > self.options.cache_size:
             self._cache.popitem(last=False)
@@ -580,7 +582,7 @@ class Worker:
         self._committing += 1  # results in flight to the store still count as work in hand
         opts = self.options
         now = self.clock.now()
-        eager = None
+        eager = inline = None
         if opts.eager and not self._stopping:
             eager = EagerEpisodes(
                 self.owner,
@@ -589,15 +591,35 @@ class Worker:
                 versions=self._versions(),
                 names=self._episode_names(),
             )
+            inline = plan_inline(
+                batch,
+                self._cache,
+                self._held,
+                self._plan_cached,
+                lambda c: self._oversize(c) is not None,
+                self._eager_activities(now),
+            )
+        traced: dict[str, list[Emit]] = {}
+        if inline is not None and spans.enabled():
+            leased = inline.leased.values()
+            traced = trace_batch(self._traces, leased, inline.prior, inline.planned)
+            inline.restamp()
         try:
             with measure.store_op("complete_activities"):
-                applied = await self.store.complete_activities(batch, now, eager)
+                applied = await self.store.complete_activities(
+                    batch, now, eager, inline=None if inline is None else inline.episodes
+                )
             measure.results_committed(applied)
         except BaseException:
             self._results = batch + self._results
+            if inline is not None:  # planned runs moved on: they stay out of the cache
+                inline.episodes.applied.clear()
+                settle_inline(inline, self._remember)
             raise
         finally:
             self._committing -= 1
+        if inline is not None:
+            self._settle(inline, traced)
         if eager is not None and eager.leased:
             self._planning += 1  # released by _run_eager
             task = asyncio.create_task(self._run_eager(eager.leased))
@@ -611,6 +633,34 @@ class Worker:
                     result.work_item_id,
                     result.message.instance_id,
                 )
+
+    def _plan_cached(
+        self, episode: LeasedEpisode, history: list[h.HistoryEvent], run: OrchestrationRun
+    ) -> Planned:
+        """An inline episode's plan, from the run the cache held (see runtime/inline.py)."""
+        return plan_episode(
+            episode,
+            history,
+            run,
+            self._new_run,
+            self.clock.now(),
+            sub_version=self.app.versioning.start_version,
+        )
+
+    def _settle(self, inline: InlinePlan, traced: dict[str, list[Emit]]) -> None:
+        """After the results' commit: cache, measure and trace the inline episodes, and
+        run the activities they scheduled."""
+        settled = settle_inline(inline, self._remember)
+        measure.leased([episode for episode, _, _ in settled], self.clock.now())
+        for episode, _, _ in settled:
+            measure.replayed(episode, True)
+        commits = [plan.commit for _, plan, _ in settled]
+        measure.committed(commits, [ok for _, _, ok in settled])
+        for episode, _, ok in settled:
+            if ok and episode.instance.instance_id in traced:
+                emit_all(traced[episode.instance.instance_id])
+        if inline.episodes.activities is not None:
+            self._dispatch(inline.episodes.activities.leased)
 
     async def _renew_loop(self) -> None:
         every = self.options.lease_for / 3

@@ -216,6 +216,66 @@ class EagerEpisodes:
     names: Collection[str] | None = None
 
 
+@dataclass
+class InlineEpisodes:
+    """Inline episodes: the next episode of an instance, planned by the worker from its
+    sticky cache with the results it is committing as the inbox, and committed by
+    :meth:`Store.complete_activities` in the results' own transaction instead of
+    enqueuing them (one transaction, no message written or read, no lease).
+
+    ``commits[instance_id]`` applies only if every result of the call for that instance
+    applied, and the instance is still as that worker's last commit left it: unleased,
+    with the lease token ``commit.lease_token`` (no one leased it since), the history
+    length the commit started from, the same execution, and no other visible message.
+    Otherwise its results are enqueued as usual (and ``eager`` may lease them). Commits
+    that consume messages, create instances or replace the history are not applied
+    inline (the worker does not plan them so); work items of applied commits are
+    leased as ``activities`` says. ``applied`` receives the ids committed inline.
+    """
+
+    commits: dict[str, EpisodeCommit]
+    #: How many of the call's results each commit was planned with.
+    expected: dict[str, int] = field(default_factory=dict)
+    activities: EagerActivities | None = None
+    applied: set[str] = field(default_factory=set)
+
+    def prior_len(self, commit: EpisodeCommit) -> int:
+        """The stored history length the commit was planned from (its fence)."""
+        return commit.instance.history_len - len(commit.history)
+
+    def usable(
+        self, given: Sequence[ActivityResult], stored: Sequence[ActivityResult]
+    ) -> dict[str, EpisodeCommit]:
+        """The commits still valid for the results as the store will write them
+        (``stored``: after the payload limit turned oversized ones into failures): not
+        for instances whose results carry appends or were changed."""
+        bad = {b.message.instance_id for a, b in zip(given, stored, strict=True) if a is not b} | {
+            r.message.instance_id for r in stored if r.appends
+        }
+        return {
+            iid: c
+            for iid, c in self.commits.items()
+            if iid not in bad and not (c.consumed or c.new_instances or c.replace_history)
+        }
+
+
+def inline_kinds(inline: InlineEpisodes | None) -> str:
+    """The wake-up kinds of the applied inline episodes (as :func:`commit_kinds`)."""
+    if inline is None or not inline.applied:
+        return ""
+    done = [c for iid, c in inline.commits.items() if iid in inline.applied]
+    return commit_kinds(done, [True] * len(done), inline.activities)
+
+
+def inline_changes(inline: InlineEpisodes | None) -> dict[str, Status]:
+    """The instances whose status the applied inline episodes changed, with their new
+    statuses."""
+    if inline is None:
+        return {}
+    done = [c for iid, c in inline.commits.items() if iid in inline.applied]
+    return status_changes(done, [True] * len(done))
+
+
 @dataclass(frozen=True)
 class VersionFilter:
     """Which instances :meth:`Store.lease_episodes` may lease, by their version (``None``
@@ -277,9 +337,11 @@ class InstanceLeases:
 
 
 Listener = Callable[[], None]
-#: Called with the ids of instances whose status this store object's own writes changed,
-#: or with None when statuses may have changed without saying which (another process,
-#: another store object on the same database, a write that does not list them).
+#: Called with the ids of instances whose status this store object's own writes changed
+#: (a mapping of each to its new status when the writer knows it: listeners waiting for
+#: other statuses then need not look), or with None when statuses may have changed
+#: without saying which (another process, another store object on the same database, a
+#: write that does not list them).
 StatusListener = Callable[[Collection[str] | None], None]
 
 #: What a wake-up is about, one letter each; a listener names the kinds it cares for, so a
@@ -479,10 +541,14 @@ class Store(abc.ABC):
         results: Sequence[ActivityResult],
         now: datetime,
         eager: EagerEpisodes | None = None,
+        *,
+        inline: InlineEpisodes | None = None,
     ) -> list[bool]:
         """Delete each work item still leased with its token and enqueue its result.
 
-        With ``eager``, also lease the receiving instances as :class:`EagerEpisodes` says.
+        With ``inline``, apply the planned episodes of :class:`InlineEpisodes` in place
+        of enqueuing their results; with ``eager``, also lease the (other) receiving
+        instances as :class:`EagerEpisodes` says.
         """
 
     @abc.abstractmethod
@@ -534,14 +600,27 @@ def commit_kinds(
     return kinds + timed(m for c in done for m in c.messages)
 
 
-def status_changes(commits: Sequence[EpisodeCommit], applied: Sequence[bool]) -> list[str]:
+def likely_commit_kinds(commits: Sequence[EpisodeCommit], eager: EagerActivities | None) -> str:
+    """:func:`commit_kinds` as it will be if every commit applies and ``eager`` leases
+    all it has room for (what a commit may notify before it knows its outcome)."""
+    room = 0 if eager is None else max(0, eager.limit - len(eager.leased))
+    changed = any(c.prior_status is not c.instance.status for c in commits)
+    kinds = STATUS if changed else ""
+    if any(c.messages or c.new_instances for c in commits):
+        kinds += EPISODES
+    if sum(len(c.work_items) for c in commits) > room:
+        kinds += ACTIVITIES
+    return kinds + timed(m for c in commits for m in c.messages)
+
+
+def status_changes(commits: Sequence[EpisodeCommit], applied: Sequence[bool]) -> dict[str, Status]:
     """The instances whose status a batch of episode commits changed (the ids that
-    :func:`commit_kinds`' :data:`STATUS` is about)."""
-    return [
-        c.instance.instance_id
+    :func:`commit_kinds`' :data:`STATUS` is about), with their new statuses."""
+    return {
+        c.instance.instance_id: c.instance.status
         for c, ok in zip(commits, applied, strict=True)
         if ok and c.prior_status is not c.instance.status
-    ]
+    }
 
 
 def result_kinds(results: Sequence[ActivityResult], eager: EagerEpisodes | None) -> str:

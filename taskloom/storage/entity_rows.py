@@ -80,13 +80,13 @@ async def ensure_postgres(conn: Any, schema: str, hub: str, messages: Sequence[M
     ids = [iid for iid, _, _ in rows]
     await conn.execute(
         f"UPDATE {schema}.instances SET status = 'Running', completed_at = NULL "
-        "WHERE hub = %s AND instance_id = ANY(%s::text[]) AND status <> 'Running'",
+        "WHERE hub = %s AND instance_id = ANY(%b::text[]) AND status <> 'Running'",
         [hub, ids],
     )
     await conn.execute(
         f"INSERT INTO {schema}.instances (hub, instance_id, execution_id, name, status, "
         "created_at, updated_at) SELECT %s, u.id, '', u.name, 'Completed', u.t, u.t "
-        "FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS u(id, name, t) "
+        "FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) AS u(id, name, t) "
         "ON CONFLICT (hub, instance_id) DO NOTHING",
         [hub, ids, [name for _, name, _ in rows], [t for _, _, t in rows]],
     )

@@ -80,9 +80,9 @@ from taskloom.storage.base import (
     NewInstance,
     Store,
     VersionFilter,
-    WorkItem,
     child_conflict_message,
     commit_kinds,
+    likely_commit_kinds,
     status_changes,
     timed,
 )
@@ -96,6 +96,7 @@ from taskloom.storage.postgres_batch import (
     commit_sql,
     create_params,
     create_sql,
+    eager_items,
     history_rows,
     insert_history_sql,
     lease_episodes_sql,
@@ -119,6 +120,7 @@ from taskloom.storage.postgres_notify import (
     validate_schema,
 )
 from taskloom.storage.postgres_reads import PostgresReadsMixin
+from taskloom.storage.postgres_starts import Started, StartGroup, starts_params, starts_sql
 from taskloom.storage.postgres_topics import PostgresTopicsMixin
 from taskloom.storage.postgres_workers import PostgresWorkersMixin
 
@@ -177,6 +179,7 @@ class PostgresStore(
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener: NotifyListener | None = None
         self._announcer: Announcer | None = None
+        self._start_group = StartGroup(self._start_batch)
         # Our NOTIFY payload: the listener skips its own store's notifications.
         self._token = uuid.uuid4().hex
         self._open_lock = asyncio.Lock()
@@ -307,6 +310,26 @@ class PostgresStore(
         if self._announcer is not None:
             self._announcer.announce(kinds)
 
+    def _claim(self, kinds: str) -> str:
+        """The kinds a commit about to start may notify in its own transaction (see
+        :class:`Announcer`), or "" (then it announces as usual). A non-empty answer
+        must be :meth:`_settled`."""
+        announcer = self._announcer
+        return kinds if kinds and announcer is not None and announcer.claim() else ""
+
+    async def _notify_within(self, conn: Conn, kinds: str) -> None:
+        """Queue the ``pg_notify`` of a claimed commit in its transaction's pipeline."""
+        if kinds:
+            payload = f"{self._token}:{kinds}"
+            await conn.execute("SELECT pg_notify(%s, %s)", [self._channel, payload])
+
+    def _settled(self, sent: str, kinds: str, changed: Collection[str] | None = None) -> None:
+        """After a commit that claimed the announcer (``sent``: what it notified; ""
+        when it failed): wake local listeners of ``kinds``, announce what is left."""
+        self._wake_locally(kinds, changed)
+        if self._announcer is not None:
+            self._announcer.settle(sent, kinds)
+
     async def _send_notification(self, kinds: str) -> None:
         async def op(conn: Conn) -> None:
             payload = f"{self._token}:{kinds}"
@@ -329,7 +352,7 @@ class PostgresStore(
             return
         await cur.execute(
             f"INSERT INTO {self._s}.payloads (hub, instance_id, id, size, data) "
-            "SELECT %s, u.* FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bytea[]) "
+            "SELECT %s, u.* FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::bytea[]) "
             "AS u(instance_id, id, size, data) ON CONFLICT DO NOTHING",
             [
                 self.hub,
@@ -349,8 +372,8 @@ class PostgresStore(
         await cur.execute(
             f"INSERT INTO {self._s}.messages "
             "(hub, instance_id, execution_id, visible_at, event, dedup_key) "
-            "SELECT %s, u.* FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[], "
-            "%s::text[]) AS u(instance_id, execution_id, visible_at, event, dedup_key) "
+            "SELECT %s, u.* FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::text[], "
+            "%b::text[]) AS u(instance_id, execution_id, visible_at, event, dedup_key) "
             # Messages for instances that do not exist are dropped: they could never be
             # consumed (Durable Functions drops events sent to unknown instances too).
             f"WHERE EXISTS (SELECT 1 FROM {self._s}.instances i "
@@ -430,40 +453,93 @@ class PostgresStore(
     # -- clients --------------------------------------------------------------------
 
     async def create_instance(self, new: NewInstance) -> None:
-        attempts = 0
         payloads = self.payloads.fork()
         new = NewInstance(payloads.record(new.record), payloads.message(new.start))
-        pending = payloads.pending
-
-        async def op(conn: Conn) -> Status | None:
-            nonlocal attempts
-            attempts += 1
-            async with conn.pipeline():
-                # A free id (the usual case) costs one round trip: BEGIN, the create
-                # statement and COMMIT go out together. A taken id changes nothing
-                # there and takes the slow path in a second transaction.
-                created = conn.cursor()
-                async with conn.transaction():
-                    await created.execute(create_sql(self._s), create_params(self.hub, new))
-                    if pending:  # large payloads go in the same transaction, if created
-                        row = await created.fetchone()
-                        if row is not None and row[0]:
-                            await self._put_payloads(created, pending)
-                if not pending:
-                    row = await created.fetchone()
-                if row is not None and row[0]:
-                    return None
-                async with conn.transaction(), conn.cursor() as cur:
-                    return await self._replace(cur, new, attempts > 1, pending)
-
-        blocking = await self._run(op)
+        if payloads.pending:  # large payloads: a transaction of its own
+            blocking = await self._create_alone(new, payloads.pending)
+        else:
+            started = await self._start_group.submit(new)
+            blocking = None if started.created else await self._create_taken(new, started)
         if blocking is not None:
             raise InstanceExistsError(
                 f"instance {new.record.instance_id!r} already exists in task hub {self.hub!r} "
                 f"with status {blocking.value}; wait for it to finish, terminate or purge it, "
                 "or choose another instance_id"
             )
-        self._notify(EPISODES + STATUS + timed([new.start]), [new.record.instance_id])
+
+    async def _start_batch(self, news: list[NewInstance]) -> tuple[set[str], bool]:
+        """One batch of :class:`StartGroup`: one statement, one transaction."""
+        attempts = 0
+        kinds = EPISODES + STATUS + timed(n.start for n in news)
+        params = starts_params(self.hub, news)
+
+        async def op(conn: Conn) -> set[str]:
+            nonlocal attempts
+            attempts += 1
+            async with conn.pipeline():
+                cur = conn.cursor()
+                async with conn.transaction():
+                    await cur.execute(starts_sql(self._s), params)
+                    await self._notify_within(conn, sent)
+                return {row[0] for row in await cur.fetchall()}
+
+        sent = self._claim(kinds)
+        try:
+            created = await self._run(op)
+        except BaseException:
+            if sent:
+                self._settled("", "")
+            raise
+        changed = {
+            n.record.instance_id: n.record.status for n in news if n.record.instance_id in created
+        }
+        if sent:
+            self._settled(sent, kinds if created else "", changed)
+        elif created:
+            self._notify(kinds, changed)
+        return created, attempts > 1
+
+    async def _create_taken(self, new: NewInstance, started: Started) -> Status | None:
+        """The slow path of a start whose id was taken: replace a finished instance."""
+
+        async def op(conn: Conn) -> Status | None:
+            async with conn.transaction(), conn.cursor() as cur:
+                return await self._replace(cur, new, started.retried)
+
+        blocking = await self._run(op)
+        if blocking is None:
+            self._notify(
+                EPISODES + STATUS + timed([new.start]), {new.record.instance_id: new.record.status}
+            )
+        return blocking
+
+    async def _create_alone(
+        self, new: NewInstance, pending: dict[tuple[str, str], str]
+    ) -> Status | None:
+        """A start with large payloads, in a transaction of its own."""
+        attempts = 0
+
+        async def op(conn: Conn) -> Status | None:
+            nonlocal attempts
+            attempts += 1
+            async with conn.pipeline():
+                created = conn.cursor()
+                async with conn.transaction():
+                    await created.execute(create_sql(self._s), create_params(self.hub, new))
+                    row = await created.fetchone()
+                    if row is not None and row[0]:
+                        await self._put_payloads(created, pending)
+                if row is not None and row[0]:
+                    return None
+                async with conn.transaction(), conn.cursor() as cur:
+                    return await self._replace(cur, new, attempts > 1, pending)
+
+        blocking = await self._run(op)
+        if blocking is None:
+            self._notify(
+                EPISODES + STATUS + timed([new.start]), {new.record.instance_id: new.record.status}
+            )
+        return blocking
 
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if not messages:
@@ -541,8 +617,9 @@ class PostgresStore(
                 eager.leased.clear()  # a retried attempt starts over
             async with conn.pipeline():
                 async with conn.transaction():
-                    sent = [m for c in commits for m in c.messages]
-                    await ensure_postgres(conn, self._s, self.hub, sent)
+                    messages = [m for c in commits for m in c.messages]
+                    await ensure_postgres(conn, self._s, self.hub, messages)
+                    await self._notify_within(conn, sent)
                     fenced: list[tuple[list[int], Cur]] = []
                     for n, batch in enumerate(rounds):
                         cur = conn.cursor()
@@ -563,8 +640,17 @@ class PostgresStore(
                     await self._mark_applied(fenced, commits, applied, eager)
             return applied
 
-        applied = await self._run(op)
-        if any(applied) and (kinds := commit_kinds(commits, applied, eager)):
+        sent = self._claim(likely_commit_kinds(commits, eager))
+        try:
+            applied = await self._run(op)
+        except BaseException:
+            if sent:
+                self._settled("", "")
+            raise
+        kinds = commit_kinds(commits, applied, eager) if any(applied) else ""
+        if sent:
+            self._settled(sent, kinds, status_changes(commits, applied))
+        elif kinds:
             self._notify(kinds, status_changes(commits, applied))
         return applied
 
@@ -580,29 +666,8 @@ class PostgresStore(
             ids = {row[0] for row in rows if row[1] is None}
             for k in batch:
                 applied[k] = commits[k].instance.instance_id in ids
-            if eager is None:
-                continue
-            scheduled = {
-                (w.instance_id, w.task_id): w for k in batch for w in commits[k].work_items
-            }
-            for iid, item_id, task_id in rows:
-                if item_id is None:
-                    continue
-                w = scheduled[iid, task_id]
-                eager.leased.append(
-                    WorkItem(
-                        item_id,
-                        iid,
-                        w.execution_id,
-                        task_id,
-                        w.name,
-                        w.input,
-                        1,
-                        w.prior_attempts + 1,
-                        w.trace_parent,
-                        w.scheduled_at,
-                    )
-                )
+            if eager is not None:
+                eager.leased.extend(eager_items(rows, [commits[k] for k in batch]))
 
     async def _finish_commits(
         self, conn: Conn, done: Sequence[EpisodeCommit], now: datetime
@@ -612,7 +677,7 @@ class PostgresStore(
         replaced = [c for c in done if c.replace_history]
         if replaced:
             await conn.execute(
-                f"DELETE FROM {s}.history WHERE hub = %s AND instance_id = ANY(%s::text[])",
+                f"DELETE FROM {s}.history WHERE hub = %s AND instance_id = ANY(%b::text[])",
                 [self.hub, [c.instance.instance_id for c in replaced]],
             )
             await conn.execute(insert_history_sql(s), {"hub": self.hub, **history_rows(replaced)})
@@ -687,8 +752,8 @@ class PostgresStore(
         async def op(conn: Conn) -> bool:
             cur = await conn.execute(
                 f"SELECT EXISTS (SELECT 1 FROM {s}.work_items WHERE hub = %(hub)s "
-                "AND ready_at <= %(now)s AND (%(activities)s::text[] IS NULL "
-                "OR name = ANY(%(activities)s::text[]))) OR EXISTS (SELECT 1 FROM "
+                "AND ready_at <= %(now)s AND (%(activities)b::text[] IS NULL "
+                "OR name = ANY(%(activities)b::text[]))) OR EXISTS (SELECT 1 FROM "
                 f"{s}.messages m JOIN {s}.instances i "
                 "ON i.hub = m.hub AND i.instance_id = m.instance_id "
                 "WHERE m.hub = %(hub)s AND m.visible_at <= %(now)s "

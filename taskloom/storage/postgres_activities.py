@@ -14,13 +14,20 @@ from psycopg import AsyncConnection, AsyncCursor
 from taskloom.history import loads_event
 from taskloom.storage import large
 from taskloom.storage.base import (
+    EPISODES,
     ActivityResult,
     EagerEpisodes,
+    EpisodeCommit,
+    InlineEpisodes,
     LeasedEpisode,
     Message,
     WorkItem,
+    inline_changes,
+    inline_kinds,
+    likely_commit_kinds,
     result_kinds,
 )
+from taskloom.storage.entity_rows import ensure_postgres
 from taskloom.storage.postgres_batch import (
     INSTANCE_COLUMNS,
     activity_params,
@@ -29,6 +36,7 @@ from taskloom.storage.postgres_batch import (
     leased_inboxes_sql,
     version_params,
 )
+from taskloom.storage.postgres_inline import InlineOutcome, inline_params, inline_sql, read_outcome
 from taskloom.storage.postgres_reads import instance_from_row
 
 __all__ = ["PostgresActivitiesMixin"]
@@ -48,7 +56,15 @@ class PostgresActivitiesMixin:
 
         async def _run(self, op: Callable[[Conn], Awaitable[T]]) -> T: ...
 
-        def _notify(self, kinds: str = ...) -> None: ...
+        def _notify(self, kinds: str = ..., changed: Collection[str] | None = ...) -> None: ...
+
+        def _claim(self, kinds: str) -> str: ...
+
+        async def _notify_within(self, conn: Conn, kinds: str) -> None: ...
+
+        def _settled(
+            self, sent: str, kinds: str, changed: Collection[str] | None = ...
+        ) -> None: ...
 
         async def _put_payloads(self, cur: Cur, pending: dict[tuple[str, str], str]) -> None: ...
 
@@ -76,8 +92,8 @@ class PostgresActivitiesMixin:
         async def op(conn: Conn) -> list[WorkItem]:
             cur = await conn.execute(
                 f"WITH picked AS (SELECT id FROM {s}.work_items "
-                "WHERE hub = %(hub)s AND ready_at <= %(now)s AND (%(names)s::text[] IS NULL "
-                "OR name = ANY(%(names)s::text[])) ORDER BY ready_at, id "
+                "WHERE hub = %(hub)s AND ready_at <= %(now)s AND (%(names)b::text[] IS NULL "
+                "OR name = ANY(%(names)b::text[])) ORDER BY ready_at, id "
                 "LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
                 f"UPDATE {s}.work_items w SET lease_token = w.lease_token + 1, "
                 "attempt = w.attempt + 1, lease_owner = %(owner)s, "
@@ -104,57 +120,118 @@ class PostgresActivitiesMixin:
         results: Sequence[ActivityResult],
         now: datetime,
         eager: EagerEpisodes | None = None,
+        *,
+        inline: InlineEpisodes | None = None,
     ) -> list[bool]:
         if not results:
             return []
-        results = self.payloads.within_limit(results)
+        given, results = results, self.payloads.within_limit(results)
+        planned = {} if inline is None else inline.usable(given, results)
+        if inline is not None:
+            inline.applied.clear()
         if any(r.appends for r in results):
-            return await self._complete_mixed(results, now, eager)
+            return await self._complete_mixed(results, now, eager, inline, planned)
+        return await self._complete_batch(results, now, eager, inline, planned)
+
+    async def _complete_batch(
+        self,
+        results: Sequence[ActivityResult],
+        now: datetime,
+        eager: EagerEpisodes | None,
+        inline: InlineEpisodes | None,
+        planned: dict[str, EpisodeCommit],
+    ) -> list[bool]:
         # Each (id, token) once: a repeat can never apply (the first deletes the item).
         first: dict[tuple[int, int], int] = {}
         for k, r in enumerate(results):
             first.setdefault((r.work_item_id, r.lease_token), k)
         sent = list(first.values())
         payloads = self.payloads.fork()
-        params = activity_params(
-            self.hub,
-            [
-                dataclasses.replace(r, message=payloads.message(r.message))
-                for r in (results[k] for k in sent)
-            ],
-        )
+        stored = [dataclasses.replace(r, message=payloads.message(r.message)) for r in results]
+        inlined = [k for k in sent if results[k].message.instance_id in planned]
+        rest = [k for k in sent if results[k].message.instance_id not in planned]
+        targets = {results[k].message.instance_id for k in inlined}
+        commits = [payloads.commit(c) for iid, c in planned.items() if iid in targets]
+        params = activity_params(self.hub, [stored[k] for k in rest])
+        iparams: dict[str, Any] = {}
+        if commits and inline is not None:
+            iparams = inline_params(
+                self.hub,
+                commits,
+                inline.expected,
+                [stored[k] for k in inlined],
+                inline.activities,
+                now,
+            )
 
-        async def op(conn: Conn) -> list[bool]:
-            # One round trip: BEGIN, the fenced delete-and-enqueue, the eager lease of the
-            # receiving instances (it sees the messages just inserted), COMMIT.
+        async def op(conn: Conn) -> tuple[set[int], InlineOutcome]:
+            # One round trip: BEGIN, the fenced delete-and-enqueue, the inline episodes,
+            # the eager lease of the receiving instances (it sees the messages just
+            # inserted), COMMIT.
+            outcome = InlineOutcome()
             async with conn.pipeline():
-                cur, lease, inboxes = conn.cursor(), conn.cursor(), conn.cursor()
+                cur, icur = conn.cursor(), conn.cursor()
+                lease, inboxes = conn.cursor(), conn.cursor()
                 async with conn.transaction():
-                    await cur.execute(activity_sql(self._s), params)
+                    await self._notify_within(conn, noted)
+                    if rest:
+                        await cur.execute(activity_sql(self._s), params)
+                    if iparams:
+                        messages = [m for c in commits for m in c.messages]
+                        await ensure_postgres(conn, self._s, self.hub, messages)
+                        await icur.execute(inline_sql(self._s), iparams)
                     if eager is not None:
                         eager.leased.clear()  # a retried attempt starts over
-                        targets = [results[k].message.instance_id for k in sent]
-                        lease_params = self._eager_params(eager, targets)
+                        ids = [results[k].message.instance_id for k in sent]
+                        lease_params = self._eager_params(eager, ids)
                         await lease.execute(eager_lease_sql(self._s), lease_params)
                         await inboxes.execute(leased_inboxes_sql(self._s), lease_params)
                     if payloads.pending:
                         async with conn.cursor() as put:
                             await self._put_payloads(put, payloads.pending)
-                done = {sent[row[0] - 1] for row in await cur.fetchall()}
+                done = {rest[row[0] - 1] for row in await cur.fetchall()} if rest else set()
+                if iparams:
+                    outcome = read_outcome(await icur.fetchall(), commits)
+                    done |= {inlined[n] for n in outcome.results}
                 if eager is not None:
                     leased = await lease.fetchall()
                     rows = await inboxes.fetchall()
                     eager.leased.extend(await self._with_inboxes(conn, leased, rows))
-            return [k in done for k in range(len(results))]
+            return done, outcome
 
-        applied = await self._run(op)
-        if any(applied):
-            took = [r for r, ok in zip(results, applied, strict=True) if ok]
-            self._notify(result_kinds(took, eager))
+        # What to notify inside the transaction: the inline episodes' wake-ups as if all
+        # apply, and the results' if no eager lease is asked for (one usually takes them).
+        likely = likely_commit_kinds(commits, None if inline is None else inline.activities)
+        noted = self._claim(likely + (EPISODES if rest and eager is None else ""))
+        try:
+            done, outcome = await self._run(op)
+        except BaseException:
+            if noted:
+                self._settled("", "")
+            raise
+        if inline is not None:
+            inline.applied |= outcome.committed
+            if inline.activities is not None:
+                inline.activities.leased[:] = outcome.leased
+        applied = [k in done for k in range(len(results))]
+        took = [r for r, ok in zip(results, applied, strict=True) if ok]
+        kinds = inline_kinds(inline)
+        rest_took = [r for r in took if r.message.instance_id not in outcome.committed]
+        if rest_took:
+            kinds += result_kinds(rest_took, eager)
+        if noted:
+            self._settled(noted, kinds, inline_changes(inline))
+        elif kinds:
+            self._notify(kinds, inline_changes(inline))
         return applied
 
     async def _complete_mixed(
-        self, results: Sequence[ActivityResult], now: datetime, eager: EagerEpisodes | None
+        self,
+        results: Sequence[ActivityResult],
+        now: datetime,
+        eager: EagerEpisodes | None,
+        inline: InlineEpisodes | None,
+        planned: dict[str, EpisodeCommit],
     ) -> list[bool]:
         """Results with event appends go one by one; the rest take the batch path."""
         slow = [k for k, r in enumerate(results) if r.appends]
@@ -163,7 +240,8 @@ class PostgresActivitiesMixin:
         applied = await self._complete_with_appends([results[k] for k in slow], now)
         done.update(zip(slow, applied, strict=True))
         if fast:
-            rest = await self.complete_activities([results[k] for k in fast], now, eager)
+            subset = [results[k] for k in fast]
+            rest = await self._complete_batch(subset, now, eager, inline, planned)
             done.update(zip(fast, rest, strict=True))
         return [done[k] for k in range(len(results))]
 
@@ -212,7 +290,7 @@ class PostgresActivitiesMixin:
         """Free instance leases given as (instance id, token) that found no messages."""
         await conn.execute(
             f"UPDATE {self._s}.instances i SET lease_owner = NULL, lease_expires_at = NULL "
-            "FROM unnest(%s::text[], %s::bigint[]) AS u(id, token) "
+            "FROM unnest(%b::text[], %b::bigint[]) AS u(id, token) "
             "WHERE i.hub = %s AND i.instance_id = u.id AND i.lease_token = u.token",
             [[e[0] for e in leases], [e[1] for e in leases], self.hub],
         )
@@ -227,7 +305,7 @@ class PostgresActivitiesMixin:
         async def op(conn: Conn) -> set[int]:
             cur = await conn.execute(
                 f"UPDATE {self._s}.work_items w SET lease_expires_at = %s, ready_at = %s "
-                "FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, token) "
+                "FROM unnest(%b::bigint[], %b::bigint[]) AS u(id, token) "
                 "WHERE w.id = u.id AND w.lease_token = u.token AND w.hub = %s RETURNING w.id",
                 [expires, expires, [i for i, _ in leases], [t for _, t in leases], self.hub],
             )

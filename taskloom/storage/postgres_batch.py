@@ -29,6 +29,7 @@ from taskloom.storage.base import (
     Message,
     NewInstance,
     VersionFilter,
+    WorkItem,
 )
 
 INSTANCE_COLUMNS = (
@@ -66,42 +67,57 @@ def commit_rounds(commits: Sequence[EpisodeCommit]) -> list[list[int]]:
     return rounds
 
 
-def commit_sql(s: str) -> str:
+#: The fence of a leased episode (see the store's docstring): the instance's token equals
+#: the commit's and a lease is still recorded. The commit releases the lease, so a retry
+#: finds none.
+LEASE_FENCE = "i.lease_token = c.lease_token AND i.lease_expires_at IS NOT NULL"
+
+
+def commit_sql(
+    s: str, fence: str = LEASE_FENCE, inputs: str = "", tail: str = "", returning: str = ""
+) -> str:
     """Fence and apply a round of episode commits; returns the applied instance ids
     (``id, NULL, NULL``) and the work items leased eagerly (``instance, id, task``).
 
-    The fence (see the store's docstring): the instance's token equals the commit's and a
-    lease is still recorded. The commit releases the lease, so a retry finds none.
+    The instances are also named by ``= ANY`` of the ids, so the row look-up is an index
+    condition whatever the planner's estimates (statistics taken while a hub was empty
+    otherwise make it scan the hub's instances once per commit).
+
+    ``fence`` is the condition on the instance row ``i`` and the commit ``c``; ``inputs``
+    adds CTEs after ``c``, ``tail`` CTEs after ``fenced`` (both start with a comma) and
+    ``returning`` rows to the result (``UNION ALL ...``), for the inline episodes of
+    :mod:`taskloom.storage.postgres_inline`.
     """
     return f"""
 WITH c AS (
     SELECT * FROM unnest(
-        %(id)s::text[], %(token)s::bigint[], %(status)s::text[], %(output)s::text[],
-        %(input)s::text[], %(custom_status)s::text[], %(failure)s::text[],
-        %(execution_id)s::text[], %(completed_at)s::timestamptz[],
-        %(updated_at)s::timestamptz[], %(history_len)s::int[], %(name)s::text[],
-        %(version)s::text[]
+        %(id)b::text[], %(token)b::bigint[], %(status)b::text[], %(output)b::text[],
+        %(input)b::text[], %(custom_status)b::text[], %(failure)b::text[],
+        %(execution_id)b::text[], %(completed_at)b::timestamptz[],
+        %(updated_at)b::timestamptz[], %(history_len)b::int[], %(name)b::text[],
+        %(version)b::text[], %(prior_len)b::int[], %(results)b::int[]
     ) AS c(instance_id, lease_token, status, output, input, custom_status, failure,
-           execution_id, completed_at, updated_at, history_len, name, version)
-), fenced AS (
+           execution_id, completed_at, updated_at, history_len, name, version,
+           prior_len, results)
+){inputs}, fenced AS (
     UPDATE {s}.instances i SET status = c.status, output = c.output, input = c.input,
         custom_status = c.custom_status, failure = c.failure,
         execution_id = c.execution_id, completed_at = c.completed_at,
         updated_at = c.updated_at, history_len = c.history_len, name = c.name,
         version = c.version, lease_owner = NULL, lease_expires_at = NULL
     FROM c
-    WHERE i.hub = %(hub)s AND i.instance_id = c.instance_id
-        AND i.lease_token = c.lease_token AND i.lease_expires_at IS NOT NULL
+    WHERE i.hub = %(hub)s AND i.instance_id = ANY(%(id)b::text[])
+        AND i.instance_id = c.instance_id AND {fence}
     RETURNING i.instance_id
-), consumed AS (
+){tail}, consumed AS (
     DELETE FROM {s}.messages m
-    USING unnest(%(consumed_owner)s::text[], %(consumed_id)s::bigint[]) AS u(owner, id)
+    USING unnest(%(consumed_owner)b::text[], %(consumed_id)b::bigint[]) AS u(owner, id)
     WHERE m.id = u.id AND m.hub = %(hub)s AND m.instance_id = u.owner
         AND u.owner IN (SELECT instance_id FROM fenced)
 ), history AS (
     INSERT INTO {s}.history (hub, instance_id, seq, event)
     SELECT %(hub)s, u.owner, u.seq, u.event
-    FROM unnest(%(history_owner)s::text[], %(history_seq)s::int[], %(history_event)s::text[])
+    FROM unnest(%(history_owner)b::text[], %(history_seq)b::int[], %(history_event)b::text[])
         AS u(owner, seq, event)
     WHERE u.owner IN (SELECT instance_id FROM fenced)
 ), work AS (
@@ -114,11 +130,11 @@ WITH c AS (
         u.attempt + (u.holder IS NOT NULL)::int, u.holder, (u.holder IS NOT NULL)::int,
         u.expires, u.trace_parent, u.scheduled_at
     FROM unnest(
-        %(work_owner)s::text[], %(work_instance)s::text[], %(work_execution)s::text[],
-        %(work_task)s::int[], %(work_name)s::text[], %(work_input)s::text[],
-        %(work_visible)s::timestamptz[], %(work_attempt)s::int[],
-        %(work_holder)s::text[], %(work_expires)s::timestamptz[], %(work_trace)s::text[],
-        %(work_scheduled)s::timestamptz[]
+        %(work_owner)b::text[], %(work_instance)b::text[], %(work_execution)b::text[],
+        %(work_task)b::int[], %(work_name)b::text[], %(work_input)b::text[],
+        %(work_visible)b::timestamptz[], %(work_attempt)b::int[],
+        %(work_holder)b::text[], %(work_expires)b::timestamptz[], %(work_trace)b::text[],
+        %(work_scheduled)b::timestamptz[]
     ) WITH ORDINALITY AS u(owner, instance_id, execution_id, task_id, name, input,
                            visible_at, attempt, holder, expires, trace_parent, scheduled_at,
                            ord)
@@ -129,9 +145,9 @@ WITH c AS (
     INSERT INTO {s}.messages (hub, instance_id, execution_id, visible_at, event)
     SELECT %(hub)s, u.instance_id, u.execution_id, u.visible_at, u.event
     FROM unnest(
-        %(message_owner)s::text[], %(message_instance)s::text[],
-        %(message_execution)s::text[], %(message_visible)s::timestamptz[],
-        %(message_event)s::text[]
+        %(message_owner)b::text[], %(message_instance)b::text[],
+        %(message_execution)b::text[], %(message_visible)b::timestamptz[],
+        %(message_event)b::text[]
     ) WITH ORDINALITY AS u(owner, instance_id, execution_id, visible_at, event, ord)
     WHERE u.owner IN (SELECT instance_id FROM fenced)
         AND EXISTS (SELECT 1 FROM {s}.instances t
@@ -140,7 +156,35 @@ WITH c AS (
 )
 SELECT instance_id, NULL::bigint, NULL::int FROM fenced
 UNION ALL
-SELECT instance_id, id, task_id FROM work WHERE lease_owner IS NOT NULL"""
+SELECT instance_id, id, task_id FROM work WHERE lease_owner IS NOT NULL{returning}"""
+
+
+def eager_items(
+    rows: Sequence[tuple[Any, ...]], commits: Sequence[EpisodeCommit]
+) -> list[WorkItem]:
+    """The work items leased eagerly, from the ``(instance, id, task)`` rows of
+    :func:`commit_sql` (rows without an id are fenced instances, not items)."""
+    scheduled = {(w.instance_id, w.task_id): w for c in commits for w in c.work_items}
+    items: list[WorkItem] = []
+    for iid, item_id, task_id in rows:
+        if iid is None or item_id is None:
+            continue
+        w = scheduled[iid, task_id]
+        items.append(
+            WorkItem(
+                item_id,
+                iid,
+                w.execution_id,
+                task_id,
+                w.name,
+                w.input,
+                1,
+                w.prior_attempts + 1,
+                w.trace_parent,
+                w.scheduled_at,
+            )
+        )
+    return items
 
 
 def history_rows(commits: Sequence[EpisodeCommit]) -> dict[str, list[Any]]:
@@ -195,6 +239,10 @@ def commit_params(
         "history_len": [r.history_len for r in records],
         "name": [r.name for r in records],
         "version": [r.version for r in records],
+        "prior_len": [
+            r.history_len - len(c.history) for r, c in zip(records, commits, strict=True)
+        ],
+        "results": [0] * len(commits),
         "consumed_owner": [owner for owner, _ in consumed],
         "consumed_id": [mid for _, mid in consumed],
         **history_rows([c for c in commits if not c.replace_history]),
@@ -223,15 +271,15 @@ def commit_params(
 VERSION_ADMITS = (
     "(left({alias}.instance_id, 1) = '@' OR ("
     "(%(only)s::text IS NULL OR COALESCE({alias}.version, '') = %(only)s::text) "
-    "AND COALESCE({alias}.version, '') <> ALL(%(excluded)s::text[])))"
+    "AND COALESCE({alias}.version, '') <> ALL(%(excluded)b::text[])))"
 )
 
 
 #: The name condition of the episode leases: ``%(names)s`` NULL admits every name, else
 #: orchestration names and, for entities (ids ``@name@key``), ``@name``.
 NAMES_ADMIT = (
-    "(%(names)s::text[] IS NULL OR (CASE WHEN left({alias}.instance_id, 1) = '@' "
-    "THEN '@' || {alias}.name ELSE {alias}.name END) = ANY(%(names)s::text[]))"
+    "(%(names)b::text[] IS NULL OR (CASE WHEN left({alias}.instance_id, 1) = '@' "
+    "THEN '@' || {alias}.name ELSE {alias}.name END) = ANY(%(names)b::text[]))"
 )
 
 
@@ -298,7 +346,7 @@ def eager_lease_sql(s: str) -> str:
     return f"""
 WITH picked AS (
     SELECT o.instance_id FROM {s}.instances o
-    WHERE o.hub = %(hub)s AND o.instance_id = ANY(%(ids)s::text[])
+    WHERE o.hub = %(hub)s AND o.instance_id = ANY(%(ids)b::text[])
         AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= %(now)s)
         AND {VERSION_ADMITS.format(alias="o")} AND {NAMES_ADMIT.format(alias="o")}
         AND EXISTS (SELECT 1 FROM {s}.messages v WHERE v.hub = %(hub)s
@@ -325,7 +373,7 @@ def insert_history_sql(s: str) -> str:
     return (
         f"INSERT INTO {s}.history (hub, instance_id, seq, event) "
         "SELECT %(hub)s, * FROM unnest("
-        "%(history_owner)s::text[], %(history_seq)s::int[], %(history_event)s::text[])"
+        "%(history_owner)b::text[], %(history_seq)b::int[], %(history_event)b::text[])"
     )
 
 
@@ -341,9 +389,9 @@ def activity_sql(s: str) -> str:
     return f"""
 WITH r AS (
     SELECT * FROM unnest(
-        %(id)s::bigint[], %(token)s::bigint[], %(result_instance)s::text[],
-        %(result_execution)s::text[], %(result_visible)s::timestamptz[],
-        %(result_event)s::text[]
+        %(id)b::bigint[], %(token)b::bigint[], %(result_instance)b::text[],
+        %(result_execution)b::text[], %(result_visible)b::timestamptz[],
+        %(result_event)b::text[]
     ) WITH ORDINALITY AS r(id, token, instance_id, execution_id, visible_at, event, ord)
 ), done AS (
     DELETE FROM {s}.work_items w USING r

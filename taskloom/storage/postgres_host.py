@@ -127,7 +127,7 @@ class PostgresHostMixin(HostStore):
             # Rows other hosts are leasing right now are skipped, not waited for.
             cur = await conn.execute(
                 f"WITH picked AS (SELECT id, visible_at FROM {s}.queue_messages "
-                "WHERE hub = %(hub)s AND queue = ANY(%(queues)s::text[]) "
+                "WHERE hub = %(hub)s AND queue = ANY(%(queues)b::text[]) "
                 "AND visible_at <= %(now)s ORDER BY visible_at, id LIMIT %(limit)s "
                 "FOR UPDATE SKIP LOCKED) "
                 f"UPDATE {s}.queue_messages m SET lease_owner = %(owner)s, "

@@ -203,26 +203,52 @@ class NotifyListener:
 
 
 class Announcer:
-    """Sends a hub's NOTIFY for one process, never more than one at a time.
+    r"""Sends a hub's NOTIFY for one process, never more than one at a time.
 
     :meth:`announce` after every commit that may wake someone; while a notification is
-    in flight, further calls fold into a single next one. So an idle process notifies
-    right after its commit, and a busy one sends about one notification per round
-    trip, however many transactions it commits meanwhile.
+    in flight, further calls fold into a single next one. So a busy process sends about
+    one notification per round trip, however many transactions it commits meanwhile.
+
+    An idle process does better: a commit that :meth:`claim`\ s the announcer sends its
+    notification inside its own transaction (``pg_notify`` before ``COMMIT``, in the same
+    pipeline), so other processes hear of it the moment it commits, with no round trip
+    of its own; :meth:`settle` then announces whatever the commit turned out to need
+    beyond what it sent. PostgreSQL serialises the commits of transactions that notify,
+    which is why only one claimed commit per process may be in flight.
     """
 
     def __init__(self, send: Callable[[str], Awaitable[None]]) -> None:
         self._send = send
         self._task: asyncio.Task[None] | None = None
         self._kinds = ""
-        #: Notifications sent (tests and diagnostics).
+        self._claimed = False
+        #: Notifications sent (tests and diagnostics), in transactions of their own or
+        #: inside commits.
         self.sent = 0
 
     def announce(self, kinds: str) -> None:
         self._kinds = merge_kinds(self._kinds, kinds)
-        if self._task is None or self._task.done():
+        if not self._claimed and (self._task is None or self._task.done()):
             loop = asyncio.get_running_loop()
             self._task = loop.create_task(self._flush(), name="taskloom-notify")
+
+    def claim(self) -> bool:
+        """Whether the caller's commit may carry the next notification (nothing is in
+        flight or pending); if so, the caller must :meth:`settle` once it ends."""
+        if self._claimed or self._kinds or (self._task is not None and not self._task.done()):
+            return False
+        self._claimed = True
+        return True
+
+    def settle(self, sent: str, kinds: str) -> None:
+        """The claimed commit ended: its transaction notified ``sent`` ("" if it failed)
+        and its outcome needs ``kinds``; the rest, and what waited meanwhile, goes now."""
+        self._claimed = False
+        if sent:
+            self.sent += 1
+        rest = "".join(k for k in kinds if k not in sent)
+        if rest or self._kinds:
+            self.announce(rest)
 
     async def _flush(self) -> None:
         while self._kinds:

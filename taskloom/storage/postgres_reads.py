@@ -119,7 +119,7 @@ class PostgresReadsMixin:
         async def op(conn: Conn) -> dict[str, Status]:
             cur = await conn.execute(
                 f"SELECT instance_id, status FROM {self._s}.instances "
-                "WHERE hub = %s AND instance_id = ANY(%s::text[])",
+                "WHERE hub = %s AND instance_id = ANY(%b::text[])",
                 [self.hub, ids],
             )
             return {row[0]: Status(row[1]) for row in await cur.fetchall()}
@@ -137,7 +137,7 @@ class PostgresReadsMixin:
         async def op(conn: Conn) -> list[tuple[str, HistoryEvent]]:
             cur = await conn.execute(
                 f"SELECT instance_id, event FROM {self._s}.history "
-                "WHERE hub = %s AND instance_id = ANY(%s::text[]) ORDER BY instance_id, seq",
+                "WHERE hub = %s AND instance_id = ANY(%b::text[]) ORDER BY instance_id, seq",
                 [self.hub, ids],
             )
             rows = await cur.fetchall()
@@ -154,7 +154,7 @@ class PostgresReadsMixin:
         conds: list[str] = []
         params: list[Any] = []
         if query.statuses is not None:
-            conds.append("status = ANY(%s::text[])")
+            conds.append("status = ANY(%b::text[])")
             params.append([s.value for s in query.statuses])
         if query.name is not None:
             conds.append("name = %s")
@@ -257,7 +257,7 @@ class PostgresReadsMixin:
         if instance_ids is not None:
             if not instance_ids:
                 return 0
-            where += " AND instance_id = ANY(%s::text[])"
+            where += " AND instance_id = ANY(%b::text[])"
             params.append(list(instance_ids))
         s = self._s
 
@@ -265,7 +265,7 @@ class PostgresReadsMixin:
             # One statement: the CTEs delete the dependants of exactly the rows deleted.
             cur = await conn.execute(
                 f"WITH gone AS (DELETE FROM {s}.instances WHERE hub = %s "
-                f"AND status = ANY(%s::text[]){where} RETURNING instance_id), "
+                f"AND status = ANY(%b::text[]){where} RETURNING instance_id), "
                 f"h AS (DELETE FROM {s}.history WHERE hub = %s "
                 "AND instance_id IN (SELECT instance_id FROM gone)), "
                 f"m AS (DELETE FROM {s}.messages WHERE hub = %s "

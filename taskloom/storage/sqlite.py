@@ -43,6 +43,7 @@ from taskloom.storage.base import (
     EagerActivities,
     EagerEpisodes,
     EpisodeCommit,
+    InlineEpisodes,
     InstanceQuery,
     InstanceRecord,
     LeasedEpisode,
@@ -54,6 +55,8 @@ from taskloom.storage.base import (
     WorkItem,
     child_conflict_message,
     commit_kinds,
+    inline_changes,
+    inline_kinds,
     names_json,
     refused,
     result_kinds,
@@ -112,6 +115,15 @@ _LEASE_RECORD = (
 # A commit needs our token and a lease still held: after a commit or an abandon the same
 # token cannot apply again.
 _COMMIT_RECORD = _UPDATE_RECORD + " AND lease_token = :lease_token AND lease_expires IS NOT NULL"
+# An inline episode (InlineEpisodes) needs the row as the worker's last commit left it:
+# unleased since (same token, no lease), the same history and execution, and no other
+# visible message waiting.
+_INLINE_RECORD = (
+    _UPDATE_RECORD + " AND lease_token = :lease_token AND lease_expires IS NULL"
+    " AND history_len = :prior_len AND execution_id = :execution_id"
+    " AND NOT EXISTS (SELECT 1 FROM messages INDEXED BY messages_by_instance WHERE hub = :hub"
+    " AND instance_id = :instance_id AND visible_at <= :now)"
+)
 
 
 def _load_queries() -> dict[str, str]:
@@ -449,7 +461,7 @@ class SqliteStore(
             return
         made = [new for (new, _), b in zip(starts, blocking, strict=True) if b is None]
         if made:
-            started = [new.record.instance_id for new in made]
+            started = {new.record.instance_id: new.record.status for new in made}
             self._notify(EPISODES + STATUS + timed(new.start for new in made), started)
         for (_, created), status in zip(starts, blocking, strict=True):
             if not created.done():
@@ -558,13 +570,19 @@ class SqliteStore(
         commit: EpisodeCommit,
         now: datetime,
         eager: EagerActivities | None,
+        inline: InlineEpisodes | None = None,
     ) -> bool:
         key = (self.hub, commit.instance.instance_id)
         # The fenced row update goes first: when the lease is lost it matches no row and
         # nothing else is written.
         params = self._record_params(commit.instance)
         params["lease_token"] = commit.lease_token
-        if conn.execute(_COMMIT_RECORD, params).rowcount != 1:
+        fence = _COMMIT_RECORD
+        if inline is not None:
+            fence = _INLINE_RECORD
+            params["prior_len"] = inline.prior_len(commit)
+            params["now"] = codec.us(now)
+        if conn.execute(fence, params).rowcount != 1:
             return False
         if commit.replace_history:
             conn.execute("DELETE FROM history WHERE hub = ? AND instance_id = ?", key)
@@ -676,28 +694,71 @@ class SqliteStore(
         results: Sequence[ActivityResult],
         now: datetime,
         eager: EagerEpisodes | None = None,
+        *,
+        inline: InlineEpisodes | None = None,
     ) -> list[bool]:
         done: list[bool] = []
         appended = False
-        results = self.payloads.within_limit(results)
+        given, results = results, self.payloads.within_limit(results)
+        planned = {} if inline is None else inline.usable(given, results)
+        held: dict[str, list[Message]] = {}  # results of inline candidates, not yet sent
         with self._write("complete activities") as conn:
+            if inline is not None:
+                inline.applied.clear()
             for result in results:
                 params = (self.hub, result.work_item_id, result.lease_token)
                 deleted = conn.execute(_Q["complete_activity"], params).rowcount == 1
-                if deleted:
+                iid = result.message.instance_id
+                if iid in planned:
+                    held.setdefault(iid, [])
+                    if deleted:
+                        held[iid].append(result.message)
+                    else:  # a result the plan counted is lost: no inline episode
+                        planned = {k: v for k, v in planned.items() if k != iid}
+                elif deleted:
                     message = result.message
                     if result.appends:
                         message, wrote = self._append_for(conn, result, now)
                         appended = appended or wrote
                     self._insert_messages(conn, [message])
                 done.append(deleted)
+            if inline is not None:
+                self._apply_inline(conn, inline, planned, held, now)
             took = [r for r, ok in zip(results, done, strict=True) if ok]
             if eager is not None:
-                targets = dict.fromkeys(r.message.instance_id for r in took)
+                sent = (r.message.instance_id for r in took)
+                targets = dict.fromkeys(
+                    i for i in sent if inline is None or i not in inline.applied
+                )
                 self._lease_free(conn, list(targets), eager)
-        if took:
-            self._notify(result_kinds(took, eager) + (LOG if appended else ""))
+        kinds = (LOG if appended else "") + inline_kinds(inline)
+        rest = [r for r in took if inline is None or r.message.instance_id not in inline.applied]
+        if rest:
+            kinds += result_kinds(rest, eager)
+        if kinds:
+            self._notify(kinds, inline_changes(inline))
         return done
+
+    def _apply_inline(
+        self,
+        conn: sqlite3.Connection,
+        inline: InlineEpisodes,
+        planned: dict[str, EpisodeCommit],
+        held: dict[str, list[Message]],
+        now: datetime,
+    ) -> None:
+        """Commit each planned inline episode whose fence holds (InlineEpisodes); send the
+        results of the others to their inboxes."""
+        for iid, messages in held.items():
+            commit = planned.get(iid)
+            if (
+                commit is not None
+                and len(messages) == inline.expected.get(iid, -1)
+                and self._apply_commit(conn, commit, now, inline.activities, inline)
+            ):
+                inline.applied.add(iid)
+            else:
+                self._insert_messages(conn, messages)
 
     def _append_for(
         self, conn: sqlite3.Connection, result: ActivityResult, now: datetime

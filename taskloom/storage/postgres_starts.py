@@ -1,0 +1,137 @@
+"""Starts on PostgreSQL, made together: concurrent ``create_instance`` calls share one
+statement and one transaction (as on SQLite, where starts made together share one).
+
+While a batch is in flight, new starts wait for the next one, so a lone start goes at
+once and a burst of them costs a round trip (and a WAL flush) per batch rather than per
+start. The statement creates every instance whose id is free and sends its start
+message; an id that is taken is left alone, for the caller's slow path (lock the row,
+replace it if finished), exactly as a single start does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from taskloom.history import dumps_event
+from taskloom.storage.base import NewInstance
+from taskloom.storage.postgres_batch import INSTANCE_COLUMNS, failure_json
+
+__all__ = ["StartGroup", "Started", "starts_params", "starts_sql"]
+
+#: Starts per statement at most (a burst is cut into batches of this size).
+BATCH = 500
+
+
+def starts_sql(s: str) -> str:
+    """Create the instances of a batch whose ids are free, clear leftovers sent to those
+    ids before they existed (on the statement's snapshot, so never the start messages
+    the same statement inserts) and send their start messages; returns the ids created."""
+    columns = [c.strip() for c in INSTANCE_COLUMNS.split(",")]
+    casts = {
+        "history_len": "int",
+        "created_at": "timestamptz",
+        "updated_at": "timestamptz",
+        "completed_at": "timestamptz",
+        "scheduled_start_at": "timestamptz",
+    }
+    arrays = ", ".join(f"%({c})b::{casts.get(c, 'text')}[]" for c in columns)
+    key = "hub = %(hub)s AND instance_id IN (SELECT instance_id FROM created)"
+    return f"""
+WITH n AS (
+    SELECT * FROM unnest({arrays},
+        %(m_execution)b::text[], %(m_visible)b::timestamptz[], %(m_event)b::text[])
+    WITH ORDINALITY AS n({INSTANCE_COLUMNS}, m_execution, m_visible, m_event, ord)
+), created AS (
+    INSERT INTO {s}.instances (hub, {INSTANCE_COLUMNS})
+    SELECT %(hub)s, {INSTANCE_COLUMNS} FROM n ORDER BY ord
+    ON CONFLICT (hub, instance_id) DO NOTHING
+    RETURNING instance_id
+), h AS (DELETE FROM {s}.history WHERE {key}
+), m AS (DELETE FROM {s}.messages WHERE {key}
+), w AS (DELETE FROM {s}.work_items WHERE {key}
+), start AS (
+    INSERT INTO {s}.messages (hub, instance_id, execution_id, visible_at, event)
+    SELECT %(hub)s, n.instance_id, n.m_execution, n.m_visible, n.m_event FROM n
+    WHERE n.instance_id IN (SELECT instance_id FROM created)
+    ORDER BY n.ord
+)
+SELECT instance_id FROM created"""
+
+
+def starts_params(hub: str, news: Sequence[NewInstance]) -> dict[str, Any]:
+    records = [n.record for n in news]
+    return {
+        "hub": hub,
+        "instance_id": [r.instance_id for r in records],
+        "execution_id": [r.execution_id for r in records],
+        "name": [r.name for r in records],
+        "version": [r.version for r in records],
+        "status": [r.status.value for r in records],
+        "input": [r.input for r in records],
+        "output": [r.output for r in records],
+        "custom_status": [r.custom_status for r in records],
+        "failure": [failure_json(r.failure) for r in records],
+        "created_at": [r.created_at for r in records],
+        "updated_at": [r.updated_at for r in records],
+        "completed_at": [r.completed_at for r in records],
+        "parent_instance_id": [r.parent_instance_id for r in records],
+        "scheduled_start_at": [r.scheduled_start_at for r in records],
+        "history_len": [r.history_len for r in records],
+        "m_execution": [n.start.execution_id for n in news],
+        "m_visible": [n.start.visible_at for n in news],
+        "m_event": [dumps_event(n.start.event) for n in news],
+    }
+
+
+@dataclass(frozen=True)
+class Started:
+    """A batch's answer for one start: ``created``, or the id was taken (then the
+    caller's slow path decides); ``retried`` if the batch's transaction was retried
+    after a lost COMMIT (the id may then be taken by this very start)."""
+
+    created: bool
+    retried: bool
+
+
+#: Runs one batch: the starts -> (ids created, whether the transaction was retried).
+RunBatch = Callable[[list[NewInstance]], Awaitable[tuple[set[str], bool]]]
+
+
+class StartGroup:
+    """Coalesces concurrent starts into batches, one batch in flight at a time."""
+
+    def __init__(self, run: RunBatch) -> None:
+        self._run = run
+        self._waiting: list[tuple[NewInstance, asyncio.Future[Started]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, new: NewInstance) -> Started:
+        future: asyncio.Future[Started] = asyncio.get_running_loop().create_future()
+        self._waiting.append((new, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._batches(), name="taskloom-starts")
+        return await future
+
+    async def _batches(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
+            # A second start of an id in the batch is left out: taken, by the first.
+            first: dict[str, NewInstance] = {}
+            for new, _ in batch:
+                first.setdefault(new.record.instance_id, new)
+            try:
+                created, retried = await self._run(list(first.values()))
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for new, future in batch:
+                made = first[new.record.instance_id] is new and new.record.instance_id in created
+                if not future.done():
+                    future.set_result(Started(made, retried))
