@@ -6,8 +6,9 @@ processes that run the app: every ``lease_ttl / 3`` seconds a runner renews its 
 counts the live owners and takes or gives back partitions to hold its fair share. A
 process that dies loses its partitions when their leases lapse.
 
-For a held partition the runner reads the next batch of the log (that partition's
-streams only), then:
+Each round, every consumer (concurrently: they are independent) reads the next batch of
+each of its held partitions in one query (a partition's streams only), then per
+partition:
 
 - **projection**: applies the batch in one transaction fenced on the lease, the view
   writes and the new checkpoint together (inline projections too, to catch up on events
