@@ -5,7 +5,8 @@ tables of ``sql/postgres/0004_events.sql``.
 head row as the last lock before COMMIT, so positions are assigned in commit order and a
 reader following the log never passes an event that commits later; without a hook an
 append is one round trip (the ``event_append`` function of
-``sql/postgres/0005_event_append.sql``). That module's docstring says why it is correct.
+``sql/postgres/0005_event_append.sql``, as of ``0013_event_log_speed.sql``). That module's
+docstring says why it is correct.
 
 **Hooks** are synchronous: they run in a worker thread (``asyncio.to_thread``) while the
 transaction's coroutine waits, and each :class:`EventTx` call made from that thread runs

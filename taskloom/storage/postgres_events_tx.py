@@ -1,7 +1,8 @@
 """The PostgreSQL event log's append, and the :class:`EventTx` its hooks get.
 
 **One round trip.** An append is one call of the ``event_append`` function
-(``sql/postgres/0005_event_append.sql``), which locks the streams' rows, checks event ids
+(``sql/postgres/0005_event_append.sql``, redefined in ``0013_event_log_speed.sql`` with
+plans that need no statistics), which locks the streams' rows, checks event ids
 and expected versions, takes positions and inserts, all on the server. Without a hook
 the pool connection's autocommit makes that call its own transaction, so the append is
 a single round trip, COMMIT included. The function leaves to :func:`_append_slow`
