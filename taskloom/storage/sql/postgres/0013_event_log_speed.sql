@@ -142,3 +142,46 @@ BEGIN
     RETURN v_result; --
 END
 $fn$;
+
+-- The next events after a position, of each partition (p_parts[k] of p_count, after
+-- p_after[k]; p_count 1: the whole log), up to p_limit each, for consumers. A function so
+-- that it can turn bitmap scans off: with no statistics "hub = $1" looks selective, and
+-- the planner read every event after the position and sorted them for the first
+-- p_limit (4.7 ms for 200 events 12,000 behind, growing with the lag) instead of walking
+-- the primary key in order and stopping at p_limit.
+CREATE OR REPLACE FUNCTION {schema}.event_read(
+    p_hub text,
+    p_parts integer[],
+    p_after bigint[],
+    p_count integer,
+    p_limit integer
+) RETURNS TABLE (
+    part integer,
+    "position" bigint,
+    stream_id text,
+    version bigint,
+    event_id text,
+    type text,
+    data text,
+    metadata text,
+    recorded_at timestamptz
+)
+LANGUAGE plpgsql STABLE
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $fn$
+BEGIN
+    RETURN QUERY
+    SELECT p.k, e.position, e.stream_id::text, e.version, e.event_id::text, e.type::text,
+           e.data, e.metadata, e.recorded_at
+    FROM unnest(p_parts, p_after) AS p(k, a)
+    CROSS JOIN LATERAL (
+        SELECT x.position, x.stream_id, x.version, x.event_id, x.type, x.data, x.metadata,
+               x.recorded_at
+        FROM {schema}.events AS x
+        WHERE x.hub = p_hub AND x.position > p.a AND (p_count <= 1 OR x.bucket % p_count = p.k)
+        ORDER BY x.position LIMIT p_limit
+    ) AS e
+    ORDER BY p.k, e.position; --
+END
+$fn$;
