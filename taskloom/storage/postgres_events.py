@@ -236,6 +236,13 @@ class PostgresEventsMixin(EventLogStore):
                 [self.hub, [index], [after], count, limit],
             )
             return [_event(r[1:]) for r in await cur.fetchall()]
+        if types is not None and partition is None and stream is None:
+            # By event_read_types (see read_partitions).
+            await cur.execute(
+                f"SELECT * FROM {self._s}.event_read_types(%s, %s::text[], %s, %s)",
+                [self.hub, list(types), after, limit],
+            )
+            return [_event(r) for r in await cur.fetchall()]
         clauses = ["hub = %(hub)s", "position > %(after)s"]
         params: dict[str, Any] = {"hub": self.hub, "after": after, "limit": limit}
         if types is not None:

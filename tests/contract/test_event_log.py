@@ -286,6 +286,8 @@ async def test_read_log_after_limit_and_types(log: EventLogStore) -> None:
     assert ids(await log.read_log(0, 100, ["y"])) == ["b1", "a3"]
     assert ids(await log.read_log(0, 100, ["x", "z"])) == ["a1", "a2", "c1"]
     assert ids(await log.read_log(everything[0].position, 1, ["x", "z"])) == ["a2"]
+    assert ids(await log.read_log(0, 2, ["z", "x"])) == ["a1", "a2"]
+    assert ids(await log.read_log(0, 3, ["y", "y", "z"])) == ["b1", "c1", "a3"]
     assert await log.read_log(0, 100, []) == []
     assert await log.read_log(0, 100, ["nothing"]) == []
 

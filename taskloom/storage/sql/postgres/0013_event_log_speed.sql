@@ -185,3 +185,42 @@ BEGIN
     ORDER BY p.k, e.position; --
 END
 $fn$;
+
+-- The next events of some types after a position (read_all with types), up to p_limit:
+-- the first p_limit of each type by the (hub, type, position) index, in order, then the
+-- first p_limit of those. Bitmap scans off for the reason above (the planner had read
+-- every event of the types after the position and sorted them).
+CREATE OR REPLACE FUNCTION {schema}.event_read_types(
+    p_hub text,
+    p_types text[],
+    p_after bigint,
+    p_limit integer
+) RETURNS TABLE (
+    "position" bigint,
+    stream_id text,
+    version bigint,
+    event_id text,
+    type text,
+    data text,
+    metadata text,
+    recorded_at timestamptz
+)
+LANGUAGE plpgsql STABLE
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $fn$
+BEGIN
+    RETURN QUERY
+    SELECT e.position, e.stream_id::text, e.version, e.event_id::text, e.type::text, e.data,
+           e.metadata, e.recorded_at
+    FROM (SELECT DISTINCT u.t FROM unnest(p_types) AS u(t)) AS t
+    CROSS JOIN LATERAL (
+        SELECT x.position, x.stream_id, x.version, x.event_id, x.type, x.data, x.metadata,
+               x.recorded_at
+        FROM {schema}.events AS x
+        WHERE x.hub = p_hub AND x.type = t.t AND x.position > p_after
+        ORDER BY x.position LIMIT p_limit
+    ) AS e
+    ORDER BY e.position LIMIT p_limit; --
+END
+$fn$;
