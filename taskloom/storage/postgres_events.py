@@ -101,6 +101,13 @@ class PostgresEventsMixin(EventLogStore):
 
         def _notify(self, kinds: str = ...) -> None: ...
 
+        def _claim(self, kinds: str) -> str: ...
+
+        def _settled(self, sent: str, kinds: str) -> None: ...
+
+        _channel: str
+        _token: str
+
         async def _create(
             self, cur: Cur, new: NewInstance, retried: bool = False
         ) -> Status | None: ...
@@ -161,13 +168,25 @@ class PostgresEventsMixin(EventLogStore):
         or, for those the function leaves to the Python path, each in its own
         transaction."""
         s, hub = self._s, self.hub
+        # With nothing in flight, the group's call carries the NOTIFY in its own
+        # transaction (see Announcer): other processes hear of the events as they commit.
+        sent = self._claim(LOG)
+        notify = (self._channel, f"{self._token}:{sent}") if sent else None
 
-        async def together(conn: Conn) -> list[Outcome]:
+        async def together(conn: Conn) -> tuple[list[Outcome], bool]:
             async with conn.cursor() as cur:
-                return await append_together(cur, s, hub, members)
+                return await append_together(cur, s, hub, members, notify)
 
-        outcomes = await self._run(together)
+        try:
+            outcomes, notified = await self._run(together)
+        except BaseException:
+            if sent:
+                self._settled("", "")
+            raise
         wrote = any(isinstance(o, list) for o in outcomes)
+        if sent:
+            self._settled(sent if notified else "", LOG if wrote else "")
+            wrote = False  # told
         for i, outcome in enumerate(outcomes):
             if outcome is not None:
                 continue

@@ -154,12 +154,21 @@ class AppendGroup:
             self._waiting.clear()
 
 
-async def append_together(cur: Cur, s: str, hub: str, members: Sequence[Member]) -> list[Outcome]:
+async def append_together(
+    cur: Cur,
+    s: str,
+    hub: str,
+    members: Sequence[Member],
+    notify: tuple[str, str] | None = None,
+) -> tuple[list[Outcome], bool]:
     """Several callers' appends (no hooks) in one event_append call, so one transaction
     and one round trip; each member still succeeds or fails on its own. A member refused
     for its expected version is left to the Python path (None) and the others go again
     without it; when the function leaves a call to the Python path, every member left is
-    None."""
+    None. ``notify`` (channel, payload): the first call also sends that ``pg_notify``, in
+    its transaction; the second value returned says whether that call committed the
+    appends (else the caller announces them as usual)."""
+    notified = False
     outcomes: list[Outcome] = [None] * len(members)
     live = [m for m, (appends, _) in enumerate(members) if appends]
     for m in range(len(members)):
@@ -169,26 +178,29 @@ async def append_together(cur: Cur, s: str, hub: str, members: Sequence[Member])
         flat = [a for m in live for a in members[m][0]]
         codes = _codes(flat)
         if codes is None:
-            return [o if o == [] else None for o in outcomes]
+            return [o if o == [] else None for o in outcomes], notified
         nows = [members[m][1] for m in live for _ in members[m][0]]
         try:
             # Its own transaction: an id already in its stream fails the insert, which
             # undoes the call (see event_append's p_check).
-            out = await _call(cur, s, hub, flat, codes, nows, check=False)
+            out = await _call(cur, s, hub, flat, codes, nows, check=False, notify=notify)
+            # Told only if that call wrote: a later one's events commit after the NOTIFY.
+            notified = notify is not None and out[0] == _OK
         except UniqueViolation as exc:
             if exc.diag.constraint_name != "events_stream_event":
                 raise
             out = [_IDS_FOUND]
+        notify = None
         if out[0] == _IDS_FOUND:
             # An id already in its stream: all go alone (the Python path tells a repeat
             # from a refusal).
-            return [o if o == [] else None for o in outcomes]
+            return [o if o == [] else None for o in outcomes], notified
         if out[0] == _OK:
             results = _pairs(out)
             for m in live:
                 n = len(members[m][0])
                 outcomes[m], results = results[:n], results[n:]
-            return outcomes
+            return outcomes, notified
         # A refused member goes alone: the call did not look its ids up, and a repeat
         # of an earlier append is no refusal, whatever its expected version says.
         index = out[1] - 1
@@ -197,7 +209,7 @@ async def append_together(cur: Cur, s: str, hub: str, members: Sequence[Member])
                 live.remove(m)
                 break
             index -= len(members[m][0])
-    return outcomes
+    return outcomes, notified
 
 
 def _codes(appends: Sequence[StreamAppend]) -> list[int] | None:
@@ -230,6 +242,7 @@ async def _call(
     codes: list[int],
     nows: list[datetime],
     check: bool = True,
+    notify: tuple[str, str] | None = None,
 ) -> list[int]:
     ev_append: list[int] = []
     ev_offset: list[int] = []
@@ -249,7 +262,7 @@ async def _call(
         # Binary parameters (%b): arrays dump several times faster than as text.
         f"SELECT {s}.event_append(%b, %b::timestamptz[], %b::text[], %b::bigint[], "
         "%b::int[], %b::int[], %b::int[], %b::int[], %b::text[], %b::text[], %b::text[], "
-        "%b::text[], %b)",
+        "%b::text[], %b)" + (", pg_notify(%s, %s)" if notify else ""),
         [
             hub,
             nows,
@@ -264,6 +277,7 @@ async def _call(
             data,
             meta,
             check,
+            *(notify or ()),
         ],
     )
     row = await cur.fetchone()
