@@ -13,8 +13,12 @@ the whole log in position order. Its documents live in the physical view
 - **Asynchronous** projections are applied in batches by the runner
   (:mod:`taskloom.events.consumers`), in a transaction fenced on the partition lease.
 
-Each event is applied inside a savepoint: a handler that raises undoes only its own
-writes. Inline projections park such an event at once (the append still commits);
+A handler that raises undoes only its own writes. Its view keeps the writes of a batch
+in memory (reads see them) and puts them in one go at the end, so a handler's writes
+are dropped by forgetting them, with no savepoint and no statement per write; should the
+store refuse those writes, the batch is applied again one event at a time, each in a
+savepoint writing straight through, so the refusal falls to the event that caused it.
+Inline projections park such an event at once (the append still commits);
 asynchronous ones retry it with backoff, then park it. Parked events are listed by
 ``taskloom projections`` and can be replayed; the projection never skips silently.
 """
@@ -77,23 +81,75 @@ def _check_key(view: str, key: object) -> str:
 
 
 class View:
-    """A projection's read model as its handler sees it, inside the transaction."""
+    """A projection's read model as its handler sees it, inside the transaction.
 
-    def __init__(self, tx: EventTx, name: str, physical: str) -> None:
+    Buffered (the runner's batches, inline projections), writes wait in memory: those of
+    the event being applied in ``_event``, those of the events applied in ``_kept``,
+    until :meth:`flush`."""
+
+    def __init__(self, tx: EventTx, name: str, physical: str, buffered: bool = False) -> None:
         self._tx = tx
         self.name = name
         self._physical = physical
+        self.buffered = buffered
+        self._kept: dict[str, str | None] = {}
+        self._event: dict[str, str | None] = {}
 
     def get(self, key: str) -> dict[str, Any] | None:
-        doc = self._tx.view_get(self._physical, _check_key(self.name, key))
+        key = _check_key(self.name, key)
+        if key in self._event:
+            doc = self._event[key]
+        elif key in self._kept:
+            doc = self._kept[key]
+        else:
+            doc = self._tx.view_get(self._physical, key)
         return None if doc is None else dict(json.loads(doc))
 
     def put(self, key: str, doc: dict[str, Any]) -> None:
         key = _check_key(self.name, key)
-        self._tx.view_put(self._physical, key, encode_doc(f"view {self.name!r} key {key!r}", doc))
+        text = encode_doc(f"view {self.name!r} key {key!r}", doc)
+        if self.buffered:
+            self._event[key] = text
+        else:
+            self._tx.view_put(self._physical, key, text)
 
     def delete(self, key: str) -> None:
-        self._tx.view_delete(self._physical, _check_key(self.name, key))
+        key = _check_key(self.name, key)
+        if self.buffered:
+            self._event[key] = None
+        else:
+            self._tx.view_delete(self._physical, key)
+
+    def _settle(self, keep: bool) -> None:
+        """The event being applied is done: keep its writes, or drop them (it raised)."""
+        if keep:
+            self._kept.update(self._event)
+        self._event = {}
+
+    def flush(self) -> bool:
+        """Write the kept writes; False if the store refused them (then none is
+        written). Writes a store may refuse go in a savepoint: PostgreSQL's ``jsonb``
+        takes no ``\\u0000`` and its text no NUL character; nothing else in a key or a
+        JSON object's text is refused."""
+        if not self._kept:
+            return True
+        if not any("\0" in k or (d is not None and "\\u0000" in d) for k, d in self._kept.items()):
+            self._tx.view_write(self._physical, self._kept)
+            self._kept = {}
+            return True
+        try:
+            with self._tx.savepoint():
+                self._tx.view_write(self._physical, self._kept)
+        except Exception:
+            log.warning(
+                "view %r refused a batch of %d writes; applying its events one at a time",
+                self.name,
+                len(self._kept),
+                exc_info=True,
+            )
+            return False
+        self._kept = {}
+        return True
 
 
 Handler = Callable[[RecordedEvent, View], None]
@@ -126,8 +182,17 @@ def _describe(exc: BaseException) -> str:
 def apply_one(
     spec: ProjectionSpec, tx: EventTx, view: View, event: StoredEvent, converter: DataConverter
 ) -> str | None:
-    """Apply one event in a savepoint; the error text if the handler raised."""
+    """Apply one event (its writes dropped if it raises: by a buffered view, else by a
+    savepoint); the error text if the handler raised."""
     if not spec.wants(event):
+        return None
+    if view.buffered:
+        try:
+            spec.handler(decode(event, converter), view)
+        except Exception as exc:
+            view._settle(False)
+            return _describe(exc)
+        view._settle(True)
         return None
     try:
         with tx.savepoint():
@@ -146,14 +211,18 @@ def apply_batch(
 ) -> tuple[int, StoredEvent | None, str | None]:
     """Apply ``events`` in order until one fails: ``(last applied position or -1, the
     failed event, its error)``. Used by the runner and by rebuilds."""
-    view = View(tx, spec.name, physical)
-    done = -1
-    for event in events:
-        error = apply_one(spec, tx, view, event, converter)
-        if error is not None:
-            return done, event, error
-        done = event.position
-    return done, None, None
+    for buffered in (True, False):
+        view = View(tx, spec.name, physical, buffered)
+        done, failed, error = -1, None, None
+        for event in events:
+            error = apply_one(spec, tx, view, event, converter)
+            if error is not None:
+                failed = event
+                break
+            done = event.position
+        if view.flush():
+            break
+    return done, failed, error
 
 
 def _inline(
@@ -172,9 +241,13 @@ def _inline(
         if len(missed) > INLINE_CATCH_UP:
             return  # the runner closes large gaps; stay out until it has
         events = missed + events
-    view = View(tx, spec.name, view_name(spec.name, tx.generation(spec.name)))
-    for event in events:
-        error = apply_one(spec, tx, view, event, c)
+    physical = view_name(spec.name, tx.generation(spec.name))
+    for buffered in (True, False):
+        view = View(tx, spec.name, physical, buffered)
+        errors = [(event, apply_one(spec, tx, view, event, c)) for event in events]
+        if view.flush():
+            break
+    for event, error in errors:
         if error is not None:
             log.error(
                 "inline projection %r failed on event %d (%s of stream %r); parked it: %s",

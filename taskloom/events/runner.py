@@ -6,8 +6,9 @@ processes that run the app: every ``lease_ttl / 3`` seconds a runner renews its 
 counts the live owners and takes or gives back partitions to hold its fair share. A
 process that dies loses its partitions when their leases lapse.
 
-For a held partition the runner reads the next batch of the log (that partition's
-streams only), then:
+Each round, every consumer (concurrently: they are independent) reads the next batch of
+each of its held partitions in one query (a partition's streams only), then per
+partition:
 
 - **projection**: applies the batch in one transaction fenced on the lease, the view
   writes and the new checkpoint together (inline projections too, to catch up on events
@@ -193,12 +194,21 @@ class ConsumerRunner:
                 replays = time.monotonic() - self._replays_at >= self.poll_interval
                 if replays:
                     self._replays_at = time.monotonic()
-                for consumer, held in self._leases.items():
-                    for partition in list(held):
-                        self._busy = 1
-                        if replays:
-                            progressed |= await self._replay(consumer, partition)
-                        progressed |= await self._work(consumer, partition, replays)
+                self._busy = 1
+                # Consumers are independent: each takes its round at once, so a
+                # subscription's handler does not wait for a projection's commit.
+                rounds = [self._round(c, held, replays) for c, held in self._leases.items()]
+                for outcome in await asyncio.gather(*rounds, return_exceptions=True):
+                    if isinstance(outcome, KeyboardInterrupt | SystemExit):
+                        raise outcome
+                    if isinstance(outcome, BaseException):
+                        log.error(
+                            "consumer runner %s failed a round; retrying",
+                            self.owner,
+                            exc_info=outcome,
+                        )
+                    else:
+                        progressed |= outcome
             except Exception:
                 log.exception("consumer runner %s failed a round; retrying", self.owner)
             finally:
@@ -206,6 +216,16 @@ class ConsumerRunner:
             if not progressed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def _round(self, consumer: str, held: dict[int, PartitionLease], replays: bool) -> bool:
+        """One consumer's round: every held partition's next batch, read in one go."""
+        progressed = False
+        head, batches = await self._read_held(held, replays)
+        for partition in list(held):
+            if replays:
+                progressed |= await self._replay(consumer, partition)
+            progressed |= await self._work(consumer, partition, head, batches)
+        return progressed
 
     async def _balance(self) -> None:
         """Renew what we hold, then take or give back partitions to hold a fair share."""
@@ -243,14 +263,36 @@ class ConsumerRunner:
         del self._retry_at[(lease.consumer, lease.partition)]
         return False
 
-    async def _work(self, consumer: str, partition: int, advance: bool) -> bool:
-        lease = self._leases[consumer][partition]
+    async def _read_held(
+        self, held: dict[int, PartitionLease], advance: bool
+    ) -> tuple[int, dict[tuple[int, int], list[StoredEvent]]]:
+        """The head (when idle partitions may advance to it; else 0), then the next batch
+        of every held partition in one read, keyed by (partition, position read after).
+        Every position up to a head read first is committed and visible to the read that
+        follows (positions are assigned in commit order)."""
+        head = await self.log.log_head() if advance and held else 0
+        if not held:
+            return head, {}
+        count = next(iter(held.values())).partitions
+        after = {p: lease.position for p, lease in held.items()}
+        found = await self.log.read_partitions(after, count, self.batch)
+        return head, {(p, after[p]): events for p, events in found.items()}
+
+    async def _work(
+        self,
+        consumer: str,
+        partition: int,
+        head: int,
+        batches: dict[tuple[int, int], list[StoredEvent]],
+    ) -> bool:
+        lease = self._leases[consumer].get(partition)
+        if lease is None:  # lost by a replay's commit
+            return False
         spec = self.specs[consumer]
-        part = (partition, lease.partitions)
-        # Every position up to a head read first is committed and visible to the read
-        # that follows (positions are assigned in commit order).
-        head = await self.log.log_head() if advance else 0
-        events = await self.log.read_log(lease.position, self.batch, partition=part)
+        events = batches.get((partition, lease.position))
+        if events is None:  # the checkpoint moved since the read (a replay's commit)
+            part = (partition, lease.partitions)
+            events = await self.log.read_log(lease.position, self.batch, partition=part)
         if not events:
             if head > lease.position:
                 # A partition with nothing new moves to the head now and then, so its

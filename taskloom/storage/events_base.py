@@ -30,7 +30,7 @@ from __future__ import annotations
 import abc
 import re
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +42,7 @@ from taskloom.storage.base import Message, NewInstance
 __all__ = [
     "BUCKETS",
     "REPLAY",
+    "STREAM_AFTER",
     "VIEW_OPS",
     "AppendHook",
     "ConsumerState",
@@ -233,6 +234,15 @@ class EventTx(abc.ABC):
     @abc.abstractmethod
     def view_delete(self, view: str, key: str) -> None: ...
 
+    def view_write(self, view: str, docs: Mapping[str, str | None]) -> None:
+        """Put each document (``None``: delete its key); backends may do it in fewer
+        statements."""
+        for key, doc in docs.items():
+            if doc is None:
+                self.view_delete(view, key)
+            else:
+                self.view_put(view, key, doc)
+
     @abc.abstractmethod
     def append(self, appends: Sequence[StreamAppend]) -> list[tuple[int, int]]:
         """Append as :meth:`EventLogStore.append_events` does, in this transaction;
@@ -320,6 +330,16 @@ class EventLogStore(abc.ABC):
         """Events with ``position > after``, in position order; ``partition`` is
         ``(index, count)``: only streams whose bucket is ``index`` modulo ``count``;
         ``stream``: only that stream's events."""
+
+    async def read_partitions(
+        self, after: Mapping[int, int], count: int, limit: int
+    ) -> dict[int, list[StoredEvent]]:
+        """:meth:`read_log` of several partitions of ``count``, each after its own
+        position (``{index: after}``); backends may make it one query."""
+        return {
+            index: await self.read_log(position, limit, partition=(index, count))
+            for index, position in after.items()
+        }
 
     @abc.abstractmethod
     async def log_head(self) -> int:
@@ -429,6 +449,41 @@ class EventLogStore(abc.ABC):
     @abc.abstractmethod
     async def view_drop(self, view: str) -> None:
         """Remove every document of a physical view."""
+
+
+# Events of one stream after a log position, by the (hub, stream_id, version) index alone
+# (``:hub``, ``:stream``, ``:after``; the backends put in their placeholders and their
+# table for ``{events}``). Within a
+# stream, positions rise with versions (an append takes both under the stream's lock and
+# the head's), so "position > after" is "version > v", v being the version of the
+# stream's last event at or below ``after``. Reads keep "position > after" beside it, so
+# any v up to that one gives the same events; v is found, cheapest first:
+# - the event at ``after`` itself, when it is in the stream (a consumer's checkpoint, the
+#   last event of a reader's page): one seek;
+# - 0 when the stream's first event lies above ``after`` (a read from the start);
+# - else a binary search over the stream's versions, one seek per halving, from just
+#   below its first version (a truncated stream starts above 1): ``lo`` only ever takes
+#   a version whose position is at most ``after``, and a missing version counts as
+#   above it, so the search never passes v.
+_AT = "hub = :hub AND stream_id = :stream"
+_MID = "(lo + hi + 1) / 2"
+_UP = "p <= :after"
+_LO = f"CASE WHEN {_UP} THEN {_MID} ELSE lo END"
+_HI = f"CASE WHEN {_UP} THEN hi ELSE {_MID} - 1 END"
+STREAM_AFTER = (
+    f"stream_id = :stream AND version > coalesce("
+    f"(SELECT version FROM events WHERE hub = :hub AND position = :after "
+    f"AND stream_id = :stream), "
+    f"(SELECT 0 WHERE :after < (SELECT position FROM events WHERE {_AT} "
+    f"ORDER BY version LIMIT 1)), "
+    f"(WITH RECURSIVE b(lo, hi, p) AS ("
+    f"SELECT t.lo, t.hi, (SELECT position FROM events WHERE {_AT} AND "
+    f"version = (t.lo + t.hi + 1) / 2) FROM (SELECT (SELECT min(version) FROM events WHERE "
+    f"{_AT}) - 1 AS lo, (SELECT max(version) FROM events WHERE {_AT}) AS hi) AS t "
+    f"UNION ALL SELECT {_LO}, {_HI}, (SELECT position FROM events WHERE {_AT} AND "
+    f"version = ({_LO} + {_HI} + 1) / 2) FROM b WHERE lo < hi"
+    f") SELECT max(lo) FROM b))"
+).replace("FROM events", "FROM {events}")
 
 
 def view_name(name: str, generation: int) -> str:

@@ -5,7 +5,8 @@ tables of ``sql/postgres/0004_events.sql``.
 head row as the last lock before COMMIT, so positions are assigned in commit order and a
 reader following the log never passes an event that commits later; without a hook an
 append is one round trip (the ``event_append`` function of
-``sql/postgres/0005_event_append.sql``). That module's docstring says why it is correct.
+``sql/postgres/0005_event_append.sql``, as of ``0013_event_log_speed.sql``). That module's
+docstring says why it is correct.
 
 **Hooks** are synchronous: they run in a worker thread (``asyncio.to_thread``) while the
 transaction's coroutine waits, and each :class:`EventTx` call made from that thread runs
@@ -20,7 +21,8 @@ indexes apply.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,6 +41,7 @@ from taskloom.storage.base import (
 )
 from taskloom.storage.events_base import (
     REPLAY,
+    STREAM_AFTER,
     AppendHook,
     ConsumerState,
     EventLogStore,
@@ -71,6 +74,9 @@ Conn = AsyncConnection[tuple[Any, ...]]
 Cur = AsyncCursor[tuple[Any, ...]]
 T = TypeVar("T")
 
+# See STREAM_AFTER, in psycopg's named placeholders.
+_STREAM_AFTER = re.sub(r":(hub|stream|after)\b", r"%(\1)s", STREAM_AFTER)
+
 _EVENT_COLUMNS = "position, stream_id, version, event_id, type, data, metadata, recorded_at"
 _CONSUMER_COLUMNS = (
     "consumer, partition, partitions, position, lease_owner, lease_expires, "
@@ -94,6 +100,13 @@ class PostgresEventsMixin(EventLogStore):
         async def _run(self, op: Callable[[Conn], Awaitable[T]]) -> T: ...
 
         def _notify(self, kinds: str = ...) -> None: ...
+
+        def _claim(self, kinds: str) -> str: ...
+
+        def _settled(self, sent: str, kinds: str) -> None: ...
+
+        _channel: str
+        _token: str
 
         async def _create(
             self, cur: Cur, new: NewInstance, retried: bool = False
@@ -155,13 +168,25 @@ class PostgresEventsMixin(EventLogStore):
         or, for those the function leaves to the Python path, each in its own
         transaction."""
         s, hub = self._s, self.hub
+        # With nothing in flight, the group's call carries the NOTIFY in its own
+        # transaction (see Announcer): other processes hear of the events as they commit.
+        sent = self._claim(LOG)
+        notify = (self._channel, f"{self._token}:{sent}") if sent else None
 
-        async def together(conn: Conn) -> list[Outcome]:
+        async def together(conn: Conn) -> tuple[list[Outcome], bool]:
             async with conn.cursor() as cur:
-                return await append_together(cur, s, hub, members)
+                return await append_together(cur, s, hub, members, notify)
 
-        outcomes = await self._run(together)
+        try:
+            outcomes, notified = await self._run(together)
+        except BaseException:
+            if sent:
+                self._settled("", "")
+            raise
         wrote = any(isinstance(o, list) for o in outcomes)
+        if sent:
+            self._settled(sent if notified else "", LOG if wrote else "")
+            wrote = False  # told
         for i, outcome in enumerate(outcomes):
             if outcome is not None:
                 continue
@@ -222,21 +247,38 @@ class PostgresEventsMixin(EventLogStore):
         partition: tuple[int, int] | None,
         stream: str | None = None,
     ) -> list[StoredEvent]:
-        clauses = ["hub = %s", "position > %s"]
-        params: list[Any] = [self.hub, after]
+        if types is None and stream is None:
+            # The log, or one partition of it: by event_read (see read_partitions).
+            index, count = partition or (0, 1)
+            await cur.execute(
+                f"SELECT * FROM {self._s}.event_read(%s, %s::int[], %s::bigint[], %s, %s)",
+                [self.hub, [index], [after], count, limit],
+            )
+            return [_event(r[1:]) for r in await cur.fetchall()]
+        if types is not None and partition is None and stream is None:
+            # By event_read_types (see read_partitions).
+            await cur.execute(
+                f"SELECT * FROM {self._s}.event_read_types(%s, %s::text[], %s, %s)",
+                [self.hub, list(types), after, limit],
+            )
+            return [_event(r) for r in await cur.fetchall()]
+        clauses = ["hub = %(hub)s", "position > %(after)s"]
+        params: dict[str, Any] = {"hub": self.hub, "after": after, "limit": limit}
         if types is not None:
-            clauses.append("type = ANY(%s)")
-            params.append(list(types))
+            clauses.append("type = ANY(%(types)s)")
+            params["types"] = list(types)
         if partition is not None and partition[1] > 1:
-            clauses.append("bucket %% %s = %s")
-            params += [partition[1], partition[0]]
+            clauses.append("bucket %% %(partitions)s = %(partition)s")
+            params.update(partitions=partition[1], partition=partition[0])
+        order = "position"
         if stream is not None:
-            clauses.append("stream_id = %s")
-            params.append(stream)
+            clauses.append(_STREAM_AFTER.replace("{events}", f"{self._s}.events"))
+            params["stream"] = stream
+            order = "version"
         await cur.execute(
             f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events WHERE {' AND '.join(clauses)} "
-            "ORDER BY position LIMIT %s",
-            [*params, limit],
+            f"ORDER BY {order} LIMIT %(limit)s",
+            params,
         )
         return [_event(r) for r in await cur.fetchall()]
 
@@ -253,6 +295,20 @@ class PostgresEventsMixin(EventLogStore):
                 return await self._read_log(cur, after, limit, types, partition, stream)
 
         return await self._run(op)
+
+    async def read_partitions(
+        self, after: Mapping[int, int], count: int, limit: int
+    ) -> dict[int, list[StoredEvent]]:
+        # One query: a read per partition, each its own range of positions (the
+        # event_read function of migration 0013, for plans that need no statistics).
+        rows = await self._fetch(
+            "SELECT * FROM {s}.event_read(%s, %s::int[], %s::bigint[], %s, %s)",
+            [self.hub, list(after), list(after.values()), count, limit],
+        )
+        out: dict[int, list[StoredEvent]] = {index: [] for index in after}
+        for row in rows:
+            out[row[0]].append(_event(row[1:]))
+        return out
 
     async def log_head(self) -> int:
         rows = await self._fetch(

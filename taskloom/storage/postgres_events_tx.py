@@ -1,7 +1,8 @@
 """The PostgreSQL event log's append, and the :class:`EventTx` its hooks get.
 
 **One round trip.** An append is one call of the ``event_append`` function
-(``sql/postgres/0005_event_append.sql``), which locks the streams' rows, checks event ids
+(``sql/postgres/0005_event_append.sql``, redefined in ``0013_event_log_speed.sql`` with
+plans that need no statistics), which locks the streams' rows, checks event ids
 and expected versions, takes positions and inserts, all on the server. Without a hook
 the pool connection's autocommit makes that call its own transaction, so the append is
 a single round trip, COMMIT included. The function leaves to :func:`_append_slow`
@@ -25,12 +26,13 @@ sorts), so appends to several streams never deadlock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg import AsyncCursor
+from psycopg.errors import UniqueViolation
 from psycopg.pq import TransactionStatus
 
 from taskloom.errors import WrongExpectedVersionError
@@ -152,11 +154,21 @@ class AppendGroup:
             self._waiting.clear()
 
 
-async def append_together(cur: Cur, s: str, hub: str, members: Sequence[Member]) -> list[Outcome]:
+async def append_together(
+    cur: Cur,
+    s: str,
+    hub: str,
+    members: Sequence[Member],
+    notify: tuple[str, str] | None = None,
+) -> tuple[list[Outcome], bool]:
     """Several callers' appends (no hooks) in one event_append call, so one transaction
     and one round trip; each member still succeeds or fails on its own. A member refused
-    for its expected version gets its error and the others go again without it; when
-    the function leaves a call to the Python path, every member left is None."""
+    for its expected version is left to the Python path (None) and the others go again
+    without it; when the function leaves a call to the Python path, every member left is
+    None. ``notify`` (channel, payload): the first call also sends that ``pg_notify``, in
+    its transaction; the second value returned says whether that call committed the
+    appends (else the caller announces them as usual)."""
+    notified = False
     outcomes: list[Outcome] = [None] * len(members)
     live = [m for m, (appends, _) in enumerate(members) if appends]
     for m in range(len(members)):
@@ -166,29 +178,38 @@ async def append_together(cur: Cur, s: str, hub: str, members: Sequence[Member])
         flat = [a for m in live for a in members[m][0]]
         codes = _codes(flat)
         if codes is None:
-            return [o if o == [] else None for o in outcomes]
+            return [o if o == [] else None for o in outcomes], notified
         nows = [members[m][1] for m in live for _ in members[m][0]]
-        out = await _call(cur, s, hub, flat, codes, nows)
+        try:
+            # Its own transaction: an id already in its stream fails the insert, which
+            # undoes the call (see event_append's p_check).
+            out = await _call(cur, s, hub, flat, codes, nows, check=False, notify=notify)
+            # Told only if that call wrote: a later one's events commit after the NOTIFY.
+            notified = notify is not None and out[0] == _OK
+        except UniqueViolation as exc:
+            if exc.diag.constraint_name != "events_stream_event":
+                raise
+            out = [_IDS_FOUND]
+        notify = None
         if out[0] == _IDS_FOUND:
-            # Earlier refusals counted on members that may now fail alone: all go alone.
-            return [o if o == [] else None for o in outcomes]
+            # An id already in its stream: all go alone (the Python path tells a repeat
+            # from a refusal).
+            return [o if o == [] else None for o in outcomes], notified
         if out[0] == _OK:
             results = _pairs(out)
             for m in live:
                 n = len(members[m][0])
                 outcomes[m], results = results[:n], results[n:]
-            return outcomes
+            return outcomes, notified
+        # A refused member goes alone: the call did not look its ids up, and a repeat
+        # of an earlier append is no refusal, whatever its expected version says.
         index = out[1] - 1
         for m in live:
             if index < len(members[m][0]):
-                refused = members[m][0][index]
-                outcomes[m] = WrongExpectedVersionError(
-                    refused.stream_id, refused.expected, int(out[2])
-                )
                 live.remove(m)
                 break
             index -= len(members[m][0])
-    return outcomes
+    return outcomes, notified
 
 
 def _codes(appends: Sequence[StreamAppend]) -> list[int] | None:
@@ -220,6 +241,8 @@ async def _call(
     appends: Sequence[StreamAppend],
     codes: list[int],
     nows: list[datetime],
+    check: bool = True,
+    notify: tuple[str, str] | None = None,
 ) -> list[int]:
     ev_append: list[int] = []
     ev_offset: list[int] = []
@@ -239,7 +262,7 @@ async def _call(
         # Binary parameters (%b): arrays dump several times faster than as text.
         f"SELECT {s}.event_append(%b, %b::timestamptz[], %b::text[], %b::bigint[], "
         "%b::int[], %b::int[], %b::int[], %b::int[], %b::text[], %b::text[], %b::text[], "
-        "%b::text[])",
+        "%b::text[], %b)" + (", pg_notify(%s, %s)" if notify else ""),
         [
             hub,
             nows,
@@ -253,6 +276,8 @@ async def _call(
             types,
             data,
             meta,
+            check,
+            *(notify or ()),
         ],
     )
     row = await cur.fetchone()
@@ -428,6 +453,22 @@ class PgEventTx(EventTx):
             "DELETE FROM {s}.event_views WHERE hub = %s AND view = %s AND key = %s",
             [self._store.hub, view, key],
         )
+
+    def view_write(self, view: str, docs: Mapping[str, str | None]) -> None:
+        puts = {k: d for k, d in docs.items() if d is not None}
+        gone = [k for k, d in docs.items() if d is None]
+        if puts:
+            self._q(
+                "INSERT INTO {s}.event_views (hub, view, key, doc) SELECT %s, %s, k, d::jsonb "
+                "FROM unnest(%s::text[], %s::text[]) AS u(k, d) "
+                "ON CONFLICT (hub, view, key) DO UPDATE SET doc = excluded.doc",
+                [self._store.hub, view, list(puts), list(puts.values())],
+            )
+        if gone:
+            self._q(
+                "DELETE FROM {s}.event_views WHERE hub = %s AND view = %s AND key = ANY(%s)",
+                [self._store.hub, view, gone],
+            )
 
     def append(self, appends: Sequence[StreamAppend]) -> list[tuple[int, int]]:
         # In a savepoint: a hook that catches a refused append keeps none of its appends.

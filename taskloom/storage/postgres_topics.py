@@ -327,9 +327,10 @@ class PostgresTopicsMixin(TopicStore):
 
     async def position_at(self, stream_id: str, at: datetime) -> int:
         rows = await self._fetch(
-            "SELECT coalesce((SELECT min(position) - 1 FROM {s}.events WHERE hub = %s AND "
-            "stream_id = %s AND recorded_at >= %s), (SELECT position FROM {s}.event_log_head "
-            "WHERE hub = %s), 0)",
+            # By version: within a stream, positions rise with versions.
+            "SELECT coalesce((SELECT position - 1 FROM {s}.events WHERE hub = %s AND "
+            "stream_id = %s AND recorded_at >= %s ORDER BY version LIMIT 1), "
+            "(SELECT position FROM {s}.event_log_head WHERE hub = %s), 0)",
             [self.hub, stream_id, at, self.hub],
         )
         return int(rows[0][0])

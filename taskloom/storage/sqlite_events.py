@@ -2,8 +2,9 @@
 tables of ``sql/sqlite/0004_events.sql``.
 
 SQLite has one writer at a time: every append runs in a ``BEGIN IMMEDIATE`` transaction,
-so positions taken from the hub's head counter are assigned in commit order, and a
-reader that follows the log by position can never pass an event that commits later.
+so positions counted on from the last one assigned (:data:`HEAD`) are assigned in commit
+order, and a reader that follows the log by position can never pass an event that
+commits later.
 Hooks run synchronously on the store's thread inside that transaction.
 """
 
@@ -26,6 +27,7 @@ from taskloom.storage.base import (
 )
 from taskloom.storage.events_base import (
     REPLAY,
+    STREAM_AFTER,
     AppendHook,
     ConsumerState,
     EventLogStore,
@@ -47,7 +49,7 @@ from taskloom.storage.sqlite_events_tx import SqliteEventTx
 if TYPE_CHECKING:
     from taskloom.models import Status
 
-__all__ = ["SqliteEventsMixin"]
+__all__ = ["HEAD", "SqliteEventsMixin"]
 
 _EVENT_COLUMNS = "position, stream_id, version, event_id, type, data, metadata, recorded_at"
 _CONSUMER_COLUMNS = (
@@ -56,13 +58,27 @@ _CONSUMER_COLUMNS = (
 )
 
 
-# Events per INSERT statement (13 parameters each, under SQLite's limit of 32,766).
+# Events per INSERT statement (12 parameters each, under SQLite's limit of 32,766).
 _ROWS = 500
-# An event's row; its position and version count on from the head and the stream row.
+# An event's row; its version counts on from the stream row.
 _EVENT_ROW = (
-    "(?, coalesce((SELECT position FROM event_log_head WHERE hub = ?), 0) + ?, ?, "
+    "(?, ?, ?, "
     "coalesce((SELECT version FROM event_streams WHERE hub = ? AND stream_id = ?), 0) + ?, "
     "?, ?, ?, ?, ?, ?)"
+)
+#: The last position ever assigned in a hub (``?``): the log's highest, or the head row's,
+#: which only purges and truncations write (they may remove the log's tail), so an append
+#: writes one page fewer. Positions are never reused; SQLite's single writer keeps them
+#: in commit order.
+HEAD = (
+    "SELECT max(coalesce((SELECT max(position) FROM events WHERE hub = :hub), 0), "
+    "coalesce((SELECT position FROM event_log_head WHERE hub = :hub), 0))"
+)
+# Before events are deleted: the head row keeps the highest position the log holds.
+_KEEP_HEAD = (
+    "INSERT INTO event_log_head (hub, position) SELECT :hub, p FROM (SELECT max(position) "
+    "AS p FROM events WHERE hub = :hub) WHERE p IS NOT NULL "
+    "ON CONFLICT (hub) DO UPDATE SET position = max(position, excluded.position)"
 )
 _STREAM_SET = (
     "ON CONFLICT (hub, stream_id) DO UPDATE SET version = version + excluded.version, "
@@ -85,11 +101,10 @@ _STREAM_AT = (
     "UPDATE event_streams SET version = version + ? WHERE hub = ? AND stream_id = ? "
     "AND version = ? AND NOT deleted RETURNING version"
 )
-_HEAD = (
-    "INSERT INTO event_log_head (hub, position) VALUES (?, ?) "
-    "ON CONFLICT (hub) DO UPDATE SET position = position + excluded.position "
-    "RETURNING position"
-)
+
+# See STREAM_AFTER: the main read is forced onto the index, since SQLite might otherwise
+# take the primary key's range of positions.
+_STREAM_AFTER = STREAM_AFTER.replace("{events}", "events")
 
 
 @functools.lru_cache(maxsize=64)
@@ -169,14 +184,15 @@ class SqliteEventsMixin(EventLogStore):
         A refusal raises with some of the appends written: every caller rolls back its
         transaction or savepoint then.
 
-        An append is three statements: the insert of its events, which takes positions
-        and versions from the head and stream rows and refuses an event id the stream
-        already holds (a repeat: see :meth:`_repeat`); the stream row's update, which
-        checks the expected version; the head's."""
+        The call reads the head (:data:`HEAD`) once; then an append is two statements:
+        the insert of its events, which takes versions from the stream row and refuses an
+        event id the stream already holds (a repeat: see :meth:`_repeat`); the stream
+        row's update, which checks the expected version."""
         hub = self.hub
         at = codec.us(now)
         results: list[tuple[int, int]] = []
         wrote = False
+        head = conn.execute(HEAD, {"hub": hub}).fetchone()[0]
         for append in appends:
             sid = append.stream_id
             n = len(append.events)
@@ -186,7 +202,7 @@ class SqliteEventsMixin(EventLogStore):
                     chunk = append.events[lo : lo + _ROWS]
                     params: list[Any] = []
                     for i, e in enumerate(chunk, lo + 1):
-                        params += (hub, hub, i, sid, hub, sid, i, e.id, e.type, e.data)
+                        params += (hub, head + i, sid, hub, sid, i, e.id, e.type, e.data)
                         params += (e.metadata, bucket, at)
                     conn.execute(_insert_events(len(chunk)), params)
             except sqlite3.IntegrityError as exc:
@@ -208,7 +224,7 @@ class SqliteEventsMixin(EventLogStore):
                 check_expected(sid, expected, current)
                 raise AssertionError(f"stream {sid!r} at {current} refused {expected!r}")
             last = row[0]
-            head = conn.execute(_HEAD, (hub, n)).fetchone()[0]
+            head += n
             wrote = True
             if written is not None:
                 first, stored = head - n + 1, last - n
@@ -311,21 +327,24 @@ class SqliteEventsMixin(EventLogStore):
         partition: tuple[int, int] | None,
         stream: str | None = None,
     ) -> list[StoredEvent]:
-        clauses = ["hub = ?", "position > ?"]
-        params: list[Any] = [self.hub, after]
+        clauses = ["hub = :hub", "position > :after"]
+        params: dict[str, Any] = {"hub": self.hub, "after": after, "limit": limit}
         if types is not None:
-            clauses.append(f"type IN ({codec.marks(len(types))})" if types else "0")
-            params += list(types)
+            names = {f"t{i}": t for i, t in enumerate(types)}
+            clauses.append(f"type IN ({', '.join(':' + n for n in names)})" if types else "0")
+            params.update(names)
         if partition is not None and partition[1] > 1:
-            clauses.append("bucket % ? = ?")
-            params += [partition[1], partition[0]]
+            clauses.append("bucket % :partitions = :partition")
+            params.update(partitions=partition[1], partition=partition[0])
+        source, order = "events", "position"
         if stream is not None:
-            clauses.append("stream_id = ?")
-            params.append(stream)
+            clauses.append(_STREAM_AFTER)
+            params["stream"] = stream
+            source, order = "events INDEXED BY events_stream_version", "version"
         rows = conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
-            "ORDER BY position LIMIT ?",
-            (*params, limit),
+            f"SELECT {_EVENT_COLUMNS} FROM {source} WHERE {' AND '.join(clauses)} "
+            f"ORDER BY {order} LIMIT :limit",
+            params,
         ).fetchall()
         return [_event(r) for r in rows]
 
@@ -341,11 +360,7 @@ class SqliteEventsMixin(EventLogStore):
             return self._read_log(conn, after, limit, types, partition, stream)
 
     async def log_head(self) -> int:
-        value = self._scalar(
-            "read the head of the event log",
-            "SELECT position FROM event_log_head WHERE hub = ?",
-            (self.hub,),
-        )
+        value = self._scalar("read the head of the event log", HEAD, {"hub": self.hub})
         return int(value or 0)
 
     async def delete_stream(self, stream_id: str, expected: ExpectedVersion, purge: bool) -> bool:
@@ -354,6 +369,7 @@ class SqliteEventsMixin(EventLogStore):
             _, current, exists = _stream_state(conn, self.hub, stream_id)
             check_expected(stream_id, expected, current)
             if purge:
+                conn.execute(_KEEP_HEAD, {"hub": self.hub})
                 conn.execute(
                     "DELETE FROM events WHERE hub = ? AND stream_id = ?", (self.hub, stream_id)
                 )
@@ -373,6 +389,7 @@ class SqliteEventsMixin(EventLogStore):
 
     async def truncate_stream(self, stream_id: str, before_version: int) -> int:
         with self._write(f"truncate stream {stream_id!r}") as conn:
+            conn.execute(_KEEP_HEAD, {"hub": self.hub})
             removed = conn.execute(
                 "DELETE FROM events WHERE hub = ? AND stream_id = ? AND version < ?",
                 (self.hub, stream_id, before_version),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from taskloom.storage import sqlite_codec as codec
 from taskloom.storage.base import DELIVERIES, SUBSCRIPTIONS
 from taskloom.storage.events_base import StoredEvent
-from taskloom.storage.sqlite_events import _event
+from taskloom.storage.sqlite_events import HEAD, _event
 from taskloom.storage.sqlite_events_tx import SqliteEventTx
 from taskloom.storage.topics_base import (
     DeadLetterRecord,
@@ -335,14 +335,13 @@ class SqliteTopicsMixin(TopicStore):
 
     async def position_at(self, stream_id: str, at: datetime) -> int:
         with self._read("find a position by time") as conn:
+            # By version: within a stream, positions rise with versions.
             row = conn.execute(
-                "SELECT min(position) FROM events WHERE hub = ? AND stream_id = ? AND "
-                "recorded_at >= ?",
+                "SELECT position FROM events INDEXED BY events_stream_version WHERE hub = ? "
+                "AND stream_id = ? AND recorded_at >= ? ORDER BY version LIMIT 1",
                 (self.hub, stream_id, codec.us(at)),
             ).fetchone()
             if row is not None and row[0] is not None:
                 return int(row[0]) - 1
-            head = conn.execute(
-                "SELECT position FROM event_log_head WHERE hub = ?", (self.hub,)
-            ).fetchone()
+            head = conn.execute(HEAD, {"hub": self.hub}).fetchone()
         return 0 if head is None else int(head[0])

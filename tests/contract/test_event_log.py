@@ -286,6 +286,8 @@ async def test_read_log_after_limit_and_types(log: EventLogStore) -> None:
     assert ids(await log.read_log(0, 100, ["y"])) == ["b1", "a3"]
     assert ids(await log.read_log(0, 100, ["x", "z"])) == ["a1", "a2", "c1"]
     assert ids(await log.read_log(everything[0].position, 1, ["x", "z"])) == ["a2"]
+    assert ids(await log.read_log(0, 2, ["z", "x"])) == ["a1", "a2"]
+    assert ids(await log.read_log(0, 3, ["y", "y", "z"])) == ["b1", "c1", "a3"]
     assert await log.read_log(0, 100, []) == []
     assert await log.read_log(0, 100, ["nothing"]) == []
 
@@ -309,6 +311,23 @@ async def test_read_log_partitions_follow_stream_buckets(log: EventLogStore) -> 
     index = stream_bucket("stream-3") % 4
     part = await log.read_log(0, 1000, ["t"], partition=(index, 4))
     assert "stream-3/1" in ids(part)
+
+
+async def test_read_partitions_reads_each_after_its_own_position(log: EventLogStore) -> None:
+    streams = [f"stream-{i}" for i in range(24)]
+    for k in range(3):
+        await log.append_events([app(s, f"{s}/{k}") for s in streams], T0)
+    count = 4
+    everything = await log.read_log(0, 1000)
+    after = {0: 0, 1: everything[30].position, 3: everything[-1].position}
+    for limit in (1, 5, 1000):
+        got = await log.read_partitions(after, count, limit)
+        assert set(got) == set(after)
+        for index, position in after.items():
+            want = await log.read_log(position, limit, partition=(index, count))
+            assert got[index] == want, (index, limit)
+    assert (await log.read_partitions(after, count, 1000))[3] == []
+    assert await log.read_partitions({}, count, 10) == {}
 
 
 async def test_stream_bucket_is_stable() -> None:
@@ -394,6 +413,23 @@ async def test_positions_are_never_reused_after_purging_the_tail(log: EventLogSt
     assert after[1] > tail[1]
     assert [e.position for e in await log.read_log(0, 10)][-1] == after[1]
     assert await log.log_head() == after[1]
+
+
+async def test_positions_are_never_reused_after_truncating_or_purging_everything(
+    log: EventLogStore,
+) -> None:
+    (first,) = await log.append_events([app("s", "a", "b", "c")], T0)
+    assert await log.truncate_stream("s", 10) == 3
+    assert await log.log_head() == first[1]
+    _, second = await log.append_events([app("s", "d"), app("t", "e")], T0)
+    assert second[1] == first[1] + 2
+    await log.delete_stream("s", ANY, True)
+    await log.delete_stream("t", ANY, True)
+    assert await log.read_log(0, 10) == []
+    assert await log.log_head() == second[1]
+    (third,) = await log.append_events([app("s", "f")], at(1))
+    assert third == (1, second[1] + 1)
+    assert await log.log_head() == third[1]
 
 
 async def test_truncate_stream(log: EventLogStore) -> None:

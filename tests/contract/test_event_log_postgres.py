@@ -173,3 +173,35 @@ async def test_repeated_appends_return_the_first_result_alone_or_together() -> N
         assert await store.log_head() == 4
     finally:
         await store.close()
+
+
+async def test_appends_wake_other_stores_of_the_hub() -> None:
+    """Whether a group's call carries the NOTIFY or the announcer sends it after (a
+    group with a repeat goes the Python path), another store's listeners hear of every
+    append that writes."""
+    require_postgres()
+    hub = "wake" + uuid.uuid4().hex[:10]
+    writer, reader = open_store(PG_URL, hub=hub), open_store(PG_URL, hub=hub)
+    await writer.open()
+    await reader.open()
+    assert isinstance(writer, EventLogStore) and isinstance(reader, EventLogStore)
+    woken = asyncio.Event()
+    reader.add_listener(woken.set, "l")
+    now = datetime.now(UTC)
+
+    async def woke_after(*appends: list[StreamAppend]) -> None:
+        woken.clear()
+        await asyncio.gather(*(writer.append_events(a, now) for a in appends))
+        await asyncio.wait_for(woken.wait(), 10)
+
+    one = StreamAppend("s", ANY, (EventData("a", "T", "{}"),))
+    try:
+        await woke_after([one])
+        await woke_after([one], [StreamAppend("t", ANY, (EventData("b", "T", "{}"),))])
+        await woke_after(
+            *([StreamAppend(f"g{k}", NO_STREAM, (EventData("x", "T", "{}"),))] for k in range(8))
+        )
+        assert len(await reader.read_log(0, 100)) == 10
+    finally:
+        await writer.close()
+        await reader.close()

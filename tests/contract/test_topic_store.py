@@ -84,6 +84,37 @@ async def test_read_log_follows_one_stream(log: EventLogStore) -> None:
     assert ids(await log.read_log(got[1].position, 10, stream=topic_stream(TOPIC))) == ["c"]
 
 
+async def same_as_filtering_the_log(log: EventLogStore, stream: str) -> list[int]:
+    """Reads of ``stream`` after every position give what a filter of the whole log does;
+    the stream's versions."""
+    head = await log.log_head()
+    whole = [e for e in await log.read_log(0, head + 10) if e.stream_id == stream]
+    for after in range(head + 2):
+        for limit in (1, 3, 100):
+            want = [e.position for e in whole if e.position > after][:limit]
+            got = await log.read_log(after, limit, stream=stream)
+            assert [e.position for e in got] == want, (after, limit)
+    return [e.version for e in whole]
+
+
+async def test_read_log_of_a_stream_after_any_position(log: EventLogStore) -> None:
+    """After the stream's own positions, others', below its first and past the head;
+    with other streams between its events, and across a truncation, a soft delete and
+    recreation (versions go on), and a purge and recreation (versions start again)."""
+    for k in range(30):
+        await log.append_events([app("s", f"a{k}")] + [app(f"o{k % 3}", f"o{k}")] * (k % 4), T0)
+    assert await same_as_filtering_the_log(log, "s") == list(range(1, 31))
+    assert await log.truncate_stream("s", 6) == 5
+    await log.delete_stream("s", StreamState.ANY, purge=False)
+    for k in range(5):
+        await log.append_events([app("o0", f"p{k}"), app("s", f"b{k}")], T0)
+    assert await same_as_filtering_the_log(log, "s") == list(range(6, 36))
+    await log.delete_stream("s", StreamState.ANY, purge=True)
+    for k in range(7):
+        await log.append_events([app("s", f"c{k}"), app("o1", f"q{k}")], T0)
+    assert await same_as_filtering_the_log(log, "s") == list(range(1, 8))
+
+
 async def test_fan_out_rows_are_leased_oldest_first_with_their_events(
     log: EventLogStore, topics: TopicStore
 ) -> None:

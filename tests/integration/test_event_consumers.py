@@ -147,6 +147,46 @@ def test_inline_projection_parks_a_failing_event_and_the_append_commits(store_ur
         assert len(status.parked) == 1 and "cannot project poison" in status.parked[0].error
 
 
+def test_async_projection_batch_keeps_the_writes_of_events_before_a_failure(
+    store_url: str,
+) -> None:
+    """One batch: each event's writes seen by the next, a raising event's writes
+    undone, and a document PostgreSQL refuses (NUL) failing its own event only."""
+    app = tl.App("ev" + uuid.uuid4().hex[:10])
+
+    @app.projection("tally", max_attempts=1)
+    def tally(event: tl.RecordedEvent, view: tl.View) -> None:
+        doc = view.get("all") or {"n": 0, "seen": []}
+        doc["n"] += 1
+        doc["seen"].append(event.type)
+        view.put("all", doc)
+        view.put(event.stream_id, {"t": event.type, "text": (event.data or {}).get("text", "")})
+        if event.type == "Poison":
+            raise ValueError("cannot project poison")
+        if event.type == "Gone":
+            view.delete("a")
+
+    with TestEnv(app, store=store_url) as env:
+        events = env.client.events
+        events.append("a", [tl.NewEvent("One")])
+        events.append("b", [tl.NewEvent("Poison")])
+        events.append("c", [tl.NewEvent("Two"), tl.NewEvent("Gone")])
+        events.append("d", [tl.NewEvent("Nul", {"text": "x\x00y"})])
+        events.append("e", [tl.NewEvent("Three")])
+        env.wait_for_consumers()
+        view = events.view("tally")
+        nul_refused = store_url.startswith("postgresql")
+        kept = ["One", "Two", "Gone", *([] if nul_refused else ["Nul"]), "Three"]
+        assert view.get("all") == {"n": len(kept), "seen": kept}
+        assert view.get("a") is None and view.get("b") is None
+        assert view.get("c") == {"t": "Gone", "text": ""}
+        assert view.get("e") == {"t": "Three", "text": ""}
+        assert (view.get("d") is None) is nul_refused
+        (status,) = [s for s in events.consumers() if s.name == "tally"]
+        parked = {p.type for p in status.parked}
+        assert parked == ({"Poison", "Nul"} if nul_refused else {"Poison"})
+
+
 def test_activity_appends_commit_with_its_result_and_a_refusal_fails_it(store_url: str) -> None:
     app = tl.App("ev" + uuid.uuid4().hex[:10])
     attempts: list[int] = []
