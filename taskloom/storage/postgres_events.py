@@ -251,14 +251,14 @@ class PostgresEventsMixin(EventLogStore):
             # The log, or one partition of it: by event_read (see read_partitions).
             index, count = partition or (0, 1)
             await cur.execute(
-                f"SELECT * FROM {self._s}.event_read(%s, %s::int[], %s::bigint[], %s, %s)",
+                f"SELECT * FROM {self._s}.event_read(%s, %b::int[], %b::bigint[], %s, %s)",
                 [self.hub, [index], [after], count, limit],
             )
             return [_event(r[1:]) for r in await cur.fetchall()]
         if types is not None and partition is None and stream is None:
             # By event_read_types (see read_partitions).
             await cur.execute(
-                f"SELECT * FROM {self._s}.event_read_types(%s, %s::text[], %s, %s)",
+                f"SELECT * FROM {self._s}.event_read_types(%s, %b::text[], %s, %s)",
                 [self.hub, list(types), after, limit],
             )
             return [_event(r) for r in await cur.fetchall()]
@@ -302,7 +302,7 @@ class PostgresEventsMixin(EventLogStore):
         # One query: a read per partition, each its own range of positions (the
         # event_read function of migration 0013, for plans that need no statistics).
         rows = await self._fetch(
-            "SELECT * FROM {s}.event_read(%s, %s::int[], %s::bigint[], %s, %s)",
+            "SELECT * FROM {s}.event_read(%s, %b::int[], %b::bigint[], %s, %s)",
             [self.hub, list(after), list(after.values()), count, limit],
         )
         out: dict[int, list[StoredEvent]] = {index: [] for index in after}
@@ -463,7 +463,7 @@ class PostgresEventsMixin(EventLogStore):
             return set()
         rows = await self._fetch(
             "UPDATE {s}.event_consumers c SET lease_expires = %s FROM "
-            "unnest(%s::int[], %s::bigint[]) AS l(partition, token) WHERE c.hub = %s AND "
+            "unnest(%b::int[], %b::bigint[]) AS l(partition, token) WHERE c.hub = %s AND "
             "c.consumer = %s AND c.partition = l.partition AND c.lease_token = l.token AND "
             "c.lease_owner IS NOT NULL RETURNING c.partition",
             [
@@ -481,7 +481,7 @@ class PostgresEventsMixin(EventLogStore):
             return
         await self._exec(
             "UPDATE {s}.event_consumers c SET lease_owner = NULL, lease_expires = NULL FROM "
-            "unnest(%s::int[], %s::bigint[]) AS l(partition, token) WHERE c.hub = %s AND "
+            "unnest(%b::int[], %b::bigint[]) AS l(partition, token) WHERE c.hub = %s AND "
             "c.consumer = %s AND c.partition = l.partition AND c.lease_token = l.token",
             [[x.partition for x in leases], [x.lease_token for x in leases], self.hub, consumer],
         )

@@ -460,7 +460,7 @@ class PgEventTx(EventTx):
         if puts:
             self._q(
                 "INSERT INTO {s}.event_views (hub, view, key, doc) SELECT %s, %s, k, d::jsonb "
-                "FROM unnest(%s::text[], %s::text[]) AS u(k, d) "
+                "FROM unnest(%b::text[], %b::text[]) AS u(k, d) "
                 "ON CONFLICT (hub, view, key) DO UPDATE SET doc = excluded.doc",
                 [self._store.hub, view, list(puts), list(puts.values())],
             )
@@ -567,8 +567,8 @@ class PgEventTx(EventTx):
             return
         self._q(
             "INSERT INTO {s}.topic_deliveries (hub, subscription, position, topic, due_at, "
-            "published_at) SELECT %s, %s, p, %s, %s, r FROM unnest(%s::bigint[], "
-            "%s::timestamptz[]) AS e(p, r) ON CONFLICT (hub, subscription, position) DO NOTHING",
+            "published_at) SELECT %s, %s, p, %s, %s, r FROM unnest(%b::bigint[], "
+            "%b::timestamptz[]) AS e(p, r) ON CONFLICT (hub, subscription, position) DO NOTHING",
             [
                 self._store.hub,
                 subscription,

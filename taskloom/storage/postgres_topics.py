@@ -195,8 +195,8 @@ class PostgresTopicsMixin(TopicStore):
         if not deliveries:
             return 0
         return await self._exec(
-            "DELETE FROM {s}.topic_deliveries d USING unnest(%s::text[], %s::bigint[], "
-            "%s::bigint[]) AS k(subscription, position, token) WHERE d.hub = %s AND "
+            "DELETE FROM {s}.topic_deliveries d USING unnest(%b::text[], %b::bigint[], "
+            "%b::bigint[]) AS k(subscription, position, token) WHERE d.hub = %s AND "
             "d.subscription = k.subscription AND d.position = k.position AND "
             "d.lease_token = k.token",
             [
