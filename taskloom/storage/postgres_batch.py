@@ -380,6 +380,23 @@ def insert_history_sql(s: str) -> str:
 # -- activity results -----------------------------------------------------------------
 
 
+def results_ctes(s: str, ids: str, tokens: str, returning: str) -> str:
+    """The CTEs ``r`` (activity results: work item ids and tokens from the parameters
+    named ``ids`` and ``tokens``, and their ``result_*`` messages) and ``done`` (the
+    fenced delete of their work items, returning ``returning``)."""
+    return f"""r AS (
+    SELECT * FROM unnest(
+        %({ids})b::bigint[], %({tokens})b::bigint[], %(result_instance)b::text[],
+        %(result_execution)b::text[], %(result_visible)b::timestamptz[],
+        %(result_event)b::text[]
+    ) WITH ORDINALITY AS r(id, token, instance_id, execution_id, visible_at, event, ord)
+), done AS (
+    DELETE FROM {s}.work_items w USING r
+    WHERE w.id = r.id AND w.lease_token = r.token AND w.hub = %(hub)s
+    RETURNING {returning}
+)"""
+
+
 def activity_sql(s: str) -> str:
     """Fence and apply activity results; returns the (1-based) positions applied.
 
@@ -387,17 +404,7 @@ def activity_sql(s: str) -> str:
     result finds it gone. The caller sends each (id, token) once.
     """
     return f"""
-WITH r AS (
-    SELECT * FROM unnest(
-        %(id)b::bigint[], %(token)b::bigint[], %(result_instance)b::text[],
-        %(result_execution)b::text[], %(result_visible)b::timestamptz[],
-        %(result_event)b::text[]
-    ) WITH ORDINALITY AS r(id, token, instance_id, execution_id, visible_at, event, ord)
-), done AS (
-    DELETE FROM {s}.work_items w USING r
-    WHERE w.id = r.id AND w.lease_token = r.token AND w.hub = %(hub)s
-    RETURNING r.ord
-), sent AS (
+WITH {results_ctes(s, "id", "token", "r.ord")}, sent AS (
     INSERT INTO {s}.messages (hub, instance_id, execution_id, visible_at, event)
     SELECT %(hub)s, r.instance_id, r.execution_id, r.visible_at, r.event
     FROM r JOIN done ON done.ord = r.ord

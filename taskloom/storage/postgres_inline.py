@@ -20,7 +20,13 @@ from datetime import datetime
 from typing import Any
 
 from taskloom.storage.base import ActivityResult, EagerActivities, EpisodeCommit, WorkItem
-from taskloom.storage.postgres_batch import commit_params, commit_sql, eager_items, message_arrays
+from taskloom.storage.postgres_batch import (
+    commit_params,
+    commit_sql,
+    eager_items,
+    message_arrays,
+    results_ctes,
+)
 
 __all__ = ["InlineOutcome", "inline_params", "inline_sql", "read_outcome"]
 
@@ -36,17 +42,7 @@ _FENCE = (
 def inline_sql(s: str) -> str:
     """Results (``r``, fenced by deleting their work items) and the commits planned from
     them; returns :func:`commit_sql`'s rows and ``NULL, ord, NULL`` per applied result."""
-    inputs = f""", r AS (
-    SELECT * FROM unnest(
-        %(rid)b::bigint[], %(rtoken)b::bigint[], %(result_instance)b::text[],
-        %(result_execution)b::text[], %(result_visible)b::timestamptz[],
-        %(result_event)b::text[]
-    ) WITH ORDINALITY AS r(id, token, instance_id, execution_id, visible_at, event, ord)
-), done AS (
-    DELETE FROM {s}.work_items w USING r
-    WHERE w.id = r.id AND w.lease_token = r.token AND w.hub = %(hub)s
-    RETURNING r.ord, r.instance_id
-), ok AS MATERIALIZED (
+    inputs = f""", {results_ctes(s, "rid", "rtoken", "r.ord, r.instance_id")}, ok AS MATERIALIZED (
     -- Every result counted applied, and no other message is visible (looked up by the
     -- ids, so an index condition whatever the estimates).
     SELECT c.instance_id FROM c
