@@ -42,11 +42,14 @@ class CachedRun:
     """A run in the worker's sticky cache, with the row and lease token of the commit
     that left it there (what an inline episode is fenced on)."""
 
-    execution_id: str
     run: OrchestrationRun
     history: list[h.HistoryEvent]
     record: InstanceRecord
     token: int
+
+    @property
+    def execution_id(self) -> str:
+        return self.record.execution_id
 
 
 @dataclass

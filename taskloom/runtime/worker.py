@@ -509,11 +509,8 @@ class Worker:
         if not applied or plan.run is None:
             self._cache.pop(iid, None)
             return
-        eid = plan.commit.instance.execution_id
         commit = plan.commit
-        self._cache[iid] = CachedRun(
-            eid, plan.run, plan.history, commit.instance, commit.lease_token
-        )
+        self._cache[iid] = CachedRun(plan.run, plan.history, commit.instance, commit.lease_token)
         self._cache.move_to_end(iid)
         while len(self._cache) > self.options.cache_size:
             self._cache.popitem(last=False)

@@ -187,6 +187,12 @@ class EpisodeCommit:
     #: wait on statuses alone) are not woken. None: not known, wake them.
     prior_status: Status | None = None
 
+    @property
+    def prior_len(self) -> int:
+        """The stored history length the episode was planned from (``history_len`` is
+        kept by these commits alone, so appended events go right after it)."""
+        return self.instance.history_len - len(self.history)
+
 
 @dataclass
 class EagerActivities:
@@ -242,9 +248,9 @@ class InlineEpisodes:
     activities: EagerActivities | None = None
     applied: set[str] = field(default_factory=set)
 
-    def prior_len(self, commit: EpisodeCommit) -> int:
-        """The stored history length the commit was planned from (its fence)."""
-        return commit.instance.history_len - len(commit.history)
+    def done(self) -> list[EpisodeCommit]:
+        """The commits applied."""
+        return [c for iid, c in self.commits.items() if iid in self.applied]
 
     def usable(
         self, given: Sequence[ActivityResult], stored: Sequence[ActivityResult]
@@ -266,8 +272,9 @@ def inline_kinds(inline: InlineEpisodes | None) -> str:
     """The wake-up kinds of the applied inline episodes (as :func:`commit_kinds`)."""
     if inline is None or not inline.applied:
         return ""
-    done = [c for iid, c in inline.commits.items() if iid in inline.applied]
-    return commit_kinds(done, [True] * len(done), inline.activities)
+    return _episode_kinds(
+        inline.done(), 0 if inline.activities is None else len(inline.activities.leased)
+    )
 
 
 def inline_changes(inline: InlineEpisodes | None) -> dict[str, Status]:
@@ -275,7 +282,7 @@ def inline_changes(inline: InlineEpisodes | None) -> dict[str, Status]:
     statuses."""
     if inline is None:
         return {}
-    done = [c for iid, c in inline.commits.items() if iid in inline.applied]
+    done = inline.done()
     return status_changes(done, [True] * len(done))
 
 
@@ -608,29 +615,28 @@ def commit_kinds(
 ) -> str:
     """The wake-up kinds of a batch of episode commits (``applied`` says which took)."""
     done = [c for c, ok in zip(commits, applied, strict=True) if ok]
-    changed = any(c.prior_status is not c.instance.status for c in done)
-    kinds = STATUS if changed else ""
-    # A released lease needs no EPISODES wake of its own: a message that arrived during
-    # the episode woke the lease holder, which looks again after its commit.
-    if any(c.messages or c.new_instances for c in done):
-        kinds += EPISODES
-    scheduled = sum(len(c.work_items) for c in done)
-    if scheduled > (0 if eager is None else len(eager.leased)):
-        kinds += ACTIVITIES
-    return kinds + timed(m for c in done for m in c.messages)
+    return _episode_kinds(done, 0 if eager is None else len(eager.leased))
 
 
 def likely_commit_kinds(commits: Sequence[EpisodeCommit], eager: EagerActivities | None) -> str:
     """:func:`commit_kinds` as it will be if every commit applies and ``eager`` leases
     all it has room for (what a commit may notify before it knows its outcome)."""
     room = 0 if eager is None else max(0, eager.limit - len(eager.leased))
-    changed = any(c.prior_status is not c.instance.status for c in commits)
+    return _episode_kinds(commits, room)
+
+
+def _episode_kinds(done: Sequence[EpisodeCommit], leased: int) -> str:
+    """The wake-up kinds of applied commits ``done`` whose first ``leased`` work items
+    went to their committer."""
+    changed = any(c.prior_status is not c.instance.status for c in done)
     kinds = STATUS if changed else ""
-    if any(c.messages or c.new_instances for c in commits):
+    # A released lease needs no EPISODES wake of its own: a message that arrived during
+    # the episode woke the lease holder, which looks again after its commit.
+    if any(c.messages or c.new_instances for c in done):
         kinds += EPISODES
-    if sum(len(c.work_items) for c in commits) > room:
+    if sum(len(c.work_items) for c in done) > leased:
         kinds += ACTIVITIES
-    return kinds + timed(m for c in commits for m in c.messages)
+    return kinds + timed(m for c in done for m in c.messages)
 
 
 def status_changes(commits: Sequence[EpisodeCommit], applied: Sequence[bool]) -> dict[str, Status]:

@@ -510,12 +510,7 @@ class PostgresStore(
             async with conn.transaction(), conn.cursor() as cur:
                 return await self._replace(cur, new, started.retried)
 
-        blocking = await self._run(op)
-        if blocking is None:
-            self._notify(
-                EPISODES + STATUS + timed([new.start]), {new.record.instance_id: new.record.status}
-            )
-        return blocking
+        return self._started(new, await self._run(op))
 
     async def _create_alone(
         self, new: NewInstance, pending: dict[tuple[str, str], str]
@@ -526,23 +521,19 @@ class PostgresStore(
         async def op(conn: Conn) -> Status | None:
             nonlocal attempts
             attempts += 1
-            async with conn.pipeline():
-                created = conn.cursor()
-                async with conn.transaction():
-                    await created.execute(create_sql(self._s), create_params(self.hub, new))
-                    row = await created.fetchone()
-                    if row is not None and row[0]:
-                        await self._put_payloads(created, pending)
-                if row is not None and row[0]:
-                    return None
-                async with conn.transaction(), conn.cursor() as cur:
-                    return await self._replace(cur, new, attempts > 1, pending)
+            async with conn.transaction(), conn.cursor() as cur:
+                blocking = await self._create(cur, new, attempts > 1)
+                if blocking is None:
+                    await self._put_payloads(cur, pending)
+                return blocking
 
-        blocking = await self._run(op)
+        return self._started(new, await self._run(op))
+
+    def _started(self, new: NewInstance, blocking: Status | None) -> Status | None:
+        """After a start outside the batches: wake whoever waits for it, if it was made."""
         if blocking is None:
-            self._notify(
-                EPISODES + STATUS + timed([new.start]), {new.record.instance_id: new.record.status}
-            )
+            changed = {new.record.instance_id: new.record.status}
+            self._notify(EPISODES + STATUS + timed([new.start]), changed)
         return blocking
 
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:

@@ -198,7 +198,7 @@ def history_rows(commits: Sequence[EpisodeCommit]) -> dict[str, list[Any]]:
     seqs: list[int] = []
     events: list[str] = []
     for c in commits:
-        start = 0 if c.replace_history else c.instance.history_len - len(c.history)
+        start = 0 if c.replace_history else c.prior_len
         for seq, event in enumerate(c.history, start + 1):
             owners.append(c.instance.instance_id)
             seqs.append(seq)
@@ -239,9 +239,7 @@ def commit_params(
         "history_len": [r.history_len for r in records],
         "name": [r.name for r in records],
         "version": [r.version for r in records],
-        "prior_len": [
-            r.history_len - len(c.history) for r, c in zip(records, commits, strict=True)
-        ],
+        "prior_len": [c.prior_len for c in commits],
         "results": [0] * len(commits),
         "consumed_owner": [owner for owner, _ in consumed],
         "consumed_id": [mid for _, mid in consumed],

@@ -17,7 +17,7 @@ from typing import Any
 
 from taskloom.history import dumps_event
 from taskloom.storage.base import NewInstance
-from taskloom.storage.postgres_batch import INSTANCE_COLUMNS, failure_json
+from taskloom.storage.postgres_batch import INSTANCE_COLUMNS, record_values
 
 __all__ = ["StartGroup", "Started", "starts_params", "starts_sql"]
 
@@ -62,24 +62,14 @@ SELECT instance_id FROM created"""
 
 
 def starts_params(hub: str, news: Sequence[NewInstance]) -> dict[str, Any]:
-    records = [n.record for n in news]
+    """Parameters of :func:`starts_sql`: one array per instance column, then the start
+    messages'."""
+    rows = [record_values(n) for n in news]  # the columns after instance_id
+    columns = [c.strip() for c in INSTANCE_COLUMNS.split(",")][1:]
     return {
         "hub": hub,
-        "instance_id": [r.instance_id for r in records],
-        "execution_id": [r.execution_id for r in records],
-        "name": [r.name for r in records],
-        "version": [r.version for r in records],
-        "status": [r.status.value for r in records],
-        "input": [r.input for r in records],
-        "output": [r.output for r in records],
-        "custom_status": [r.custom_status for r in records],
-        "failure": [failure_json(r.failure) for r in records],
-        "created_at": [r.created_at for r in records],
-        "updated_at": [r.updated_at for r in records],
-        "completed_at": [r.completed_at for r in records],
-        "parent_instance_id": [r.parent_instance_id for r in records],
-        "scheduled_start_at": [r.scheduled_start_at for r in records],
-        "history_len": [r.history_len for r in records],
+        "instance_id": [n.record.instance_id for n in news],
+        **{name: [row[k] for row in rows] for k, name in enumerate(columns)},
         "m_execution": [n.start.execution_id for n in news],
         "m_visible": [n.start.visible_at for n in news],
         "m_event": [dumps_event(n.start.event) for n in news],

@@ -36,7 +36,6 @@ from taskloom.storage.base import (
     STATUS,
     EagerActivities,
     EpisodeCommit,
-    InlineEpisodes,
     InstanceQuery,
     InstanceRecord,
     LeasedEpisode,
@@ -547,7 +546,7 @@ class SqliteStore(
         commit: EpisodeCommit,
         now: datetime,
         eager: EagerActivities | None,
-        inline: InlineEpisodes | None = None,
+        inline: bool = False,
     ) -> bool:
         key = (self.hub, commit.instance.instance_id)
         # The fenced row update goes first: when the lease is lost it matches no row and
@@ -555,9 +554,9 @@ class SqliteStore(
         params = self._record_params(commit.instance)
         params["lease_token"] = commit.lease_token
         fence = _COMMIT_RECORD
-        if inline is not None:
+        if inline:
             fence = _INLINE_RECORD
-            params["prior_len"] = inline.prior_len(commit)
+            params["prior_len"] = commit.prior_len
             params["now"] = codec.us(now)
         if conn.execute(fence, params).rowcount != 1:
             return False
@@ -565,8 +564,7 @@ class SqliteStore(
             conn.execute("DELETE FROM history WHERE hub = ? AND instance_id = ?", key)
             start = 0
         else:
-            # history_len is kept by these commits alone, so it is where the new events go.
-            start = commit.instance.history_len - len(commit.history)
+            start = commit.prior_len
         conn.executemany(
             _Q["insert_history"],
             [

@@ -71,7 +71,7 @@ class SqliteActivitiesMixin:
             commit: EpisodeCommit,
             now: datetime,
             eager: EagerActivities | None,
-            inline: InlineEpisodes | None = None,
+            inline: bool = False,
         ) -> bool: ...
 
         def _lease_instances(
@@ -137,11 +137,9 @@ class SqliteActivitiesMixin:
                 deleted = conn.execute(_Q["complete_activity"], params).rowcount == 1
                 iid = result.message.instance_id
                 if iid in planned:
-                    held.setdefault(iid, [])
+                    # A lost result leaves fewer than the plan counted: no inline episode.
                     if deleted:
-                        held[iid].append(result.message)
-                    else:  # a result the plan counted is lost: no inline episode
-                        planned = {k: v for k, v in planned.items() if k != iid}
+                        held.setdefault(iid, []).append(result.message)
                 elif deleted:
                     message = result.message
                     if result.appends:
@@ -181,7 +179,7 @@ class SqliteActivitiesMixin:
             if (
                 commit is not None
                 and len(messages) == inline.expected.get(iid, -1)
-                and self._apply_commit(conn, commit, now, inline.activities, inline)
+                and self._apply_commit(conn, commit, now, inline.activities, inline=True)
             ):
                 inline.applied.add(iid)
             else:
