@@ -147,7 +147,7 @@ class PostgresActivitiesMixin:
             first.setdefault((r.work_item_id, r.lease_token), k)
         sent = list(first.values())
         payloads = self.payloads.fork()
-        stored = [dataclasses.replace(r, message=payloads.message(r.message)) for r in results]
+        stored = [_with_message(r, payloads.message(r.message)) for r in results]
         inlined = [k for k in sent if results[k].message.instance_id in planned]
         rest = [k for k in sent if results[k].message.instance_id not in planned]
         targets = {results[k].message.instance_id for k in inlined}
@@ -319,3 +319,8 @@ class PostgresActivitiesMixin:
 
         renewed = await self._run(op)
         return [item_id in renewed for item_id, _ in leases]
+
+
+def _with_message(result: ActivityResult, message: Message) -> ActivityResult:
+    """``result`` with its message as stored (itself when no payload was moved out)."""
+    return result if message is result.message else dataclasses.replace(result, message=message)
