@@ -101,6 +101,7 @@ from taskloom.storage.postgres_batch import (
     insert_history_sql,
     lease_episodes_sql,
     leased_inboxes_sql,
+    plan_setting,
     record_values,
     version_params,
 )
@@ -479,10 +480,7 @@ class PostgresStore(
             async with conn.pipeline():
                 cur = conn.cursor()
                 async with conn.transaction():
-                    # A generic plan: the statement is the same whatever the batch, and
-                    # planning it afresh each time (PostgreSQL keeps choosing custom plans
-                    # for it) cost more than running it.
-                    await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                    await conn.execute(*plan_setting(len(news)))
                     await cur.execute(starts_sql(self._s), params)
                     await self._notify_within(conn, sent)
                 return {row[0] for row in await cur.fetchall()}
@@ -580,6 +578,7 @@ class PostgresStore(
             cur, inboxes = conn.cursor(), conn.cursor()
             async with conn.pipeline():
                 async with conn.transaction():
+                    await conn.execute(*plan_setting(limit))
                     await cur.execute(lease_episodes_sql(s), params)
                     await inboxes.execute(leased_inboxes_sql(s), params)
                 leased = sorted(await cur.fetchall(), key=lambda r: (r[-2], r[-1]))
@@ -612,6 +611,7 @@ class PostgresStore(
                 eager.leased.clear()  # a retried attempt starts over
             async with conn.pipeline():
                 async with conn.transaction():
+                    await conn.execute(*plan_setting(len(commits)))
                     messages = [m for c in commits for m in c.messages]
                     await ensure_postgres(conn, self._s, self.hub, messages)
                     await self._notify_within(conn, sent)

@@ -34,6 +34,7 @@ from taskloom.storage.postgres_batch import (
     activity_sql,
     eager_lease_sql,
     leased_inboxes_sql,
+    plan_setting,
     version_params,
 )
 from taskloom.storage.postgres_inline import InlineOutcome, inline_params, inline_sql, read_outcome
@@ -175,6 +176,7 @@ class PostgresActivitiesMixin:
                 cur, icur = conn.cursor(), conn.cursor()
                 lease, inboxes = conn.cursor(), conn.cursor()
                 async with conn.transaction():
+                    await conn.execute(*plan_setting(len(results)))
                     await self._notify_within(conn, noted)
                     if rest:
                         await cur.execute(activity_sql(self._s), params)
