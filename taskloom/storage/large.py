@@ -57,6 +57,22 @@ DEFAULT_LIMIT = 64 * 1024 * 1024
 _LEVEL = 1
 #: The dataclass fields that hold payloads, on events, instance records and work items.
 _FIELDS = ("input", "result", "output", "custom_status")
+_OWN_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields_of(obj: object) -> tuple[str, ...]:
+    """The names in :data:`_FIELDS` that ``obj``'s class has (looked up once a class:
+    ``getattr`` with a default costs an exception for every field a class lacks)."""
+    cls = type(obj)
+    found = _OWN_FIELDS.get(cls)
+    if found is None:
+        if dataclasses.is_dataclass(cls):
+            names = {f.name for f in dataclasses.fields(cls)}
+            found = tuple(n for n in _FIELDS if n in names)
+        else:
+            found = _FIELDS
+        _OWN_FIELDS[cls] = found
+    return found
 
 T = TypeVar("T")
 
@@ -109,7 +125,7 @@ class Payloads:
     def fields(self, instance_id: str, obj: T, what: str) -> T:
         """``obj`` (an event, record or work item) with its large fields as markers."""
         changes: dict[str, Any] = {}
-        for name in _FIELDS:
+        for name in _fields_of(obj):
             value = getattr(obj, name, None)
             if type(value) is str and len(value) > self.threshold // 4:
                 stored = self.text(instance_id, value, f"{name} of {what}")
@@ -143,7 +159,7 @@ class Payloads:
 
     def oversize(self, instance_id: str, obj: object) -> PayloadTooLargeError | None:
         """The error a large field of ``obj`` would raise, without storing anything."""
-        for name in _FIELDS:
+        for name in _fields_of(obj):
             value = getattr(obj, name, None)
             if type(value) is str and len(value) > self.limit // 4:
                 size = len(value.encode("utf-8"))
@@ -184,7 +200,7 @@ def refs(objs: Iterable[object]) -> set[str]:
     for obj in objs:
         if isinstance(obj, Message):
             obj = obj.event
-        for name in _FIELDS:
+        for name in _fields_of(obj):
             value = getattr(obj, name, None)
             if type(value) is str and value.startswith(MARKER):
                 found.add(value[len(MARKER) :])
@@ -197,7 +213,7 @@ def resolve(obj: T, texts: dict[str, str]) -> T:
         event = resolve(obj.event, texts)
         return obj if event is obj.event else dataclasses.replace(obj, event=event)
     changes: dict[str, Any] = {}
-    for name in _FIELDS:
+    for name in _fields_of(obj):
         value = getattr(obj, name, None)
         if type(value) is str and value.startswith(MARKER):
             digest = value[len(MARKER) :]
