@@ -74,6 +74,7 @@ def _fields_of(obj: object) -> tuple[str, ...]:
         _OWN_FIELDS[cls] = found
     return found
 
+
 T = TypeVar("T")
 
 

@@ -33,6 +33,7 @@ from taskloom.storage.postgres_batch import (
     activity_params,
     activity_sql,
     eager_lease_sql,
+    lease_activities_sql,
     leased_inboxes_sql,
     plan_setting,
     version_params,
@@ -89,28 +90,20 @@ class PostgresActivitiesMixin:
             return []
         s = self._s
         expires = now + timedelta(seconds=lease_for)
+        params = {
+            "hub": self.hub,
+            "now": now,
+            "limit": limit,
+            "owner": owner,
+            "expires": expires,
+            "names": None if names is None else sorted(set(names)),
+        }
 
         async def op(conn: Conn) -> list[WorkItem]:
-            cur = await conn.execute(
-                f"WITH picked AS (SELECT id FROM {s}.work_items "
-                "WHERE hub = %(hub)s AND ready_at <= %(now)s AND (%(names)b::text[] IS NULL "
-                "OR name = ANY(%(names)b::text[])) ORDER BY ready_at, id "
-                "LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
-                f"UPDATE {s}.work_items w SET lease_token = w.lease_token + 1, "
-                "attempt = w.attempt + 1, lease_owner = %(owner)s, "
-                "lease_expires_at = %(expires)s, ready_at = %(expires)s "
-                "FROM picked WHERE w.id = picked.id RETURNING w.id, w.instance_id, "
-                "w.execution_id, w.task_id, w.name, w.input, w.lease_token, w.attempt, "
-                "w.trace_parent, w.scheduled_at, w.visible_at",
-                {
-                    "hub": self.hub,
-                    "now": now,
-                    "limit": limit,
-                    "owner": owner,
-                    "expires": expires,
-                    "names": None if names is None else sorted(set(names)),
-                },
-            )
+            cur = conn.cursor()
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(*plan_setting(limit))
+                await cur.execute(lease_activities_sql(s), params)
             rows = sorted(await cur.fetchall(), key=lambda r: (r[10], r[0]))
             return await self._resolved(conn, [WorkItem(*row[:10]) for row in rows])
 

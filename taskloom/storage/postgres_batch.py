@@ -343,6 +343,23 @@ FROM picked p WHERE i.hub = %(hub)s AND i.instance_id = p.instance_id
 RETURNING {returned}, i.lease_token, p.first_at, p.first_id"""
 
 
+def lease_activities_sql(s: str) -> str:
+    """Lease up to ``limit`` ready work items (of ``names``, if given), oldest first,
+    skipping those other workers are leasing; hidden until the lease lapses."""
+    return f"""
+WITH picked AS (
+    SELECT id FROM {s}.work_items
+    WHERE hub = %(hub)s AND ready_at <= %(now)s
+        AND (%(names)b::text[] IS NULL OR name = ANY(%(names)b::text[]))
+    ORDER BY ready_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+)
+UPDATE {s}.work_items w SET lease_token = w.lease_token + 1, attempt = w.attempt + 1,
+    lease_owner = %(owner)s, lease_expires_at = %(expires)s, ready_at = %(expires)s
+FROM picked WHERE w.id = picked.id
+RETURNING w.id, w.instance_id, w.execution_id, w.task_id, w.name, w.input, w.lease_token,
+    w.attempt, w.trace_parent, w.scheduled_at, w.visible_at"""
+
+
 def leased_inboxes_sql(s: str) -> str:
     """The visible messages of the instances a lease statement of this transaction just
     took (found by owner and expiry); a statement of its own, so on a fresh snapshot."""
