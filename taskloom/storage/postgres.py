@@ -181,6 +181,9 @@ class PostgresStore(
         self._listener: NotifyListener | None = None
         self._announcer: Announcer | None = None
         self._start_group = StartGroup(self._start_batch)
+        # Episodes the last lease took: the guess at the next lease's size that chooses
+        # its plan settings (one at a time, a cached plan; in a burst, a fresh one).
+        self._last_leased = 0
         # Our NOTIFY payload: the listener skips its own store's notifications.
         self._token = uuid.uuid4().hex
         self._open_lock = asyncio.Lock()
@@ -578,11 +581,12 @@ class PostgresStore(
             cur, inboxes = conn.cursor(), conn.cursor()
             async with conn.pipeline():
                 async with conn.transaction():
-                    await conn.execute(*plan_setting(limit))
+                    await conn.execute(*plan_setting(min(limit, self._last_leased)))
                     await cur.execute(lease_episodes_sql(s), params)
                     await inboxes.execute(leased_inboxes_sql(s), params)
                 leased = sorted(await cur.fetchall(), key=lambda r: (r[-2], r[-1]))
                 rows = await inboxes.fetchall()
+            self._last_leased = len(leased)
             return await self._with_inboxes(conn, leased, rows)
 
         return await self._run(op)
