@@ -1,9 +1,9 @@
 """The PostgreSQL store's hot statements keep index-driven plans whatever the statistics.
 
 A worker's connections cache one generic plan per statement, built after a few runs on
-whatever the tables held then. Built on an empty hub, such a plan once scanned the whole
-instances table per commit (and history per start), which made a burst on a grown hub
-thirty times slower. Small batches now run under ``plan_setting``: no sequential scans
+whatever the tables held then and kept until the tables are next analysed. Built on an
+empty hub, such a plan once scanned the whole instances table per commit (and history
+per start), which made a burst on a grown hub up to ten times slower. Small batches now run under ``plan_setting``: no sequential scans
 of the store's tables, so the cached plan looks rows up by index however the hub grows.
 The test builds the generic plans on freshly vacuumed empty tables, where the statistics
 make a scan look cheapest, and looks for scans in them.
