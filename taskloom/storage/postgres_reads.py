@@ -36,6 +36,11 @@ from taskloom.storage.postgres_batch import INSTANCE_COLUMNS
 __all__ = ["PostgresReadsMixin", "instance_from_row"]
 
 T = TypeVar("T")
+
+#: The reads by id (instances, statuses, histories, payloads) are planned on every call:
+#: a generic plan cached while a hub was empty scans the table (see "Plans that do not
+#: go stale" in ``docs/scaling.md``), and planning a look-up costs less than a scan.
+UNPREPARED = False
 Conn = AsyncConnection[tuple[Any, ...]]
 
 _TERMINAL = [s.value for s in Status if s.is_terminal]
@@ -96,6 +101,7 @@ class PostgresReadsMixin:
             f"SELECT DISTINCT ON (id) id, data FROM {self._s}.payloads "
             "WHERE hub = %s AND id = ANY(%s)",
             [self.hub, sorted(digests)],
+            prepare=UNPREPARED,
         )
         texts = {row[0]: large.decompress(row[1]) for row in await cur.fetchall()}
         return [large.resolve(obj, texts) for obj in objs]
@@ -106,6 +112,7 @@ class PostgresReadsMixin:
                 f"SELECT {INSTANCE_COLUMNS} FROM {self._s}.instances "
                 "WHERE hub = %s AND instance_id = %s",
                 [self.hub, instance_id],
+                prepare=UNPREPARED,
             )
             row = await cur.fetchone()
             return (
@@ -122,6 +129,7 @@ class PostgresReadsMixin:
                 f"SELECT instance_id, status FROM {self._s}.instances "
                 "WHERE hub = %s AND instance_id = ANY(%b::text[])",
                 [self.hub, ids],
+                prepare=UNPREPARED,
             )
             return {row[0]: Status(row[1]) for row in await cur.fetchall()}
 
@@ -140,6 +148,7 @@ class PostgresReadsMixin:
                 f"SELECT instance_id, event FROM {self._s}.history "
                 "WHERE hub = %s AND instance_id = ANY(%b::text[]) ORDER BY instance_id, seq",
                 [self.hub, ids],
+                prepare=UNPREPARED,
             )
             rows = await cur.fetchall()
             events = await self._resolved(conn, [loads_event(row[1]) for row in rows])
@@ -168,6 +177,7 @@ class PostgresReadsMixin:
                 "ORDER BY instance_id, id) "
                 "SELECT instance_id, event FROM h UNION ALL SELECT instance_id, event FROM m",
                 [self.hub, ids, len(START_PREFIX), START_PREFIX] * 2,
+                prepare=UNPREPARED,
             )
             rows = await cur.fetchall()
             starts = {

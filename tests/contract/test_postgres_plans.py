@@ -3,17 +3,19 @@
 A worker's connections cache one generic plan per statement, built after a few runs on
 whatever the tables held then and kept until the tables are next analysed. Built on an
 empty hub, such a plan once scanned the whole instances table per commit (and history
-per start), which made a burst on a grown hub up to ten times slower. Small batches now run under ``plan_setting``: no sequential scans
-of the store's tables, so the cached plan looks rows up by index however the hub grows.
+per start), which made a burst on a grown hub up to ten times slower. Small batches now
+run under ``plan_setting``: no sequential scans of the store's tables, so the cached
+plan looks rows up by index however the hub grows.
 The test builds the generic plans on freshly vacuumed empty tables, where the statistics
-make a scan look cheapest, and looks for scans in them.
+make a scan look cheapest, and looks for scans in them. Reads by id are never prepared,
+so they have no cached plan to go stale.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,7 +65,7 @@ def _needs_postgres() -> None:
 
 
 @pytest.fixture
-async def schema() -> Iterator[str]:
+async def schema() -> AsyncIterator[str]:
     """A migrated schema whose hot tables were vacuumed and analysed while empty."""
     name = "tl_" + uuid.uuid4().hex[:10]
     store = PostgresStore(PG_URL, hub=HUB, schema=name)
@@ -189,3 +191,23 @@ def test_left_to_the_statistics_a_start_would_scan_history(schema: str) -> None:
 def test_large_batches_get_custom_plans_and_may_scan() -> None:
     assert plan_setting(GENERIC_UP_TO)[1] == ["off", "auto"]
     assert plan_setting(GENERIC_UP_TO + 1)[1] == ["on", "force_custom_plan"]
+
+
+async def test_reads_by_id_are_never_prepared(schema: str) -> None:
+    """A waiting client's reads are planned per call: after many more calls than
+    psycopg's threshold, its one connection holds no prepared read of a hot table."""
+    store = PostgresStore(PG_URL, hub=HUB, schema=schema, min_size=1, max_size=1)
+    await store.open()
+    try:
+        for _ in range(12):
+            await store.get_instance("a")
+            await store.get_statuses(["a", "b"])
+            await store.load_histories(["a"])
+            await store.load_start_events(["a"])
+        assert store._pool is not None
+        async with store._pool.connection() as conn:
+            cur = await conn.execute("SELECT statement FROM pg_prepared_statements")
+            prepared = [row[0] for row in await cur.fetchall()]
+    finally:
+        await store.close()
+    assert not [p for p in prepared if any(f".{table}" in p for table in HOT)], prepared
