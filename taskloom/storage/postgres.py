@@ -509,6 +509,7 @@ class PostgresStore(
 
         async def op(conn: Conn) -> Status | None:
             async with conn.transaction(), conn.cursor() as cur:
+                await cur.execute(*plan_setting(1))
                 return await self._replace(cur, new, started.retried)
 
         return self._started(new, await self._run(op))
@@ -523,6 +524,7 @@ class PostgresStore(
             nonlocal attempts
             attempts += 1
             async with conn.transaction(), conn.cursor() as cur:
+                await cur.execute(*plan_setting(1))
                 blocking = await self._create(cur, new, attempts > 1)
                 if blocking is None:
                     await self._put_payloads(cur, pending)
@@ -543,6 +545,7 @@ class PostgresStore(
 
         async def op(conn: Conn) -> None:
             async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+                await cur.execute(*plan_setting(len(messages)))
                 await self._insert_messages(cur, messages)
 
         await self._run(op)
@@ -703,13 +706,16 @@ class PostgresStore(
         expires = now + timedelta(seconds=lease_for)
 
         async def op(conn: Conn) -> set[tuple[str, int]]:
-            cur = await conn.execute(
-                f"UPDATE {self._s}.instances i SET lease_expires_at = %s "
-                "FROM unnest(%b::text[], %b::bigint[]) AS u(id, token) "
-                "WHERE i.hub = %s AND i.instance_id = u.id AND i.lease_token = u.token "
-                "AND i.lease_expires_at IS NOT NULL RETURNING i.instance_id, i.lease_token",
-                [expires, [i for i, _ in leases], [t for _, t in leases], self.hub],
-            )
+            cur = conn.cursor()
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(*plan_setting(len(leases)))
+                await cur.execute(
+                    f"UPDATE {self._s}.instances i SET lease_expires_at = %s "
+                    "FROM unnest(%b::text[], %b::bigint[]) AS u(id, token) "
+                    "WHERE i.hub = %s AND i.instance_id = u.id AND i.lease_token = u.token "
+                    "AND i.lease_expires_at IS NOT NULL RETURNING i.instance_id, i.lease_token",
+                    [expires, [i for i, _ in leases], [t for _, t in leases], self.hub],
+                )
             return {(row[0], row[1]) for row in await cur.fetchall()}
 
         renewed = await self._run(op)
@@ -718,6 +724,7 @@ class PostgresStore(
     async def abandon_episode(self, instance_id: str, lease_token: int) -> None:
         async def op(conn: Conn) -> bool:
             async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+                await cur.execute(*plan_setting(1))
                 await cur.execute(
                     f"UPDATE {self._s}.instances SET lease_owner = NULL, lease_expires_at = NULL "
                     "WHERE hub = %s AND instance_id = %s AND lease_token = %s "

@@ -304,12 +304,16 @@ class PostgresActivitiesMixin:
         expires = now + timedelta(seconds=lease_for)
 
         async def op(conn: Conn) -> set[int]:
-            cur = await conn.execute(
-                f"UPDATE {self._s}.work_items w SET lease_expires_at = %s, ready_at = %s "
-                "FROM unnest(%b::bigint[], %b::bigint[]) AS u(id, token) "
-                "WHERE w.id = u.id AND w.lease_token = u.token AND w.hub = %s RETURNING w.id",
-                [expires, expires, [i for i, _ in leases], [t for _, t in leases], self.hub],
-            )
+            cur = conn.cursor()
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(*plan_setting(len(leases)))
+                await cur.execute(
+                    f"UPDATE {self._s}.work_items w SET lease_expires_at = %s, ready_at = %s "
+                    "FROM unnest(%b::bigint[], %b::bigint[]) AS u(id, token) "
+                    "WHERE w.id = u.id AND w.lease_token = u.token AND w.hub = %s "
+                    "RETURNING w.id",
+                    [expires, expires, [i for i, _ in leases], [t for _, t in leases], self.hub],
+                )
             return {row[0] for row in await cur.fetchall()}
 
         renewed = await self._run(op)
