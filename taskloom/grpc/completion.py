@@ -22,6 +22,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from taskloom import history as h
 from taskloom.grpc import tokens
 from taskloom.grpc.base import SidecarBase, rpc
+from taskloom.grpc.batching import activity_results, episode_commits
 from taskloom.grpc.client_convert import optional_text
 from taskloom.grpc.convert import failure_from_pb, with_span
 from taskloom.grpc.hubs import Hub, invalid
@@ -104,7 +105,7 @@ class CompletionRpcs(SidecarBase):
         commit: EpisodeCommit,
         request: pb.OrchestratorResponse,
     ) -> pb.CompleteTaskResponse:
-        [applied] = await hub.store.complete_episodes([commit], self.clock.now())
+        applied = await episode_commits(hub, self.clock).submit(commit)
         if not applied:
             log.info("ignored the completion of %r: its lease was lost", token.item)
         return pb.CompleteTaskResponse()
@@ -127,7 +128,7 @@ class CompletionRpcs(SidecarBase):
             )
         message = Message(instance_id, event, AT_ONCE, execution_id)
         result = ActivityResult(int(token.item), token.lease_token, message)
-        [applied] = await hub.store.complete_activities([result], now)
+        applied = await activity_results(hub, self.clock).submit(result)
         if not applied:
             log.info("ignored a stale or repeated result of activity %s", token.item)
         return pb.CompleteTaskResponse()
