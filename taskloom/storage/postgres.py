@@ -102,6 +102,7 @@ from taskloom.storage.postgres_batch import (
     lease_episodes_sql,
     leased_inboxes_sql,
     plan_setting,
+    planned,
     record_values,
     version_params,
 )
@@ -706,16 +707,15 @@ class PostgresStore(
         expires = now + timedelta(seconds=lease_for)
 
         async def op(conn: Conn) -> set[tuple[str, int]]:
-            cur = conn.cursor()
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(*plan_setting(len(leases)))
-                await cur.execute(
-                    f"UPDATE {self._s}.instances i SET lease_expires_at = %s "
-                    "FROM unnest(%b::text[], %b::bigint[]) AS u(id, token) "
-                    "WHERE i.hub = %s AND i.instance_id = u.id AND i.lease_token = u.token "
-                    "AND i.lease_expires_at IS NOT NULL RETURNING i.instance_id, i.lease_token",
-                    [expires, [i for i, _ in leases], [t for _, t in leases], self.hub],
-                )
+            cur = await planned(
+                conn,
+                len(leases),
+                f"UPDATE {self._s}.instances i SET lease_expires_at = %s "
+                "FROM unnest(%b::text[], %b::bigint[]) AS u(id, token) "
+                "WHERE i.hub = %s AND i.instance_id = u.id AND i.lease_token = u.token "
+                "AND i.lease_expires_at IS NOT NULL RETURNING i.instance_id, i.lease_token",
+                [expires, [i for i, _ in leases], [t for _, t in leases], self.hub],
+            )
             return {(row[0], row[1]) for row in await cur.fetchall()}
 
         renewed = await self._run(op)

@@ -36,6 +36,7 @@ from taskloom.storage.postgres_batch import (
     lease_activities_sql,
     leased_inboxes_sql,
     plan_setting,
+    planned,
     version_params,
 )
 from taskloom.storage.postgres_inline import InlineOutcome, inline_params, inline_sql, read_outcome
@@ -100,10 +101,7 @@ class PostgresActivitiesMixin:
         }
 
         async def op(conn: Conn) -> list[WorkItem]:
-            cur = conn.cursor()
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(*plan_setting(limit))
-                await cur.execute(lease_activities_sql(s), params)
+            cur = await planned(conn, limit, lease_activities_sql(s), params)
             rows = sorted(await cur.fetchall(), key=lambda r: (r[10], r[0]))
             return await self._resolved(conn, [WorkItem(*row[:10]) for row in rows])
 
@@ -304,16 +302,14 @@ class PostgresActivitiesMixin:
         expires = now + timedelta(seconds=lease_for)
 
         async def op(conn: Conn) -> set[int]:
-            cur = conn.cursor()
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(*plan_setting(len(leases)))
-                await cur.execute(
-                    f"UPDATE {self._s}.work_items w SET lease_expires_at = %s, ready_at = %s "
-                    "FROM unnest(%b::bigint[], %b::bigint[]) AS u(id, token) "
-                    "WHERE w.id = u.id AND w.lease_token = u.token AND w.hub = %s "
-                    "RETURNING w.id",
-                    [expires, expires, [i for i, _ in leases], [t for _, t in leases], self.hub],
-                )
+            cur = await planned(
+                conn,
+                len(leases),
+                f"UPDATE {self._s}.work_items w SET lease_expires_at = %s, ready_at = %s "
+                "FROM unnest(%b::bigint[], %b::bigint[]) AS u(id, token) "
+                "WHERE w.id = u.id AND w.lease_token = u.token AND w.hub = %s RETURNING w.id",
+                [expires, expires, [i for i, _ in leases], [t for _, t in leases], self.hub],
+            )
             return {row[0] for row in await cur.fetchall()}
 
         renewed = await self._run(op)

@@ -20,6 +20,8 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from psycopg import AsyncConnection, AsyncCursor
+
 from taskloom.history import dumps_event
 from taskloom.models import FailureDetails
 from taskloom.storage.base import (
@@ -59,6 +61,18 @@ def plan_setting(rows: int) -> tuple[str, list[Any]]:
     small = rows <= GENERIC_UP_TO
     sql = "SELECT set_config('enable_seqscan', %s, true), set_config('plan_cache_mode', %s, true)"
     return sql, ["off" if small else "on", "auto" if small else "force_custom_plan"]
+
+
+async def planned(
+    conn: AsyncConnection[tuple[Any, ...]], rows: int, sql: str, params: Any
+) -> AsyncCursor[tuple[Any, ...]]:
+    """Run one statement in a transaction of its own under :func:`plan_setting` for
+    ``rows``, in one round trip; returns its cursor, ready to fetch."""
+    cur = conn.cursor()
+    async with conn.pipeline(), conn.transaction():
+        await conn.execute(*plan_setting(rows))
+        await cur.execute(sql, params)
+    return cur
 
 
 # -- episode commits ------------------------------------------------------------------

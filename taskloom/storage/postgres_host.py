@@ -38,7 +38,7 @@ from taskloom.storage.host_base import (
     QueueMessage,
     ScheduleRecord,
 )
-from taskloom.storage.postgres_batch import plan_setting
+from taskloom.storage.postgres_batch import plan_setting, planned
 
 __all__ = ["PostgresHostMixin"]
 
@@ -128,21 +128,20 @@ class PostgresHostMixin(HostStore):
             # Rows other hosts are leasing right now are skipped, not waited for. The plan
             # settings of the hot transactions keep a plan cached on an empty queue from
             # scanning a flooded one (docs/scaling.md, "Plans that do not go stale").
-            cur = conn.cursor()
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(*plan_setting(limit))
-                await cur.execute(
-                    f"WITH picked AS (SELECT id, visible_at FROM {s}.queue_messages "
-                    "WHERE hub = %(hub)s AND queue = ANY(%(queues)b::text[]) "
-                    "AND visible_at <= %(now)s ORDER BY visible_at, id LIMIT %(limit)s "
-                    "FOR UPDATE SKIP LOCKED) "
-                    f"UPDATE {s}.queue_messages m SET lease_owner = %(owner)s, "
-                    "lease_token = m.lease_token + 1, dequeue_count = m.dequeue_count + 1, "
-                    "visible_at = %(until)s FROM picked WHERE m.id = picked.id RETURNING "
-                    + ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
-                    + ", picked.visible_at",
-                    params,
-                )
+            cur = await planned(
+                conn,
+                limit,
+                f"WITH picked AS (SELECT id, visible_at FROM {s}.queue_messages "
+                "WHERE hub = %(hub)s AND queue = ANY(%(queues)b::text[]) "
+                "AND visible_at <= %(now)s ORDER BY visible_at, id LIMIT %(limit)s "
+                "FOR UPDATE SKIP LOCKED) "
+                f"UPDATE {s}.queue_messages m SET lease_owner = %(owner)s, "
+                "lease_token = m.lease_token + 1, dequeue_count = m.dequeue_count + 1, "
+                "visible_at = %(until)s FROM picked WHERE m.id = picked.id RETURNING "
+                + ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
+                + ", picked.visible_at",
+                params,
+            )
             return await cur.fetchall()
 
         rows = sorted(await self._run(op), key=lambda r: (r[7], r[0]))

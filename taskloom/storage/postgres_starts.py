@@ -10,13 +10,13 @@ replace it if finished), exactly as a single start does.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from taskloom.history import dumps_event
 from taskloom.storage.base import NewInstance
+from taskloom.storage.coalesce import Coalescer
 from taskloom.storage.postgres_batch import INSTANCE_COLUMNS, record_values
 
 __all__ = ["StartGroup", "Started", "starts_params", "starts_sql"]
@@ -95,33 +95,23 @@ class StartGroup:
 
     def __init__(self, run: RunBatch) -> None:
         self._run = run
-        self._waiting: list[tuple[NewInstance, asyncio.Future[Started]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._group: Coalescer[NewInstance, Started] = Coalescer(
+            self._batch, "taskloom-starts", BATCH
+        )
 
     async def submit(self, new: NewInstance) -> Started:
-        future: asyncio.Future[Started] = asyncio.get_running_loop().create_future()
-        self._waiting.append((new, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._batches(), name="taskloom-starts")
-        return await future
+        return await self._group.submit(new)
 
-    async def _batches(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
-            # A second start of an id in the batch is left out: taken, by the first.
-            first: dict[str, NewInstance] = {}
-            for new, _ in batch:
-                first.setdefault(new.record.instance_id, new)
-            try:
-                created, retried = await self._run(list(first.values()))
-            except BaseException as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for new, future in batch:
-                made = first[new.record.instance_id] is new and new.record.instance_id in created
-                if not future.done():
-                    future.set_result(Started(made, retried))
+    async def _batch(self, batch: list[NewInstance]) -> list[Started]:
+        # A second start of an id in the batch is left out: taken, by the first.
+        first: dict[str, NewInstance] = {}
+        for new in batch:
+            first.setdefault(new.record.instance_id, new)
+        created, retried = await self._run(list(first.values()))
+        return [
+            Started(
+                first[new.record.instance_id] is new and new.record.instance_id in created,
+                retried,
+            )
+            for new in batch
+        ]

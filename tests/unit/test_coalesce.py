@@ -1,6 +1,7 @@
-"""The sidecar's completion coalescer: a lone item goes at once, items that arrive while
-a batch is in flight go together in the next one, each caller gets its own result, and a
-failed batch fails only its own callers."""
+"""The coalescer of calls made together (PostgreSQL starts, the sidecar's completions):
+a lone item goes at once, items that arrive while a batch is in flight go together in
+the next one, each caller gets its own result, and a failed batch fails only its own
+callers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 
 import pytest
 
-from taskloom.grpc.batching import BATCH, Coalescer
+from taskloom.storage.coalesce import BATCH, Coalescer
 
 
 class Recorder:
