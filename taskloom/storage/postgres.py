@@ -101,8 +101,6 @@ from taskloom.storage.postgres_batch import (
     insert_history_sql,
     lease_episodes_sql,
     leased_inboxes_sql,
-    plan_setting,
-    planned,
     record_values,
     version_params,
 )
@@ -121,6 +119,7 @@ from taskloom.storage.postgres_notify import (
     stable_key,
     validate_schema,
 )
+from taskloom.storage.postgres_plans import plan_setting, planned
 from taskloom.storage.postgres_reads import PostgresReadsMixin
 from taskloom.storage.postgres_starts import Started, StartGroup, starts_params, starts_sql
 from taskloom.storage.postgres_topics import PostgresTopicsMixin

@@ -35,11 +35,10 @@ from taskloom.storage.postgres_batch import (
     eager_lease_sql,
     lease_activities_sql,
     leased_inboxes_sql,
-    plan_setting,
-    planned,
     version_params,
 )
 from taskloom.storage.postgres_inline import InlineOutcome, inline_params, inline_sql, read_outcome
+from taskloom.storage.postgres_plans import plan_setting, planned
 from taskloom.storage.postgres_reads import instance_from_row
 
 __all__ = ["PostgresActivitiesMixin"]

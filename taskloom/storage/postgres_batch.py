@@ -20,8 +20,6 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from psycopg import AsyncConnection, AsyncCursor
-
 from taskloom.history import dumps_event
 from taskloom.models import FailureDetails
 from taskloom.storage.base import (
@@ -43,36 +41,6 @@ INSTANCE_COLUMNS = (
 
 def failure_json(failure: FailureDetails | None) -> str | None:
     return None if failure is None else json.dumps(failure.to_dict(), separators=(",", ":"))
-
-
-# -- planning ---------------------------------------------------------------------------
-
-#: Batches up to this many rows may run on a cached (generic) plan; larger ones are
-#: planned for their own parameters.
-GENERIC_UP_TO = 8
-
-
-def plan_setting(rows: int) -> tuple[str, list[Any]]:
-    """The settings a hot transaction runs its statements under (see "Plans that do not
-    go stale" in ``docs/scaling.md``), local to it: for batches of up to
-    :data:`GENERIC_UP_TO` rows, index scans rather than sequential ones whatever the
-    statistics say (so the cached plan stays right as the tables grow); for larger
-    ones, a plan made for their own rows."""
-    small = rows <= GENERIC_UP_TO
-    sql = "SELECT set_config('enable_seqscan', %s, true), set_config('plan_cache_mode', %s, true)"
-    return sql, ["off" if small else "on", "auto" if small else "force_custom_plan"]
-
-
-async def planned(
-    conn: AsyncConnection[tuple[Any, ...]], rows: int, sql: str, params: Any
-) -> AsyncCursor[tuple[Any, ...]]:
-    """Run one statement in a transaction of its own under :func:`plan_setting` for
-    ``rows``, in one round trip; returns its cursor, ready to fetch."""
-    cur = conn.cursor()
-    async with conn.pipeline(), conn.transaction():
-        await conn.execute(*plan_setting(rows))
-        await cur.execute(sql, params)
-    return cur
 
 
 # -- episode commits ------------------------------------------------------------------

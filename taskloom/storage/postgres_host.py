@@ -38,7 +38,7 @@ from taskloom.storage.host_base import (
     QueueMessage,
     ScheduleRecord,
 )
-from taskloom.storage.postgres_batch import plan_setting, planned
+from taskloom.storage.postgres_plans import UNPREPARED, plan_setting, planned
 
 __all__ = ["PostgresHostMixin"]
 
@@ -153,7 +153,7 @@ class PostgresHostMixin(HostStore):
                 f"DELETE FROM {self._s}.queue_messages WHERE hub = %s AND id = %s "
                 "AND lease_token = %s AND lease_owner IS NOT NULL RETURNING 1",
                 [self.hub, message_id, lease_token],
-                prepare=False,  # planned for the table as it is (see queue_lease)
+                prepare=UNPREPARED,
             )
             return await cur.fetchone() is not None
 

@@ -32,15 +32,11 @@ from taskloom.storage.entity_rows import (
     wants_entities,
 )
 from taskloom.storage.postgres_batch import INSTANCE_COLUMNS
+from taskloom.storage.postgres_plans import UNPREPARED
 
 __all__ = ["PostgresReadsMixin", "instance_from_row"]
 
 T = TypeVar("T")
-
-#: The reads by id (instances, statuses, histories, payloads) are planned on every call:
-#: a generic plan cached while a hub was empty scans the table (see "Plans that do not
-#: go stale" in ``docs/scaling.md``), and planning a look-up costs less than a scan.
-UNPREPARED = False
 Conn = AsyncConnection[tuple[Any, ...]]
 
 _TERMINAL = [s.value for s in Status if s.is_terminal]

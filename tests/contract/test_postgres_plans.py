@@ -37,7 +37,6 @@ from taskloom.storage.base import (
 )
 from taskloom.storage.postgres import PostgresStore
 from taskloom.storage.postgres_batch import (
-    GENERIC_UP_TO,
     activity_params,
     activity_sql,
     commit_params,
@@ -46,10 +45,10 @@ from taskloom.storage.postgres_batch import (
     lease_activities_sql,
     lease_episodes_sql,
     leased_inboxes_sql,
-    plan_setting,
     version_params,
 )
 from taskloom.storage.postgres_inline import inline_params, inline_sql
+from taskloom.storage.postgres_plans import GENERIC_UP_TO, plan_setting
 from taskloom.storage.postgres_starts import starts_params, starts_sql
 
 pytestmark = pytest.mark.postgres
